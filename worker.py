@@ -1,0 +1,1 @@
+"""The genie-worker process (placeholder)."""
