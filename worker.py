@@ -1,1 +1,120 @@
-"""The genie-worker process (placeholder)."""
+"""The genie-worker process: ``python worker.py``.
+
+Reads ``GENIE_*`` and ``TEMPORAL_*`` settings (a bad one stops it before connecting, with
+one line naming the setting), connects to Temporal with the pydantic data converter,
+serves Prometheus metrics when ``GENIE_METRICS_PORT`` is set, and runs the
+``GenieConversation`` workflow and its activities until SIGTERM/SIGINT. On shutdown,
+in-flight stream segments checkpoint their cursor and hand over to another worker.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+import sys
+from collections.abc import Sequence
+from datetime import timedelta
+
+from temporalio.client import Client
+from temporalio.runtime import PrometheusConfig, Runtime, TelemetryConfig
+from temporalio.worker import Worker
+
+from activities import GenieActivities
+from genie_api import ApiKeyAuth, GenieClient
+from genie_config import (
+    ConfigError,
+    GenieSettings,
+    connect_temporal,
+    load_settings,
+    temporal_connect_config,
+)
+from workflows import GenieConversation
+
+log = logging.getLogger("genie_worker")
+
+
+def build_worker(
+    client: Client, settings: GenieSettings, genie: GenieClient, *, task_queue: str | None = None
+) -> Worker:
+    """The worker with every workflow and activity, sized for many IO-bound streams."""
+    activities = GenieActivities(
+        genie,
+        attachment_dirs=list(settings.attachment_dirs),
+        silence_check_seconds=settings.stream_silence_check_seconds,
+    )
+    return Worker(
+        client,
+        task_queue=task_queue or settings.task_queue,
+        workflows=[GenieConversation],
+        activities=activities.all(),
+        max_concurrent_activities=settings.max_concurrent_activities,
+        max_concurrent_workflow_tasks=settings.max_concurrent_workflow_tasks,
+        max_cached_workflows=settings.max_cached_workflows,
+        graceful_shutdown_timeout=timedelta(seconds=settings.graceful_shutdown_seconds),
+    )
+
+
+def genie_client(settings: GenieSettings) -> GenieClient:
+    return GenieClient(str(settings.api_base_url), ApiKeyAuth(settings.api_key_value()))
+
+
+async def serve(settings: GenieSettings, stop: asyncio.Event) -> None:
+    runtime = None
+    if settings.metrics_port:
+        bind = f"{settings.metrics_host}:{settings.metrics_port}"
+        runtime = Runtime(telemetry=TelemetryConfig(metrics=PrometheusConfig(bind_address=bind)))
+        log.info("metrics on http://%s/metrics", bind)
+    client = await connect_temporal(runtime=runtime)
+    async with genie_client(settings) as genie:
+        worker = build_worker(client, settings, genie)
+        log.info(
+            "worker polling task queue %r on %s (namespace %s), Headless API %s",
+            settings.task_queue, client.service_client.config.target_host,
+            client.namespace, settings.api_base_url,
+        )  # fmt: skip
+        run = asyncio.create_task(worker.run())
+        stopped = asyncio.create_task(stop.wait())
+        await asyncio.wait({run, stopped}, return_when=asyncio.FIRST_COMPLETED)
+        if not run.done():
+            log.info("shutting down (up to %ss for in-flight work)", settings.graceful_shutdown_seconds)
+            await worker.shutdown()
+        await run
+    log.info("worker stopped")
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    try:
+        settings = load_settings()
+        settings.api_key_value()  # fail now, not at the first activity
+        temporal_connect_config()
+    except ConfigError as e:
+        print(f"genie-worker: configuration error: {e}", file=sys.stderr)
+        return 2
+    logging.basicConfig(
+        level=settings.log_level,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    # httpx logs every request at INFO; keep our log about conversations, not sockets.
+    logging.getLogger("httpx").setLevel(logging.WARNING)
+
+    async def _main() -> None:
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, stop.set)
+        await serve(settings, stop)
+
+    try:
+        asyncio.run(_main())
+    except OSError as e:
+        print(f"genie-worker: {e}", file=sys.stderr)
+        return 2
+    except RuntimeError as e:  # e.g. the Temporal server is unreachable
+        print(f"genie-worker: cannot connect to Temporal: {e}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

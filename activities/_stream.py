@@ -1,0 +1,306 @@
+"""The stream segment: read one run from the message POST (or a cursor) to a pause or end.
+
+Durability rules this file implements (``shared/DESIGN.md`` "How a turn flows" 2-3):
+
+- Progress (the run cursor plus this segment's messages so far) is heartbeated as one
+  consistent snapshot, so a retry resumes exactly after the last event it accounts for.
+- The user message is posted at most once per turn. A retry that has no run id does not
+  know whether the previous attempt's POST landed, so it asks the API first (E3, then
+  E6): any run newer than the previous turn's is this turn's, because the workflow is the
+  conversation's only sender.
+- When the stream says nothing for a while, the conversation state (E3) is checked: a run
+  that ended without the stream saying so (production's runtime-connection quirk) is
+  completed from the message history (E6).
+- On worker shutdown the segment checkpoints and fails fast with a retryable error, so
+  another worker resumes it at once instead of after a heartbeat timeout.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import AsyncIterator
+from typing import Any
+
+from pydantic import BaseModel, Field
+from temporalio import activity
+from temporalio.exceptions import ApplicationError
+
+from activities._errors import STREAM_STALLED, WORKER_SHUTDOWN, to_application_error
+from activities.models import (
+    MAX_TURN_MESSAGE_CHARS,
+    ConnectionRequest,
+    SegmentOutcome,
+    SkillConfirmation,
+    StreamSegmentInput,
+    StreamSegmentResult,
+)
+from genie_api import (
+    AgentMessage,
+    BusinessApprovalRequired,
+    GenieAPIError,
+    GenieClient,
+    GenieEvent,
+    ProcessingFinished,
+    RunCursor,
+    RunReader,
+    RuntimeConnectionAuthRequired,
+    SkillConfirmationRequired,
+    StreamResumeError,
+)
+
+log = logging.getLogger("genie_worker.stream")
+
+HEARTBEAT_EVERY = 1.0
+"""Seconds between heartbeats. The SDK throttles what reaches the server anyway; this
+bounds how often the progress snapshot is serialised on a fast stream."""
+PAUSE_STATES = frozenset({"skill.confirmation_required", "runtime_connection.auth_required"})
+
+
+class SegmentProgress(BaseModel):
+    """The heartbeat snapshot: enough to resume after the last event it accounts for."""
+
+    cursor: RunCursor
+    messages: list[str] = Field(default_factory=list)
+    truncated: bool = False
+    events: int = 0
+    reconnects: int = 0
+
+
+class StreamSegment:
+    """One attempt of the ``stream_segment`` activity."""
+
+    def __init__(
+        self, client: GenieClient, inp: StreamSegmentInput, *, silence_check_seconds: float
+    ) -> None:
+        self._client = client
+        self._silence_check = silence_check_seconds
+        self._inp = inp
+        info = activity.info()
+        restored = _restore(info.heartbeat_details)
+        self._resumed_from_heartbeat = restored is not None
+        self._p = restored or SegmentProgress(
+            cursor=inp.cursor or RunCursor(conversation_id=inp.conversation_id)
+        )
+        self._attempt = info.attempt
+        self._last_event_at = time.monotonic()
+        self._last_beat = 0.0
+
+    async def run(self) -> StreamSegmentResult:
+        consumer = asyncio.create_task(self._consume())
+        watcher = asyncio.create_task(self._watch())
+        try:
+            done, _ = await asyncio.wait({consumer, watcher}, return_when=asyncio.FIRST_COMPLETED)
+            return await next(iter(done))
+        except GenieAPIError as e:
+            self._beat(force=True)
+            raise to_application_error(e) from None
+        except BaseException:
+            # Cancellation or a crash path: leave the freshest cursor behind for the retry.
+            self._beat(force=True)
+            raise
+        finally:
+            for t in (consumer, watcher):
+                t.cancel()
+            await asyncio.gather(consumer, watcher, return_exceptions=True)
+
+    # ------------------------------------------------------------------ reading
+
+    async def _consume(self) -> StreamSegmentResult:
+        reader, events = await self._open()
+        async for ev in events:
+            self._p.cursor = reader.cursor
+            self._p.reconnects = getattr(reader, "reconnects", 0)
+            self._last_event_at = time.monotonic()
+            self._p.events += 1
+            outcome = self._apply(ev)
+            if outcome is not None:
+                return self._result(outcome, ev)
+            self._beat()
+        # A reader ends only after processing.finished; anything else is a client bug.
+        raise ApplicationError(
+            "the run stream ended without processing.finished", type=STREAM_STALLED
+        )
+
+    async def _open(self) -> tuple[RunReader, AsyncIterator[GenieEvent]]:
+        """Post the message, or resume the run an earlier attempt (or segment) started."""
+        inp = self._inp
+        if inp.mode == "send" and self._p.cursor.genie_run_id is None:
+            if self._attempt > 1 or self._resumed_from_heartbeat:
+                run_id = await self._find_posted_run()
+                if run_id is not None:
+                    log.info(
+                        "turn %s of %s: message already posted (run %s); resuming, not "
+                        "re-posting", inp.turn, inp.conversation_id, run_id,
+                    )  # fmt: skip
+                    self._p.cursor = self._p.cursor.model_copy(update={"genie_run_id": run_id})
+            if self._p.cursor.genie_run_id is None:
+                assert inp.message is not None, "send mode needs the message"
+                reader = self._reader()
+                return reader, reader.send(inp.message, file_id=inp.file_id)
+        reader = self._reader()
+        return reader, reader.resume()
+
+    def _reader(self) -> RunReader:
+        inp = self._inp
+        return RunReader(
+            self._client, inp.genie_handle, inp.conversation_id,
+            user_id=inp.user_id, cursor=self._p.cursor,
+        )  # fmt: skip
+
+    async def _find_posted_run(self) -> str | None:
+        """The run an earlier attempt's POST started, if the API has one."""
+        inp = self._inp
+        conv = await self._client.get_conversation(
+            inp.genie_handle, inp.conversation_id, user_id=inp.user_id
+        )
+        run_id = conv.last_event.genie_run_id if conv.last_event is not None else None
+        if run_id is None:
+            page = await self._client.list_messages(
+                inp.genie_handle, inp.conversation_id, user_id=inp.user_id, limit=5
+            )
+            run_id = next((m.genie_run_id for m in page.messages if m.genie_run_id), None)
+        return run_id if run_id and run_id != inp.previous_run_id else None
+
+    def _apply(self, ev: GenieEvent) -> SegmentOutcome | None:
+        if isinstance(ev, AgentMessage):
+            self._add_message(ev.message or "")
+        elif isinstance(ev, SkillConfirmationRequired):
+            return "confirmation_required"
+        elif isinstance(ev, BusinessApprovalRequired):
+            return "business_approval_required"
+        elif isinstance(ev, RuntimeConnectionAuthRequired):
+            return "auth_required"
+        elif isinstance(ev, ProcessingFinished):
+            return "finished"
+        return None
+
+    def _add_message(self, text: str) -> None:
+        msgs = self._p.messages
+        msgs.append(text)
+        # Bound what history carries; the reply (the last message) always survives.
+        total = sum(map(len, msgs))
+        while len(msgs) > 1 and total > MAX_TURN_MESSAGE_CHARS:
+            total -= len(msgs.pop(0))
+            self._p.truncated = True
+
+    def _result(self, outcome: SegmentOutcome, ev: GenieEvent | None) -> StreamSegmentResult:
+        confirmation = connection = None
+        if isinstance(ev, SkillConfirmationRequired | BusinessApprovalRequired):
+            confirmation = SkillConfirmation(
+                call_id=_require(ev, "call_id"),
+                kind="business" if isinstance(ev, BusinessApprovalRequired) else "skill",
+                skill_name=getattr(ev, "skill_name", None),
+                skill_id=getattr(ev, "skill_id", None),
+                skill_parameters=getattr(ev, "skill_parameters", None) or {},
+            )
+        elif isinstance(ev, RuntimeConnectionAuthRequired):
+            link = ev.auth_link
+            connection = ConnectionRequest(
+                attempt_id=_require(ev, "runtime_connection_attempt_id"),
+                connector_name=link.connector_name if link else None,
+                auth_url=link.url if link else None,
+                auth_expires_at=link.expires_at if link else None,
+            )
+        return StreamSegmentResult(
+            outcome=outcome,
+            cursor=self._p.cursor,
+            messages=self._p.messages,
+            messages_truncated=self._p.truncated,
+            confirmation=confirmation,
+            connection=connection,
+            events=self._p.events,
+            reconnects=self._p.reconnects,
+        )
+
+    # ------------------------------------------------------------------ watching
+
+    async def _watch(self) -> StreamSegmentResult:
+        """Heartbeat, notice worker shutdown, and check the API when the stream is silent."""
+        shutdown = asyncio.create_task(activity.wait_for_worker_shutdown())
+        try:
+            while True:
+                await asyncio.wait({shutdown}, timeout=HEARTBEAT_EVERY)
+                if shutdown.done():
+                    self._beat(force=True)
+                    raise ApplicationError(
+                        "the worker is shutting down; the stream resumes from its cursor "
+                        "on another worker",
+                        type=WORKER_SHUTDOWN,
+                    )
+                self._beat(force=True)
+                silent = time.monotonic() - self._last_event_at
+                if silent >= self._silence_check:
+                    self._last_event_at = time.monotonic()
+                    finished = await self._finished_per_api()
+                    if finished is not None:
+                        return finished
+        finally:
+            shutdown.cancel()
+
+    async def _finished_per_api(self) -> StreamSegmentResult | None:
+        """If E3 says the run is over although the stream never said so, finish from E6."""
+        inp, run_id = self._inp, self._p.cursor.genie_run_id
+        if run_id is None:
+            return None
+        try:
+            conv = await self._client.get_conversation(
+                inp.genie_handle, inp.conversation_id, user_id=inp.user_id
+            )
+        except GenieAPIError as e:
+            log.info("state check for %s failed (%s); still streaming", inp.conversation_id, e)
+            return None
+        last = conv.last_event
+        if conv.state != "idle" or (last is not None and last.type in PAUSE_STATES):
+            return None  # production may read idle while parked on a connection
+        page = await self._client.list_messages(
+            inp.genie_handle, inp.conversation_id, user_id=inp.user_id, limit=100
+        )
+        mine = [m for m in reversed(page.messages) if m.source == "genie" and m.genie_run_id == run_id]
+        already = inp.messages_so_far + len(self._p.messages)
+        for m in mine[already:]:
+            self._add_message(m.content or "")
+        log.warning(
+            "turn %s of %s: run %s ended without the stream saying so; reply taken from "
+            "the message history (E6)", inp.turn, inp.conversation_id, run_id,
+        )  # fmt: skip
+        result = self._result("finished", None)
+        result.recovered_from_history = True
+        return result
+
+    def _beat(self, *, force: bool = False) -> None:
+        now = time.monotonic()
+        if force or now - self._last_beat >= HEARTBEAT_EVERY:
+            self._last_beat = now
+            activity.heartbeat(self._p.model_dump(mode="json"))
+
+
+def _restore(details: Any) -> SegmentProgress | None:
+    if not details:
+        return None
+    try:
+        return SegmentProgress.model_validate(details[0])
+    except ValueError:
+        log.warning("ignoring unreadable heartbeat details; resuming from the input cursor")
+        return None
+
+
+def _require(ev: GenieEvent, field: str) -> str:
+    value = getattr(ev, field, None)
+    if not isinstance(value, str) or not value:
+        raise ApplicationError(
+            f"{ev.type} event {ev.event_id} in conversation {ev.conversation_id} has no {field}",
+            type="ProtocolError",
+            non_retryable=True,
+        )
+    return value
+
+
+async def run_segment(
+    client: GenieClient, inp: StreamSegmentInput, *, silence_check_seconds: float
+) -> StreamSegmentResult:
+    try:
+        return await StreamSegment(client, inp, silence_check_seconds=silence_check_seconds).run()
+    except StreamResumeError as e:
+        raise to_application_error(e) from None

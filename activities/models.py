@@ -1,0 +1,169 @@
+"""Inputs and outputs of the genie activities: one model in, one model out.
+
+Only ids, cursors, small texts and decisions cross this boundary, so workflow history
+stays small whatever the genie streams. The API key never does: activities get it from
+the worker process.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from genie_api import RunCursor
+
+__all__ = [
+    "MAX_TURN_MESSAGE_CHARS",
+    "AuthLinkInput",
+    "AuthLinkResult",
+    "ConnectionRequest",
+    "CreateConversationInput",
+    "CreateConversationResult",
+    "PostDecisionResult",
+    "PostSkillDecisionInput",
+    "ProbeConnectionInput",
+    "ProbeConnectionResult",
+    "RejectConnectionInput",
+    "SegmentOutcome",
+    "SkillConfirmation",
+    "StreamSegmentInput",
+    "StreamSegmentResult",
+    "UploadAttachmentInput",
+    "UploadAttachmentResult",
+]
+
+MAX_TURN_MESSAGE_CHARS = 256_000
+"""Cap on the text of one turn's ``agent.message`` events kept in history. Past it the
+earliest intermediate messages are dropped (``messages_truncated``); the final reply is
+always kept, and E6 (message history) remains the full record."""
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+
+
+class _Scope(_Model):
+    genie_handle: str
+    user_id: str
+
+
+class CreateConversationInput(_Scope):
+    pass
+
+
+class CreateConversationResult(_Model):
+    conversation_id: str
+
+
+class UploadAttachmentInput(_Scope):
+    conversation_id: str
+    attachment_uri: str
+
+
+class UploadAttachmentResult(_Model):
+    file_id: str
+    filename: str
+    size_bytes: int
+
+
+class StreamSegmentInput(_Scope):
+    """One stretch of a run: from the message POST (or a cursor) to the next pause or end."""
+
+    conversation_id: str
+    turn: int
+    mode: Literal["send", "resume"]
+    message: str | None = None
+    """The user text (``send`` only). Posted at most once per turn: see the activity."""
+    file_id: str | None = None
+    cursor: RunCursor | None = None
+    """Where the previous segment stopped (``resume``)."""
+    previous_run_id: str | None = None
+    """The run of the turn before this one: any newer run found while reconciling after a
+    crash is this turn's, since the workflow is the conversation's only sender."""
+    after_connection: bool = False
+    """The run was parked on a runtime connection: watch the conversation state as well,
+    because production may never stream the resumed output."""
+    messages_so_far: int = 0
+    """``agent.message`` events of this run already delivered by earlier segments, so a
+    reply recovered from E6 skips exactly those."""
+
+
+SegmentOutcome = Literal[
+    "finished", "confirmation_required", "business_approval_required", "auth_required"
+]
+
+
+class SkillConfirmation(_Model):
+    call_id: str
+    kind: Literal["skill", "business"] = "skill"
+    skill_name: str | None = None
+    skill_id: str | None = None
+    skill_parameters: dict[str, Any] = Field(default_factory=dict)
+
+
+class ConnectionRequest(_Model):
+    attempt_id: str
+    connector_name: str | None = None
+    auth_url: str | None = None
+    auth_expires_at: datetime | None = None
+
+
+class StreamSegmentResult(_Model):
+    outcome: SegmentOutcome
+    cursor: RunCursor
+    messages: list[str] = Field(default_factory=list)
+    """This segment's ``agent.message`` texts, in order, each exactly once."""
+    messages_truncated: bool = False
+    confirmation: SkillConfirmation | None = None
+    connection: ConnectionRequest | None = None
+    events: int = 0
+    """Run events consumed in this segment (not recorded per event anywhere)."""
+    reconnects: int = 0
+    recovered_from_history: bool = False
+    """The run's end was learned from the conversation state and E6, not the stream."""
+
+
+class PostSkillDecisionInput(_Scope):
+    conversation_id: str
+    call_id: str
+    approved: bool
+    reason: str | None = None
+    kind: Literal["skill", "business"] = "skill"
+
+
+class PostDecisionResult(_Model):
+    already_resolved: bool = False
+    """The API already had a decision for this id (a retry after a lost answer)."""
+
+
+class AuthLinkInput(_Scope):
+    attempt_id: str
+
+
+class AuthLinkResult(_Model):
+    status: Literal["auth_required", "authorized"]
+    url: str | None = None
+    expires_at: datetime | None = None
+    connector_name: str | None = None
+
+
+class RejectConnectionInput(_Scope):
+    attempt_id: str
+    reason: str | None = None
+
+
+class ProbeConnectionInput(_Scope):
+    conversation_id: str
+    attempt_id: str
+    genie_run_id: str | None = None
+    messages_so_far: int = 0
+    """Genie messages of this run seen before the pause; more in E6 means it moved on."""
+
+
+class ProbeConnectionResult(_Model):
+    resolved: bool
+    """The run has moved past the connection (the user authenticated, or it ended)."""
+    state: str | None = None
+    last_event_type: str | None = None

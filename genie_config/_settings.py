@@ -1,0 +1,109 @@
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Any
+
+from pydantic import AnyHttpUrl, Field, SecretStr, ValidationError, field_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+from temporalio.client import Client
+from temporalio.contrib.pydantic import pydantic_data_converter
+from temporalio.envconfig import ClientConfig
+from temporalio.runtime import Runtime
+
+DEFAULT_API_BASE_URL = "http://127.0.0.1:8787"
+"""The embedded default: the simulator that ``geniectl dev`` starts."""
+
+
+class ConfigError(Exception):
+    """A setting is missing or invalid. ``str(e)`` is one line naming the setting."""
+
+
+class GenieSettings(BaseSettings):
+    """``GENIE_*`` settings of the worker (and, for the task queue, of the CLI)."""
+
+    model_config = SettingsConfigDict(env_prefix="GENIE_", extra="ignore", frozen=True)
+
+    api_base_url: AnyHttpUrl = AnyHttpUrl(DEFAULT_API_BASE_URL)
+    api_key: SecretStr | None = None
+    api_key_file: Path | None = None
+    task_queue: str = Field(default="genie-conversations", min_length=1)
+    metrics_port: int | None = Field(default=None, ge=0, le=65535)
+    """Prometheus metrics on this port (0 or unset: off)."""
+    metrics_host: str = "127.0.0.1"
+    attachment_dirs: Annotated[list[Path], NoDecode] = Field(default_factory=list)
+    """Directories ``file://`` attachments may be read from (comma-separated)."""
+    stream_silence_check_seconds: float = Field(default=10.0, gt=0)
+    """A stream silent this long makes the segment check the conversation state (E3)."""
+    max_concurrent_activities: int = Field(default=1000, ge=1)
+    """Stream segments are IO-bound: one event loop holds many of them."""
+    max_concurrent_workflow_tasks: int = Field(default=200, ge=1)
+    max_cached_workflows: int = Field(default=1000, ge=0)
+    graceful_shutdown_seconds: float = Field(default=15.0, ge=0)
+    log_level: str = "INFO"
+
+    @field_validator("attachment_dirs", mode="before")
+    @classmethod
+    def _split_dirs(cls, v: Any) -> Any:
+        if isinstance(v, str):
+            return [Path(p.strip()) for p in v.split(",") if p.strip()]
+        return v
+
+    @field_validator("log_level")
+    @classmethod
+    def _level(cls, v: str) -> str:
+        if v.upper() not in ("DEBUG", "INFO", "WARNING", "ERROR"):
+            raise ValueError("must be DEBUG, INFO, WARNING or ERROR")
+        return v.upper()
+
+    def api_key_value(self) -> SecretStr:
+        """The API key from ``GENIE_API_KEY`` or the file ``GENIE_API_KEY_FILE`` names."""
+        if self.api_key is not None and self.api_key_file is not None:
+            raise ConfigError("GENIE_API_KEY and GENIE_API_KEY_FILE are both set; set one")
+        if self.api_key is not None:
+            key = self.api_key.get_secret_value().strip()
+            source = "GENIE_API_KEY"
+        elif self.api_key_file is not None:
+            source = "GENIE_API_KEY_FILE"
+            try:
+                key = self.api_key_file.read_text().strip()
+            except OSError as e:
+                raise ConfigError(
+                    f"GENIE_API_KEY_FILE: cannot read {self.api_key_file} ({e.strerror})"
+                ) from None
+        else:
+            raise ConfigError("GENIE_API_KEY or GENIE_API_KEY_FILE must be set")
+        if not key:
+            raise ConfigError(f"{source}: the API key is empty")
+        if any(c.isspace() for c in key):
+            raise ConfigError(f"{source}: the API key contains whitespace")
+        return SecretStr(key)
+
+
+def load_settings(**overrides: Any) -> GenieSettings:
+    """Read ``GENIE_*``; raise ``ConfigError`` with one line naming the bad setting."""
+    try:
+        return GenieSettings(**overrides)
+    except ValidationError as e:
+        err = e.errors()[0]
+        name = "GENIE_" + "_".join(str(p) for p in err["loc"][:1]).upper()
+        # Never echo the input: it may be the API key.
+        raise ConfigError(f"{name}: {err['msg']}") from None
+
+
+def temporal_connect_config() -> dict[str, Any]:
+    """``Client.connect`` keyword arguments from ``TEMPORAL_*`` / the TOML profile."""
+    try:
+        cfg: dict[str, Any] = dict(ClientConfig.load_client_connect_config())
+    except Exception as e:  # the SDK raises plain errors for bad TLS paths, TOML, etc.
+        raise ConfigError(f"TEMPORAL_* configuration: {e}") from None
+    cfg.setdefault("target_host", "localhost:7233")
+    return cfg
+
+
+async def connect_temporal(*, runtime: Runtime | None = None) -> Client:
+    """Connect with the pydantic data converter every genie-worker client must use."""
+    cfg = temporal_connect_config()
+    target = cfg.pop("target_host")
+    if runtime is not None:
+        cfg["runtime"] = runtime
+    return await Client.connect(target, data_converter=pydantic_data_converter, **cfg)

@@ -1,0 +1,365 @@
+"""The Python API for backends: a thin typed facade over the workflow's handlers.
+
+Every call is one Temporal client call (or a short loop of them), with pydantic models
+in and out. Refusals from validators surface as ``Refused`` carrying the workflow's error
+type (``workflows.errors``), so callers branch on ``e.type``, never on message text.
+"""
+
+from __future__ import annotations
+
+import uuid
+from datetime import datetime, timezone
+from typing import Any, Literal
+
+from pydantic import BaseModel
+from temporalio.client import (
+    Client,
+    WithStartWorkflowOperation,
+    WorkflowHandle,
+    WorkflowUpdateFailedError,
+)
+from temporalio.common import (
+    SearchAttributePair,
+    TypedSearchAttributes,
+    WorkflowIDConflictPolicy,
+)
+from temporalio.exceptions import ApplicationError
+from temporalio.service import RPCError, RPCStatusCode
+
+from workflows import (
+    DEFAULT_TASK_QUEUE,
+    AuthLink,
+    ConnectionDecision,
+    ConversationPolicy,
+    ConversationStart,
+    ConversationStatus,
+    DecisionRecorded,
+    EndConversation,
+    GenieConversation,
+    MessageAccepted,
+    PendingApproval,
+    PendingConnection,
+    RefreshAuthLink,
+    SendMessage,
+    SkillDecision,
+    Transcript,
+    TranscriptQuery,
+    TurnResult,
+    WaitTurn,
+)
+from workflows.errors import CONVERSATION_ENDED
+from workflows.search_attributes import (
+    GENIE_AWAITING_SINCE,
+    GENIE_HANDLE,
+    GENIE_STATE,
+    GENIE_USER_ID,
+)
+
+TERMINAL: frozenset[str] = frozenset({"completed", "failed", "cancelled"})
+
+
+class Refused(Exception):
+    """The conversation refused a request; ``type`` is a ``workflows.errors`` constant."""
+
+    def __init__(self, type: str, message: str) -> None:
+        super().__init__(f"{type}: {message}")
+        self.type = type
+        self.message = message
+
+
+class NotFound(Exception):
+    """No conversation (open or closed) has this workflow id."""
+
+
+class PendingItem(BaseModel):
+    """One conversation waiting for a human, as the approvals inbox lists it."""
+
+    workflow_id: str
+    genie_handle: str | None
+    user_id: str | None
+    state: str
+    awaiting_since: datetime | None
+    approvals: list[PendingApproval]
+    connections: list[PendingConnection]
+
+
+def new_workflow_id() -> str:
+    return f"genie-conv-{uuid.uuid4()}"
+
+
+def static_summary(genie_handle: str, user_id: str) -> str:
+    return f"Genie {genie_handle} · user {user_id}"
+
+
+class GenieConversations:
+    """Start, drive and decide genie conversations."""
+
+    def __init__(self, client: Client, *, task_queue: str = DEFAULT_TASK_QUEUE) -> None:
+        self.client = client
+        self.task_queue = task_queue
+
+    def handle(self, workflow_id: str) -> WorkflowHandle[GenieConversation, Any]:
+        return self.client.get_workflow_handle_for(GenieConversation.run, workflow_id)
+
+    def _start_op(
+        self, workflow_id: str, genie_handle: str, user_id: str, policy: ConversationPolicy | None
+    ) -> WithStartWorkflowOperation[GenieConversation, Any]:
+        return WithStartWorkflowOperation(
+            GenieConversation.run,
+            ConversationStart(
+                genie_handle=genie_handle, user_id=user_id, policy=policy or ConversationPolicy()
+            ),
+            id=workflow_id,
+            task_queue=self.task_queue,
+            id_conflict_policy=WorkflowIDConflictPolicy.USE_EXISTING,
+            search_attributes=_start_attributes(genie_handle, user_id),
+            static_summary=static_summary(genie_handle, user_id),
+        )
+
+    async def start(
+        self,
+        genie_handle: str,
+        user_id: str,
+        *,
+        workflow_id: str | None = None,
+        policy: ConversationPolicy | None = None,
+        first_message: SendMessage | None = None,
+    ) -> str:
+        """Start a conversation (or attach to the open one with this id); its workflow id."""
+        wid = workflow_id or new_workflow_id()
+        await self.client.start_workflow(
+            GenieConversation.run,
+            ConversationStart(
+                genie_handle=genie_handle,
+                user_id=user_id,
+                policy=policy or ConversationPolicy(),
+                first_message=first_message,
+            ),
+            id=wid,
+            task_queue=self.task_queue,
+            id_conflict_policy=WorkflowIDConflictPolicy.USE_EXISTING,
+            search_attributes=_start_attributes(genie_handle, user_id),
+            static_summary=static_summary(genie_handle, user_id),
+        )
+        return wid
+
+    async def send(
+        self,
+        workflow_id: str,
+        text: str,
+        *,
+        client_message_id: str | None = None,
+        attachment_uri: str | None = None,
+        start_with: tuple[str, str] | None = None,
+        policy: ConversationPolicy | None = None,
+        wait_for: Literal["none", "attention", "completion"] = "none",
+    ) -> MessageAccepted:
+        """Queue a message. With ``start_with=(genie_handle, user_id)`` the conversation is
+        started first if it does not exist (update-with-start), in one round trip."""
+        msg = SendMessage(
+            text=text,
+            client_message_id=client_message_id,
+            attachment_uri=attachment_uri,
+            wait_for=wait_for,
+        )
+        try:
+            if start_with is None:
+                return await self.handle(workflow_id).execute_update(
+                    GenieConversation.send_message, msg
+                )
+            op = self._start_op(workflow_id, *start_with, policy)
+            return await self.client.execute_update_with_start_workflow(
+                GenieConversation.send_message, msg, start_workflow_operation=op
+            )
+        except (WorkflowUpdateFailedError, RPCError) as e:
+            raise _translate(e, workflow_id) from None
+
+    async def wait(
+        self,
+        workflow_id: str,
+        turn: int,
+        *,
+        wait_for: Literal["attention", "completion"] = "attention",
+        timeout_seconds: float | None = None,
+    ) -> TurnResult:
+        """The turn once it ends (or, with ``attention``, first needs a human).
+
+        The workflow may continue as new while we wait; the update then returns early
+        and we ask the new run, so callers never see the seam.
+        """
+        while True:
+            try:
+                res = await self.handle(workflow_id).execute_update(
+                    GenieConversation.wait_turn,
+                    WaitTurn(turn=turn, timeout_seconds=timeout_seconds, wait_for=wait_for),
+                )
+            except (WorkflowUpdateFailedError, RPCError) as e:
+                raise _translate(e, workflow_id) from None
+            if _settled(res, wait_for) or timeout_seconds is not None:
+                return res
+
+    async def ask(
+        self,
+        workflow_id: str,
+        text: str,
+        *,
+        client_message_id: str | None = None,
+        attachment_uri: str | None = None,
+        start_with: tuple[str, str] | None = None,
+        policy: ConversationPolicy | None = None,
+        wait_for: Literal["attention", "completion"] = "attention",
+    ) -> TurnResult:
+        """Send a message and wait for the reply (or the first pause for a human).
+
+        One update does both; only if the workflow continued as new meanwhile does a
+        second call (``wait``) follow the conversation into its next run.
+        """
+        accepted = await self.send(
+            workflow_id,
+            text,
+            client_message_id=client_message_id,
+            attachment_uri=attachment_uri,
+            start_with=start_with,
+            policy=policy,
+            wait_for=wait_for,
+        )
+        res = accepted.result
+        if res is not None and _settled(res, wait_for):
+            return res
+        return await self.wait(workflow_id, accepted.turn, wait_for=wait_for)
+
+    async def approve(
+        self, workflow_id: str, call_id: str, *, approver: str, reason: str | None = None
+    ) -> DecisionRecorded:
+        return await self._decide_skill(workflow_id, call_id, True, approver, reason)
+
+    async def reject(
+        self, workflow_id: str, call_id: str, *, approver: str, reason: str | None = None
+    ) -> DecisionRecorded:
+        return await self._decide_skill(workflow_id, call_id, False, approver, reason)
+
+    async def _decide_skill(
+        self, workflow_id: str, call_id: str, approved: bool, approver: str, reason: str | None
+    ) -> DecisionRecorded:
+        d = SkillDecision(call_id=call_id, approved=approved, approver=approver, reason=reason)
+        try:
+            return await self.handle(workflow_id).execute_update(GenieConversation.decide_skill, d)
+        except (WorkflowUpdateFailedError, RPCError) as e:
+            raise _translate(e, workflow_id) from None
+
+    async def connect_done(
+        self, workflow_id: str, attempt_id: str, *, actor: str, reason: str | None = None
+    ) -> DecisionRecorded:
+        return await self._decide_connection(workflow_id, attempt_id, "done", actor, reason)
+
+    async def connect_reject(
+        self, workflow_id: str, attempt_id: str, *, actor: str, reason: str | None = None
+    ) -> DecisionRecorded:
+        return await self._decide_connection(workflow_id, attempt_id, "reject", actor, reason)
+
+    async def _decide_connection(
+        self,
+        workflow_id: str,
+        attempt_id: str,
+        action: Literal["done", "reject"],
+        actor: str,
+        reason: str | None,
+    ) -> DecisionRecorded:
+        d = ConnectionDecision(attempt_id=attempt_id, action=action, actor=actor, reason=reason)
+        try:
+            return await self.handle(workflow_id).execute_update(
+                GenieConversation.decide_connection, d
+            )
+        except (WorkflowUpdateFailedError, RPCError) as e:
+            raise _translate(e, workflow_id) from None
+
+    async def auth_link(self, workflow_id: str, attempt_id: str) -> AuthLink:
+        try:
+            return await self.handle(workflow_id).execute_update(
+                GenieConversation.refresh_auth_link, RefreshAuthLink(attempt_id=attempt_id)
+            )
+        except (WorkflowUpdateFailedError, RPCError) as e:
+            raise _translate(e, workflow_id) from None
+
+    async def status(self, workflow_id: str) -> ConversationStatus:
+        try:
+            return await self.handle(workflow_id).query(GenieConversation.status)
+        except RPCError as e:
+            raise _translate(e, workflow_id) from None
+
+    async def transcript(self, workflow_id: str, since_turn: int | None = None) -> Transcript:
+        try:
+            return await self.handle(workflow_id).query(
+                GenieConversation.transcript, TranscriptQuery(since_turn=since_turn)
+            )
+        except RPCError as e:
+            raise _translate(e, workflow_id) from None
+
+    async def end(self, workflow_id: str, reason: str | None = None) -> None:
+        try:
+            await self.handle(workflow_id).signal(
+                GenieConversation.end_conversation, EndConversation(reason=reason)
+            )
+        except RPCError as e:
+            raise _translate(e, workflow_id) from None
+
+    async def pending(self, *, limit: int = 200) -> list[PendingItem]:
+        """Every open conversation waiting for a human, oldest wait first.
+
+        Listed from search attributes (no worker needed), then each is queried for what
+        it waits on; a conversation that moved on in between is left out.
+        """
+        query = (
+            'ExecutionStatus = "Running" AND '
+            'GenieState IN ("awaiting_approval", "awaiting_connection")'
+        )
+        items: list[PendingItem] = []
+        async for wf in self.client.list_workflows(query, limit=limit):
+            sa = wf.typed_search_attributes
+            try:
+                st = await self.status(wf.id)
+            except NotFound:
+                continue
+            if not (st.pending_approvals or st.pending_connections):
+                continue
+            items.append(
+                PendingItem(
+                    workflow_id=wf.id,
+                    genie_handle=sa.get(GENIE_HANDLE),
+                    user_id=sa.get(GENIE_USER_ID),
+                    state=st.state,
+                    awaiting_since=st.awaiting_since or sa.get(GENIE_AWAITING_SINCE),
+                    approvals=st.pending_approvals,
+                    connections=st.pending_connections,
+                )
+            )
+        items.sort(key=lambda i: i.awaiting_since or datetime.max.replace(tzinfo=timezone.utc))
+        return items
+
+
+def _settled(res: TurnResult, wait_for: str) -> bool:
+    return res.status in TERMINAL or (
+        wait_for == "attention" and res.status.startswith("awaiting_")
+    )
+
+
+def _start_attributes(genie_handle: str, user_id: str) -> TypedSearchAttributes:
+    return TypedSearchAttributes(
+        [
+            SearchAttributePair(GENIE_HANDLE, genie_handle),
+            SearchAttributePair(GENIE_USER_ID, user_id),
+            SearchAttributePair(GENIE_STATE, "starting"),
+        ]
+    )
+
+
+def _translate(e: Exception, workflow_id: str) -> Exception:
+    if isinstance(e, WorkflowUpdateFailedError) and isinstance(e.cause, ApplicationError):
+        return Refused(e.cause.type or "ApplicationError", e.cause.message)
+    if isinstance(e, RPCError):
+        # An update to a closed workflow is NOT_FOUND too; tell the two apart.
+        if "already completed" in e.message:
+            return Refused(CONVERSATION_ENDED, "the conversation has ended")
+        if e.status == RPCStatusCode.NOT_FOUND:
+            return NotFound(f"no conversation with workflow id {workflow_id}")
+    return e

@@ -1,0 +1,55 @@
+"""Small helpers for driving conversations in tests through the public Python API."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import uuid
+from collections.abc import Awaitable, Callable
+from typing import TypeVar
+
+from temporalio.client import Client
+
+from geniectl import GenieConversations
+from workflows import ConversationPolicy, ConversationStatus
+
+T = TypeVar("T")
+
+GENIE = "gin-test-genie"
+USER = "user-1"
+
+
+def convs(client: Client, task_queue: str) -> GenieConversations:
+    return GenieConversations(client, task_queue=task_queue)
+
+
+async def start(
+    api: GenieConversations, *, policy: ConversationPolicy | None = None, user: str = USER
+) -> str:
+    return await api.start(GENIE, user, workflow_id=f"test-{uuid.uuid4()}", policy=policy)
+
+
+async def eventually(
+    probe: Callable[[], Awaitable[T]],
+    check: Callable[[T], bool],
+    *,
+    timeout: float = 20.0,
+    what: str = "condition",
+) -> T:
+    """Poll ``probe`` until ``check`` holds (for state only visible by asking)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = await probe()
+        if check(value):
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}; last value: {value!r}")
+        await asyncio.sleep(0.05)
+
+
+async def wait_state(
+    api: GenieConversations, wid: str, state: str, timeout: float = 20.0
+) -> ConversationStatus:
+    return await eventually(
+        lambda: api.status(wid), lambda s: s.state == state, timeout=timeout, what=state
+    )

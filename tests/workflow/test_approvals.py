@@ -1,0 +1,187 @@
+"""Skill confirmations: approve, reject, time out, decide early, refuse bad decisions."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+import pytest
+from temporalio.client import Client, WorkflowFailureError
+
+from genie_api import GenieClient
+from geniectl import Refused
+from tests.services import SimProcess
+from tests.workflow.helpers import USER, convs, eventually, start, wait_state
+from workflows import ConversationPolicy, GenieConversation, SkillDecision, errors
+
+
+async def _paused(api, wid: str, text: str = "please confirm:send_email"):  # type: ignore[no-untyped-def]
+    accepted = await api.send(wid, text)
+    res = await api.wait(wid, accepted.turn)
+    assert res.status == "awaiting_approval", res
+    (pending,) = res.pending.approvals
+    return accepted.turn, pending
+
+
+async def test_approved_skill_runs_and_the_decision_is_audited(
+    client: Client, task_queue: str, sim: SimProcess
+) -> None:
+    api = convs(client, task_queue)
+    wid = await start(api)
+    turn, pending = await _paused(api, wid)
+    assert pending.skill_name == "send_email" and pending.call_id
+    st = await api.status(wid)
+    assert st.state == "awaiting_approval" and st.awaiting_since is not None
+    assert [p.call_id for p in st.pending_approvals] == [pending.call_id]
+    desc = await api.handle(wid).describe()
+    assert desc.typed_search_attributes  # GenieState is set (checked precisely in test_ops)
+
+    rec = await api.approve(wid, pending.call_id, approver="alice", reason="looks right")
+    assert (rec.id, rec.decision, rec.decided_by) == (pending.call_id, "approved", "alice")
+    done = await api.wait(wid, turn, wait_for="completion")
+    assert done.status == "completed"
+    assert done.reply is not None and "send_email" in done.reply
+    st = await api.status(wid)
+    assert st.state == "idle" and not st.pending_approvals
+    entry = next(a for a in st.audit if a.ref == pending.call_id)
+    assert (entry.actor, entry.decision, entry.via, entry.accepted) == (
+        "alice", "approved", "update", True,
+    )  # fmt: skip
+    conv = sim.stats()["conversations"][st.conversation_id]  # type: ignore[index]
+    assert conv["skill_decision_posts"] == {pending.call_id: 1}
+    assert conv["messages_accepted"] == 1
+
+
+async def test_rejected_skill_does_not_run_and_the_reason_reaches_the_genie(
+    client: Client, task_queue: str
+) -> None:
+    api = convs(client, task_queue)
+    wid = await start(api)
+    turn, pending = await _paused(api, wid)
+    await api.reject(wid, pending.call_id, approver="bob", reason="wrong recipient")
+    done = await api.wait(wid, turn, wait_for="completion")
+    assert done.status == "completed"
+    assert done.reply is not None and "wrong recipient" in done.reply
+
+
+async def test_two_confirmations_in_one_run(client: Client, task_queue: str) -> None:
+    api = convs(client, task_queue)
+    wid = await start(api)
+    turn, first = await _paused(api, wid, "confirm:a_skill confirm:b_skill")
+    await api.approve(wid, first.call_id, approver="alice")
+    res = await api.wait(wid, turn)
+    assert res.status == "awaiting_approval"
+    (second,) = res.pending.approvals
+    assert second.call_id != first.call_id and second.skill_name == "b_skill"
+    await api.approve(wid, second.call_id, approver="alice")
+    done = await api.wait(wid, turn, wait_for="completion")
+    assert done.status == "completed"
+
+
+async def test_approval_timeout_rejects_by_default(client: Client, task_queue: str) -> None:
+    api = convs(client, task_queue)
+    wid = await start(api, policy=ConversationPolicy(approval_timeout=timedelta(seconds=1)))
+    turn, pending = await _paused(api, wid)
+    done = await api.wait(wid, turn, wait_for="completion")
+    assert done.status == "completed"
+    assert done.reply is not None and "approval timed out" in done.reply
+    st = await api.status(wid)
+    kinds = [(a.kind, a.ref, a.via) for a in st.audit]
+    assert ("approval_timeout", pending.call_id, "policy") in kinds
+    # A decision after the deadline is refused as already decided.
+    with pytest.raises(Refused) as e:
+        await api.approve(wid, pending.call_id, approver="alice")
+    assert e.value.type == errors.ALREADY_DECIDED
+
+
+async def test_approval_timeout_can_fail_the_workflow(client: Client, task_queue: str) -> None:
+    api = convs(client, task_queue)
+    policy = ConversationPolicy(approval_timeout=timedelta(seconds=1), on_approval_timeout="fail")
+    wid = await start(api, policy=policy)
+    await api.send(wid, "confirm:wire_money")
+    with pytest.raises(WorkflowFailureError) as e:
+        await api.handle(wid).result()
+    assert e.value.cause.type == errors.APPROVAL_TIMED_OUT  # type: ignore[attr-defined]
+
+
+async def test_unknown_call_id_is_refused_by_update_and_audited_from_a_signal(
+    client: Client, task_queue: str
+) -> None:
+    api = convs(client, task_queue)
+    wid = await start(api)
+    turn, pending = await _paused(api, wid)
+    with pytest.raises(Refused) as e:
+        await api.approve(wid, "call_does_not_exist", approver="alice")
+    assert e.value.type == errors.UNKNOWN_CALL_ID
+    assert pending.call_id in e.value.message  # the refusal names what *is* pending
+
+    await api.handle(wid).signal(
+        GenieConversation.skill_decision,
+        SkillDecision(call_id="call_bogus", approved=True, approver="mallory"),
+    )
+    st = await eventually(
+        lambda: api.status(wid),
+        lambda s: any(a.ref == "call_bogus" for a in s.audit),
+        what="audited signal",
+    )
+    entry = next(a for a in st.audit if a.ref == "call_bogus")
+    assert entry.accepted is False and entry.via == "signal"
+    assert entry.refusal is not None and entry.refusal.startswith(errors.UNKNOWN_CALL_ID)
+    assert st.state == "awaiting_approval"  # the bogus signal changed nothing
+    await api.approve(wid, pending.call_id, approver="alice")
+    assert (await api.wait(wid, turn, wait_for="completion")).status == "completed"
+
+
+async def test_duplicate_decision_is_refused(client: Client, task_queue: str) -> None:
+    api = convs(client, task_queue)
+    wid = await start(api)
+    turn, pending = await _paused(api, wid)
+    await api.approve(wid, pending.call_id, approver="alice")
+    with pytest.raises(Refused) as e:
+        await api.reject(wid, pending.call_id, approver="alice")
+    assert e.value.type == errors.ALREADY_DECIDED
+    assert (await api.wait(wid, turn, wait_for="completion")).status == "completed"
+
+
+async def test_approver_allow_list(client: Client, task_queue: str) -> None:
+    api = convs(client, task_queue)
+    wid = await start(api, policy=ConversationPolicy(approvers=["alice"]))
+    turn, pending = await _paused(api, wid)
+    with pytest.raises(Refused) as e:
+        await api.approve(wid, pending.call_id, approver="bob")
+    assert e.value.type == errors.APPROVER_NOT_ALLOWED
+    await api.approve(wid, pending.call_id, approver="alice")
+    assert (await api.wait(wid, turn, wait_for="completion")).status == "completed"
+
+
+async def test_decision_that_arrives_before_the_pause_is_seen_is_applied_at_once(
+    client: Client, task_queue: str, sim: SimProcess, genie: GenieClient
+) -> None:
+    """The workflow cannot see the pause (its stream is cut and every recovery path
+    fails), but the approver already knows the call id: the decision is kept and used
+    the moment the pause shows up, so the turn never waits for a human."""
+    api = convs(client, task_queue)
+    wid = await start(api)
+    conv_id = (await wait_state(api, wid, "idle")).conversation_id
+    assert conv_id is not None
+    sim.fault(endpoint="send_message", conversation_id=conv_id, drop_after_events=1)
+    for endpoint in ("reconnect", "events"):
+        sim.fault(endpoint=endpoint, conversation_id=conv_id, status=503, times=100_000)
+    accepted = await api.send(wid, "confirm:send_email")
+    detail = await eventually(
+        lambda: genie.get_conversation("gin-test-genie", conv_id, user_id=USER),
+        lambda d: d.last_event is not None and d.last_event.type == "skill.confirmation_required",
+        what="the pause at the API",
+    )
+    call_id = detail.last_event.call_id  # type: ignore[union-attr]
+    assert (await api.status(wid)).state == "running"  # the workflow has not seen it
+    await api.handle(wid).signal(
+        GenieConversation.skill_decision,
+        SkillDecision(call_id=call_id, approved=True, approver="early-bird"),
+    )
+    sim.clear_faults()
+    done = await api.wait(wid, accepted.turn, wait_for="completion")
+    assert done.status == "completed"
+    st = await api.status(wid)
+    entry = next(a for a in st.audit if a.ref == call_id)
+    assert (entry.actor, entry.accepted) == ("early-bird", True)
+    assert sim.stats()["conversations"][conv_id]["skill_decision_posts"] == {call_id: 1}  # type: ignore[index]

@@ -1,0 +1,142 @@
+"""Continue-as-new, a worker restarted mid-turn, and replay of recorded histories."""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import AsyncIterator
+from datetime import timedelta
+from pathlib import Path
+
+import pytest
+from temporalio.client import Client, WorkflowHistory
+from temporalio.contrib.pydantic import pydantic_data_converter
+from temporalio.testing import WorkflowEnvironment
+from temporalio.worker import Replayer
+
+from genie_api import GenieClient
+from tests.conftest import worker_settings
+from tests.services import SimProcess, temporal_cli
+from tests.workflow.helpers import USER, convs, eventually, start
+from worker import build_worker
+from workflows import ALL_SEARCH_ATTRIBUTES, ConversationPolicy, GenieConversation
+
+HISTORIES = Path(__file__).parent / "histories"
+
+
+async def test_turn_budget_continues_as_new_carrying_queue_and_dedupe(
+    client: Client, task_queue: str, sim: SimProcess
+) -> None:
+    api = convs(client, task_queue)
+    wid = await start(api, policy=ConversationPolicy(max_turns_per_run=2))
+    first_run = (await api.handle(wid).describe()).run_id
+    sent = [await api.send(wid, f"m{i}", client_message_id=f"id-{i}") for i in range(5)]
+    results = [await api.wait(wid, a.turn, wait_for="completion") for a in sent]
+    assert [r.reply for r in results] == [f"You said: m{i}" for i in range(5)]
+    assert (await api.handle(wid).describe()).run_id != first_run
+    # Dedupe keys survived: a retry of turn 1's message is answered, not re-sent.
+    again = await api.send(wid, "m0", client_message_id="id-0")
+    assert (again.turn, again.duplicate) == (1, True)
+    st = await api.status(wid)
+    assert st.turn == 5
+    assert sim.stats()["conversations"][st.conversation_id]["messages_accepted"] == 5  # type: ignore[index]
+
+
+@pytest.fixture(scope="module")
+async def can_env() -> AsyncIterator[WorkflowEnvironment]:
+    """A dev server that suggests continue-as-new after a few dozen history events."""
+    env = await WorkflowEnvironment.start_local(
+        dev_server_existing_path=temporal_cli(),
+        search_attributes=list(ALL_SEARCH_ATTRIBUTES),
+        data_converter=pydantic_data_converter,
+        dev_server_log_level="error",
+        dev_server_extra_args=[
+            "--dynamic-config-value", "limit.historyCount.suggestContinueAsNew=40",
+        ],  # fmt: skip
+    )
+    yield env
+    await env.shutdown()
+
+
+async def test_server_suggestion_continues_as_new_and_pending_work_survives(
+    can_env: WorkflowEnvironment, genie: GenieClient, sim: SimProcess
+) -> None:
+    tq = f"test-can-{uuid.uuid4()}"
+    async with build_worker(can_env.client, worker_settings(sim), genie, task_queue=tq):
+        api = convs(can_env.client, tq)
+        wid = await start(api)
+        runs = {(await api.handle(wid).describe()).run_id}
+        for i in range(6):
+            r = await api.ask(wid, f"turn {i}", client_message_id=f"c{i}")
+            assert r.status == "completed", r
+            runs.add((await api.handle(wid).describe()).run_id)
+        assert len(runs) >= 2, "the server's suggestion never led to continue-as-new"
+        # A pause and a decision work across the seam.
+        accepted = await api.send(wid, "confirm:send_email")
+        res = await api.wait(wid, accepted.turn)
+        await api.approve(wid, res.pending.approvals[0].call_id, approver="ops")
+        done = await api.wait(wid, accepted.turn, wait_for="completion")
+        assert done.status == "completed"
+        assert (await api.send(wid, "x", client_message_id="c0")).duplicate
+        transcript = await api.transcript(wid)
+        assert transcript.turns[-1].turn == accepted.turn
+
+
+async def test_worker_restarted_mid_turn_finishes_the_turn_once(
+    client: Client, genie: GenieClient, sim: SimProcess
+) -> None:
+    tq = f"test-restart-{uuid.uuid4()}"
+    settings = worker_settings(sim, graceful_shutdown_seconds=2)
+    api = convs(client, tq)
+    async with build_worker(client, settings, genie, task_queue=tq):
+        wid = await start(api)
+        conv_id = (await eventually(lambda: api.status(wid), lambda s: s.state == "idle")).conversation_id
+        accepted = await api.send(wid, "steps:10 delay:150")
+        await eventually(
+            lambda: genie.get_conversation("gin-test-genie", conv_id or "", user_id=USER),
+            lambda d: d.last_event is not None and (d.last_event.seq_num or 0) >= 4,
+            what="the run to be mid-stream",
+        )
+    # The first worker is gone mid-stream; a new one picks the segment up.
+    async with build_worker(client, settings, genie, task_queue=tq):
+        done = await api.wait(wid, accepted.turn, wait_for="completion")
+    assert done.status == "completed"
+    assert done.messages == [f"step {i} of 10" for i in range(1, 11)] + [
+        "You said: steps:10 delay:150"
+    ]
+    conv = sim.stats()["conversations"][conv_id]  # type: ignore[index]
+    assert conv["messages_accepted"] == 1 and conv["message_posts"] == 1
+
+
+@pytest.mark.parametrize("path", sorted(HISTORIES.glob("*.json")), ids=lambda p: p.stem)
+async def test_recorded_histories_replay_deterministically(path: Path) -> None:
+    history = WorkflowHistory.from_json(path.stem, path.read_text())
+    await Replayer(
+        workflows=[GenieConversation], data_converter=pydantic_data_converter
+    ).replay_workflow(history)
+
+
+async def test_fresh_histories_replay(client: Client, task_queue: str) -> None:
+    """Every command the workflow issues (activities, timers, updates, signals, search
+    attributes) replays deterministically. ``GENIE_RECORD_HISTORIES=1`` also writes the
+    history to ``histories/``, where the test above pins it for future versions."""
+    api = convs(client, task_queue)
+    wid = await start(api, policy=ConversationPolicy(approval_timeout=timedelta(seconds=1)))
+    await api.ask(wid, "hello")
+    accepted = await api.send(wid, "confirm:send_email connect:jira")
+    res = await api.wait(wid, accepted.turn)
+    await api.approve(wid, res.pending.approvals[0].call_id, approver="ops")
+    res = await api.wait(wid, accepted.turn)
+    await api.connect_reject(wid, res.pending.connections[0].attempt_id, actor="ops")
+    await api.wait(wid, accepted.turn, wait_for="completion")
+    timed_out = await api.ask(wid, "confirm:wire_money", wait_for="completion")
+    assert timed_out.reply and "approval timed out" in timed_out.reply
+    await api.end(wid)
+    await api.handle(wid).result()
+    history = await api.handle(wid).fetch_history()
+    await Replayer(
+        workflows=[GenieConversation], data_converter=pydantic_data_converter
+    ).replay_workflow(history)
+    if os.environ.get("GENIE_RECORD_HISTORIES") == "1":
+        HISTORIES.mkdir(exist_ok=True)
+        (HISTORIES / "approval_connection_timeout.json").write_text(history.to_json())

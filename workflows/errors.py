@@ -1,0 +1,50 @@
+"""Error *types* a client can match on without parsing messages.
+
+Every refusal from a validator or handler is a ``temporalio.exceptions.ApplicationError``
+whose ``type`` is one of these constants, so backends in any language classify failures
+with a string comparison (``err.cause.type == UNKNOWN_CALL_ID``).
+"""
+
+from __future__ import annotations
+
+from typing import Final
+
+__all__ = [
+    "ALREADY_DECIDED",
+    "APPROVAL_TIMED_OUT",
+    "APPROVER_NOT_ALLOWED",
+    "CONVERSATION_CREATE_FAILED",
+    "CONVERSATION_ENDED",
+    "EMPTY_MESSAGE",
+    "INVALID_DECISION",
+    "MESSAGE_TOO_LONG",
+    "QUEUE_FULL",
+    "UNKNOWN_ATTEMPT_ID",
+    "UNKNOWN_CALL_ID",
+    "UNKNOWN_TURN",
+]
+
+EMPTY_MESSAGE: Final = "EmptyMessage"
+"""``send_message`` with no text (after stripping whitespace) and no attachment."""
+MESSAGE_TOO_LONG: Final = "MessageTooLong"
+"""``send_message`` over the API's 12,288-character limit."""
+CONVERSATION_ENDED: Final = "ConversationEnded"
+"""Any message to a conversation that has ended or is ending."""
+QUEUE_FULL: Final = "QueueFull"
+"""Too many turns waiting; send again when earlier turns have finished."""
+UNKNOWN_TURN: Final = "UnknownTurn"
+"""``wait_turn`` for a turn number this conversation never queued."""
+UNKNOWN_CALL_ID: Final = "UnknownCallId"
+"""A skill decision for a ``call_id`` this conversation is not waiting on."""
+ALREADY_DECIDED: Final = "AlreadyDecided"
+"""A second decision for a ``call_id`` / ``attempt_id`` that has one."""
+APPROVER_NOT_ALLOWED: Final = "ApproverNotAllowed"
+"""The approver (or connection actor) is not in ``policy.approvers``."""
+UNKNOWN_ATTEMPT_ID: Final = "UnknownAttemptId"
+"""A connection decision or link refresh for an attempt this conversation is not waiting on."""
+INVALID_DECISION: Final = "InvalidDecision"
+"""A decision whose fields are malformed (e.g. an empty approver)."""
+APPROVAL_TIMED_OUT: Final = "ApprovalTimedOut"
+"""The workflow failed because an approval timed out under ``on_approval_timeout="fail"``."""
+CONVERSATION_CREATE_FAILED: Final = "ConversationCreateFailed"
+"""The Headless API refused to create the conversation (the workflow fails with this)."""

@@ -1,0 +1,35 @@
+"""Search attributes registered on the server; ops filter on these in the Web UI.
+
+Values are ids and states only: search attributes are not encrypted by a codec, so no
+message text or secret ever goes here.
+"""
+
+from __future__ import annotations
+
+from typing import Final
+
+from temporalio.common import SearchAttributeKey
+
+__all__ = [
+    "ALL_SEARCH_ATTRIBUTES",
+    "GENIE_AWAITING_SINCE",
+    "GENIE_CONVERSATION_ID",
+    "GENIE_HANDLE",
+    "GENIE_STATE",
+    "GENIE_USER_ID",
+]
+
+GENIE_HANDLE: Final = SearchAttributeKey.for_keyword("GenieHandle")
+GENIE_CONVERSATION_ID: Final = SearchAttributeKey.for_keyword("GenieConversationId")
+GENIE_STATE: Final = SearchAttributeKey.for_keyword("GenieState")
+GENIE_USER_ID: Final = SearchAttributeKey.for_keyword("GenieUserId")
+GENIE_AWAITING_SINCE: Final = SearchAttributeKey.for_datetime("GenieAwaitingSince")
+
+ALL_SEARCH_ATTRIBUTES: Final = (
+    GENIE_HANDLE,
+    GENIE_CONVERSATION_ID,
+    GENIE_STATE,
+    GENIE_USER_ID,
+    GENIE_AWAITING_SINCE,
+)
+"""Every key, for registration (``temporal server start-dev --search-attribute``)."""
