@@ -77,7 +77,9 @@ async def serve(settings: GenieSettings, stop: asyncio.Event) -> None:
         stopped = asyncio.create_task(stop.wait())
         await asyncio.wait({run, stopped}, return_when=asyncio.FIRST_COMPLETED)
         if not run.done():
-            log.info("shutting down (up to %ss for in-flight work)", settings.graceful_shutdown_seconds)
+            log.info(
+                "shutting down (up to %ss for in-flight work)", settings.graceful_shutdown_seconds
+            )
             await worker.shutdown()
         await run
     log.info("worker stopped")

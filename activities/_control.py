@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from pathlib import Path
 from typing import NoReturn
 from urllib.parse import unquote, urlparse
@@ -59,7 +60,9 @@ class ControlActivities:
             )
         except GenieAPIError as e:
             raise to_application_error(e) from None
-        return UploadAttachmentResult(file_id=up.file_id, filename=filename, size_bytes=len(content))
+        return UploadAttachmentResult(
+            file_id=up.file_id, filename=filename, size_bytes=len(content)
+        )
 
     async def _read_attachment(self, uri: str) -> tuple[str, bytes]:
         parsed = urlparse(uri)
@@ -81,29 +84,40 @@ class ControlActivities:
                     raise ApplicationError(f"GET {uri} failed: {e!r}") from None
             return Path(parsed.path).name or "attachment", b"".join(chunks)
         if parsed.scheme in ("file", ""):
-            path = Path(unquote(parsed.path)).resolve()
-            if not any(path.is_relative_to(d) for d in self._attachment_dirs):
-                _refuse(f"{path} is outside GENIE_ATTACHMENT_DIRS")
-            if not path.is_file():
-                _refuse(f"{path} is not a readable file")
-            if path.stat().st_size > MAX_UPLOAD_BYTES:
-                _refuse(f"{path} is larger than {MAX_UPLOAD_BYTES} bytes")
-            return path.name, path.read_bytes()
+            # Disk reads of up to 20 MB would stall every stream on this event loop.
+            return await asyncio.to_thread(self._read_file, Path(unquote(parsed.path)))
         _refuse(f"unsupported attachment scheme {parsed.scheme!r} (use file:// or https://)")
+
+    def _read_file(self, path: Path) -> tuple[str, bytes]:
+        path = path.resolve()
+        if not any(path.is_relative_to(d) for d in self._attachment_dirs):
+            _refuse(f"{path} is outside GENIE_ATTACHMENT_DIRS")
+        if not path.is_file():
+            _refuse(f"{path} is not a readable file")
+        if path.stat().st_size > MAX_UPLOAD_BYTES:
+            _refuse(f"{path} is larger than {MAX_UPLOAD_BYTES} bytes")
+        return path.name, path.read_bytes()
 
     @activity.defn(name="post_skill_decision")
     async def post_skill_decision(self, inp: PostSkillDecisionInput) -> PostDecisionResult:
         try:
             if inp.kind == "business":
                 await self._client.business_approval(
-                    inp.genie_handle, inp.conversation_id, inp.call_id,
-                    user_id=inp.user_id, approved=inp.approved,
-                )  # fmt: skip
+                    inp.genie_handle,
+                    inp.conversation_id,
+                    inp.call_id,
+                    user_id=inp.user_id,
+                    approved=inp.approved,
+                )
             else:
                 await self._client.decide_skill(
-                    inp.genie_handle, inp.conversation_id, inp.call_id,
-                    user_id=inp.user_id, approved=inp.approved, reason=inp.reason,
-                )  # fmt: skip
+                    inp.genie_handle,
+                    inp.conversation_id,
+                    inp.call_id,
+                    user_id=inp.user_id,
+                    approved=inp.approved,
+                    reason=inp.reason,
+                )
         except ConflictError:
             # The API already has a decision for this call: an earlier attempt's POST
             # landed and only its answer was lost. Posting is done.

@@ -131,9 +131,11 @@ class StreamSegment:
                 run_id = await self._find_posted_run()
                 if run_id is not None:
                     log.info(
-                        "turn %s of %s: message already posted (run %s); resuming, not "
-                        "re-posting", inp.turn, inp.conversation_id, run_id,
-                    )  # fmt: skip
+                        "turn %s of %s: message already posted (run %s); resuming, not re-posting",
+                        inp.turn,
+                        inp.conversation_id,
+                        run_id,
+                    )
                     self._p.cursor = self._p.cursor.model_copy(update={"genie_run_id": run_id})
             if self._p.cursor.genie_run_id is None:
                 assert inp.message is not None, "send mode needs the message"
@@ -145,9 +147,12 @@ class StreamSegment:
     def _reader(self) -> RunReader:
         inp = self._inp
         return RunReader(
-            self._client, inp.genie_handle, inp.conversation_id,
-            user_id=inp.user_id, cursor=self._p.cursor,
-        )  # fmt: skip
+            self._client,
+            inp.genie_handle,
+            inp.conversation_id,
+            user_id=inp.user_id,
+            cursor=self._p.cursor,
+        )
 
     async def _find_posted_run(self) -> str | None:
         """The run an earlier attempt's POST started, if the API has one."""
@@ -257,14 +262,19 @@ class StreamSegment:
         page = await self._client.list_messages(
             inp.genie_handle, inp.conversation_id, user_id=inp.user_id, limit=100
         )
-        mine = [m for m in reversed(page.messages) if m.source == "genie" and m.genie_run_id == run_id]
+        mine = [
+            m for m in reversed(page.messages) if m.source == "genie" and m.genie_run_id == run_id
+        ]
         already = inp.messages_so_far + len(self._p.messages)
         for m in mine[already:]:
             self._add_message(m.content or "")
         log.warning(
             "turn %s of %s: run %s ended without the stream saying so; reply taken from "
-            "the message history (E6)", inp.turn, inp.conversation_id, run_id,
-        )  # fmt: skip
+            "the message history (E6)",
+            inp.turn,
+            inp.conversation_id,
+            run_id,
+        )
         result = self._result("finished", None)
         result.recovered_from_history = True
         return result

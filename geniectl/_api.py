@@ -8,8 +8,8 @@ type (``workflows.errors``), so callers branch on ``e.type``, never on message t
 from __future__ import annotations
 
 import uuid
-from datetime import datetime, timezone
-from typing import Any, Literal
+from datetime import UTC, datetime
+from typing import Any, Literal, TypeVar
 
 from pydantic import BaseModel
 from temporalio.client import (
@@ -55,6 +55,7 @@ from workflows.search_attributes import (
     GENIE_USER_ID,
 )
 
+M = TypeVar("M", bound=BaseModel)
 TERMINAL: frozenset[str] = frozenset({"completed", "failed", "cancelled"})
 
 
@@ -92,7 +93,11 @@ def static_summary(genie_handle: str, user_id: str) -> str:
 
 
 class GenieConversations:
-    """Start, drive and decide genie conversations."""
+    """Start, drive and decide genie conversations.
+
+    Updates are called by their contract names (``shared/DESIGN.md``) with explicit
+    result types: the same wire calls a client in any other language makes.
+    """
 
     def __init__(self, client: Client, *, task_queue: str = DEFAULT_TASK_QUEUE) -> None:
         self.client = client
@@ -100,6 +105,13 @@ class GenieConversations:
 
     def handle(self, workflow_id: str) -> WorkflowHandle[GenieConversation, Any]:
         return self.client.get_workflow_handle_for(GenieConversation.run, workflow_id)
+
+    async def _update(self, workflow_id: str, name: str, arg: BaseModel, result: type[M]) -> M:
+        try:
+            res = await self.handle(workflow_id).execute_update(name, arg, result_type=result)
+        except (WorkflowUpdateFailedError, RPCError) as e:
+            raise _translate(e, workflow_id) from None
+        return _typed(res, result)
 
     def _start_op(
         self, workflow_id: str, genie_handle: str, user_id: str, policy: ConversationPolicy | None
@@ -162,17 +174,16 @@ class GenieConversations:
             attachment_uri=attachment_uri,
             wait_for=wait_for,
         )
+        if start_with is None:
+            return await self._update(workflow_id, "send_message", msg, MessageAccepted)
+        op = self._start_op(workflow_id, *start_with, policy)
         try:
-            if start_with is None:
-                return await self.handle(workflow_id).execute_update(
-                    GenieConversation.send_message, msg
-                )
-            op = self._start_op(workflow_id, *start_with, policy)
-            return await self.client.execute_update_with_start_workflow(
-                GenieConversation.send_message, msg, start_workflow_operation=op
+            res = await self.client.execute_update_with_start_workflow(
+                "send_message", msg, start_workflow_operation=op, result_type=MessageAccepted
             )
         except (WorkflowUpdateFailedError, RPCError) as e:
             raise _translate(e, workflow_id) from None
+        return _typed(res, MessageAccepted)
 
     async def wait(
         self,
@@ -188,13 +199,8 @@ class GenieConversations:
         and we ask the new run, so callers never see the seam.
         """
         while True:
-            try:
-                res = await self.handle(workflow_id).execute_update(
-                    GenieConversation.wait_turn,
-                    WaitTurn(turn=turn, timeout_seconds=timeout_seconds, wait_for=wait_for),
-                )
-            except (WorkflowUpdateFailedError, RPCError) as e:
-                raise _translate(e, workflow_id) from None
+            req = WaitTurn(turn=turn, timeout_seconds=timeout_seconds, wait_for=wait_for)
+            res = await self._update(workflow_id, "wait_turn", req, TurnResult)
             if _settled(res, wait_for) or timeout_seconds is not None:
                 return res
 
@@ -242,10 +248,7 @@ class GenieConversations:
         self, workflow_id: str, call_id: str, approved: bool, approver: str, reason: str | None
     ) -> DecisionRecorded:
         d = SkillDecision(call_id=call_id, approved=approved, approver=approver, reason=reason)
-        try:
-            return await self.handle(workflow_id).execute_update(GenieConversation.decide_skill, d)
-        except (WorkflowUpdateFailedError, RPCError) as e:
-            raise _translate(e, workflow_id) from None
+        return await self._update(workflow_id, "decide_skill", d, DecisionRecorded)
 
     async def connect_done(
         self, workflow_id: str, attempt_id: str, *, actor: str, reason: str | None = None
@@ -266,20 +269,11 @@ class GenieConversations:
         reason: str | None,
     ) -> DecisionRecorded:
         d = ConnectionDecision(attempt_id=attempt_id, action=action, actor=actor, reason=reason)
-        try:
-            return await self.handle(workflow_id).execute_update(
-                GenieConversation.decide_connection, d
-            )
-        except (WorkflowUpdateFailedError, RPCError) as e:
-            raise _translate(e, workflow_id) from None
+        return await self._update(workflow_id, "decide_connection", d, DecisionRecorded)
 
     async def auth_link(self, workflow_id: str, attempt_id: str) -> AuthLink:
-        try:
-            return await self.handle(workflow_id).execute_update(
-                GenieConversation.refresh_auth_link, RefreshAuthLink(attempt_id=attempt_id)
-            )
-        except (WorkflowUpdateFailedError, RPCError) as e:
-            raise _translate(e, workflow_id) from None
+        req = RefreshAuthLink(attempt_id=attempt_id)
+        return await self._update(workflow_id, "refresh_auth_link", req, AuthLink)
 
     async def status(self, workflow_id: str) -> ConversationStatus:
         try:
@@ -333,8 +327,18 @@ class GenieConversations:
                     connections=st.pending_connections,
                 )
             )
-        items.sort(key=lambda i: i.awaiting_since or datetime.max.replace(tzinfo=timezone.utc))
+        items.sort(key=lambda i: i.awaiting_since or datetime.max.replace(tzinfo=UTC))
         return items
+
+
+def _typed(value: object, model: type[M]) -> M:
+    # Holds with the pydantic data converter; anything else is a misconfigured client.
+    if not isinstance(value, model):
+        raise TypeError(
+            f"expected {model.__name__}, got {type(value).__name__}: connect with "
+            "temporalio.contrib.pydantic.pydantic_data_converter"
+        )
+    return value
 
 
 def _settled(res: TurnResult, wait_for: str) -> bool:

@@ -31,7 +31,9 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def wait_http_ok(url: str, *, timeout: float = 20.0, proc: subprocess.Popen[bytes] | None = None) -> None:
+def wait_http_ok(
+    url: str, *, timeout: float = 20.0, proc: subprocess.Popen[bytes] | None = None
+) -> None:
     """Poll ``url`` until it answers 200; fail fast if ``proc`` dies first."""
     deadline = time.monotonic() + timeout
     last: Exception | None = None
@@ -63,10 +65,17 @@ class SimProcess:
 
     def start(self) -> SimProcess:
         cmd = [
-            sys.executable, "-m", "genie_sim",
-            "--host", "127.0.0.1", "--port", str(self.port),
-            "--api-key", self.api_key, *self.args,
-        ]  # fmt: skip
+            sys.executable,
+            "-m",
+            "genie_sim",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(self.port),
+            "--api-key",
+            self.api_key,
+            *self.args,
+        ]
         out = open(self.log_path, "wb") if self.log_path else subprocess.DEVNULL  # noqa: SIM115
         self.proc = subprocess.Popen(
             cmd, cwd=REPO_ROOT, stdout=out, stderr=subprocess.STDOUT, env={**os.environ}

@@ -14,7 +14,7 @@ The shape (see ``shared/DESIGN.md`` "How a turn flows"):
 
 from __future__ import annotations
 
-import asyncio
+import contextlib
 from collections.abc import Callable
 from datetime import datetime, timedelta
 from typing import Any, NoReturn
@@ -230,7 +230,7 @@ class GenieConversation:
                     timeout=self._policy.idle_timeout,
                     timeout_summary="idle timeout" if self._policy.idle_timeout else None,
                 )
-            except asyncio.TimeoutError:
+            except TimeoutError:
                 self._end_reason = "idle timeout"
         return self._end_reason is None
 
@@ -298,9 +298,11 @@ class GenieConversation:
             self._close_turn(turn)
             self._set_state("failed")
             raise ApplicationError(
-                turn.error.message, turn.error.model_dump(mode="json"),
-                type=errors.APPROVAL_TIMED_OUT, non_retryable=True,
-            ) from None  # fmt: skip
+                turn.error.message,
+                turn.error.model_dump(mode="json"),
+                type=errors.APPROVAL_TIMED_OUT,
+                non_retryable=True,
+            ) from None
         self._close_turn(turn)
         self._count("genie_turns", {"status": turn.status})
         self._set_state("idle")
@@ -316,16 +318,22 @@ class GenieConversation:
                 del self._skill_decisions[call_id]
                 self._audit_add(
                     AuditEntry(
-                        at=workflow.now(), kind="skill_decision", ref=call_id,
-                        actor=d.approver, decision=_verdict(d), reason=d.reason, via=via,
+                        at=workflow.now(),
+                        kind="skill_decision",
+                        ref=call_id,
+                        actor=d.approver,
+                        decision=_verdict(d),
+                        reason=d.reason,
+                        via=via,
                         accepted=False,
                         refusal=f"{errors.UNKNOWN_CALL_ID}: turn {turn.turn} ended without "
                         "a confirmation with this call id",
                     )
-                )  # fmt: skip
+                )
 
     async def _upload(self, turn: TurnRecord) -> str:
-        assert self._conversation_id is not None and turn.attachment_uri is not None
+        assert self._conversation_id is not None
+        assert turn.attachment_uri is not None
         up = await workflow.execute_activity_method(
             GenieActivities.upload_attachment,
             UploadAttachmentInput(
@@ -390,10 +398,15 @@ class GenieConversation:
         """Wait for a decision on ``conf`` and post it; False if the conversation ends."""
         now = workflow.now()
         pending = PendingApproval(
-            call_id=conf.call_id, kind=conf.kind, skill_name=conf.skill_name,
-            skill_id=conf.skill_id, skill_parameters=conf.skill_parameters, turn=turn.turn,
-            requested_at=now, deadline=now + self._policy.approval_timeout,
-        )  # fmt: skip
+            call_id=conf.call_id,
+            kind=conf.kind,
+            skill_name=conf.skill_name,
+            skill_id=conf.skill_id,
+            skill_parameters=conf.skill_parameters,
+            turn=turn.turn,
+            requested_at=now,
+            deadline=now + self._policy.approval_timeout,
+        )
         self._approvals[conf.call_id] = pending
         turn.status = "awaiting_approval"
         self._set_state("awaiting_approval")
@@ -404,31 +417,38 @@ class GenieConversation:
                 timeout=self._policy.approval_timeout,
                 timeout_summary=f"approval of {conf.skill_name or 'skill'} ({conf.call_id})",
             )
-        except asyncio.TimeoutError:
+        except TimeoutError:
             timed_out = True
         ending = conf.call_id not in self._skill_decisions
         if timed_out and ending:
             reason = "approval timed out"
-            self._skill_decisions[conf.call_id] = (
-                SkillDecision(call_id=conf.call_id, approved=False, approver="policy", reason=reason),
-                "policy",
-            )  # fmt: skip
+            timeout_decision = SkillDecision(
+                call_id=conf.call_id, approved=False, approver="policy", reason=reason
+            )
+            self._skill_decisions[conf.call_id] = (timeout_decision, "policy")
             self._audit_add(
                 AuditEntry(
-                    at=workflow.now(), kind="approval_timeout", ref=conf.call_id,
-                    actor="policy", decision="rejected", reason=reason, via="policy",
+                    at=workflow.now(),
+                    kind="approval_timeout",
+                    ref=conf.call_id,
+                    actor="policy",
+                    decision="rejected",
+                    reason=reason,
+                    via="policy",
                 )
-            )  # fmt: skip
+            )
             self._count("genie_approval_timeouts")
             ending = False
         elif ending:
             self._skill_decisions[conf.call_id] = (
                 SkillDecision(
-                    call_id=conf.call_id, approved=False, approver="system",
+                    call_id=conf.call_id,
+                    approved=False,
+                    approver="system",
                     reason=f"conversation ended: {self._end_reason}",
                 ),
                 "policy",
-            )  # fmt: skip
+            )
         decision, via = self._skill_decisions.pop(conf.call_id)
         del self._approvals[conf.call_id]
         self._decided[conf.call_id] = _verdict(decision)
@@ -474,10 +494,14 @@ class GenieConversation:
         assert self._conversation_id is not None
         now = workflow.now()
         pending = PendingConnection(
-            attempt_id=req.attempt_id, connector_name=req.connector_name,
-            auth_url=req.auth_url, auth_expires_at=req.auth_expires_at, turn=turn.turn,
-            requested_at=now, deadline=now + self._policy.connection_timeout,
-        )  # fmt: skip
+            attempt_id=req.attempt_id,
+            connector_name=req.connector_name,
+            auth_url=req.auth_url,
+            auth_expires_at=req.auth_expires_at,
+            turn=turn.turn,
+            requested_at=now,
+            deadline=now + self._policy.connection_timeout,
+        )
         aid = req.attempt_id
         self._connections[aid] = pending
         turn.status = "awaiting_connection"
@@ -499,7 +523,7 @@ class GenieConversation:
                 await workflow.wait_condition(
                     settled, timeout=wait, timeout_summary=f"connection {aid}"
                 )
-            except asyncio.TimeoutError:
+            except TimeoutError:
                 if interval > timedelta(0) and wait < remaining:
                     await self._probe_connection(turn, aid, cursor)
                     interval = min(interval * 2, MAX_CONNECTION_POLL)
@@ -514,10 +538,15 @@ class GenieConversation:
             action, reason = "reject", "connection timed out"
             self._audit_add(
                 AuditEntry(
-                    at=workflow.now(), kind="connection_timeout", ref=aid, actor="policy",
-                    decision="reject", reason=reason, via="policy",
+                    at=workflow.now(),
+                    kind="connection_timeout",
+                    ref=aid,
+                    actor="policy",
+                    decision="reject",
+                    reason=reason,
+                    via="policy",
                 )
-            )  # fmt: skip
+            )
             self._count("genie_connection_timeouts")
         else:
             action, reason = "reject", f"conversation ended: {self._end_reason}"
@@ -563,10 +592,15 @@ class GenieConversation:
             self._connection_detected.add(aid)
             self._audit_add(
                 AuditEntry(
-                    at=workflow.now(), kind="connection_detected", ref=aid, actor="api",
-                    decision="done", reason=f"run moved on ({probe.last_event_type})", via="api",
+                    at=workflow.now(),
+                    kind="connection_detected",
+                    ref=aid,
+                    actor="api",
+                    decision="done",
+                    reason=f"run moved on ({probe.last_event_type})",
+                    via="api",
                 )
-            )  # fmt: skip
+            )
 
     # ------------------------------------------------------------------ updates & signals
 
@@ -603,9 +637,7 @@ class GenieConversation:
     async def wait_turn(self, req: WaitTurn) -> TurnResult:
         return await self._await_turn(req.turn, req.wait_for, req.timeout_seconds)
 
-    async def _await_turn(
-        self, n: int, wait_for: str, timeout_seconds: float | None
-    ) -> TurnResult:
+    async def _await_turn(self, n: int, wait_for: str, timeout_seconds: float | None) -> TurnResult:
         def ready() -> bool:
             # While draining for continue-as-new, answer now: the caller asks the next run.
             t = self._turns.get(n)
@@ -615,10 +647,8 @@ class GenieConversation:
                 return True
             return wait_for == "attention" and t.status.startswith("awaiting_")
 
-        try:
+        with contextlib.suppress(TimeoutError):
             await workflow.wait_condition(ready, timeout=timeout_seconds)
-        except asyncio.TimeoutError:
-            pass
         return self._turn_result(n)
 
     @wait_turn.validator
@@ -652,11 +682,15 @@ class GenieConversation:
         if refusal:
             _refuse(*refusal)
 
-    @workflow.signal(description="Approve or reject a skill confirmation; invalid ones are audited.")
+    @workflow.signal(
+        description="Approve or reject a skill confirmation; invalid ones are audited."
+    )
     def skill_decision(self, d: SkillDecision) -> None:
         refusal = self._skill_refusal(d)
         if refusal:
-            self._audit_refusal("skill_decision", d.call_id, d.approver, _verdict(d), d.reason, refusal)
+            self._audit_refusal(
+                "skill_decision", d.call_id, d.approver, _verdict(d), d.reason, refusal
+            )
             return
         self._record_skill_decision(d, "signal")
 
@@ -716,10 +750,12 @@ class GenieConversation:
             self._end_reason = req.reason or "ended by request"
             self._audit_add(
                 AuditEntry(
-                    at=workflow.now(), kind="end_conversation", reason=self._end_reason,
+                    at=workflow.now(),
+                    kind="end_conversation",
+                    reason=self._end_reason,
                     via="signal",
                 )
-            )  # fmt: skip
+            )
 
     @workflow.query(description="Where the conversation stands and what it waits for.")
     def status(self) -> ConversationStatus:
@@ -768,7 +804,10 @@ class GenieConversation:
         if self._ended or self._end_reason is not None:
             return errors.CONVERSATION_ENDED, "the conversation has ended"
         if self._policy.approvers and d.approver not in self._policy.approvers:
-            return errors.APPROVER_NOT_ALLOWED, f"{d.approver!r} may not decide in this conversation"
+            return (
+                errors.APPROVER_NOT_ALLOWED,
+                f"{d.approver!r} may not decide in this conversation",
+            )
         if d.call_id in self._decided or d.call_id in self._skill_decisions:
             prior = self._decided.get(d.call_id) or "a decision is pending delivery"
             return errors.ALREADY_DECIDED, f"call {d.call_id} was already decided ({prior})"
@@ -786,10 +825,15 @@ class GenieConversation:
         self._skill_decisions[d.call_id] = (d, via)
         self._audit_add(
             AuditEntry(
-                at=workflow.now(), kind="skill_decision", ref=d.call_id, actor=d.approver,
-                decision=_verdict(d), reason=d.reason, via=via,
+                at=workflow.now(),
+                kind="skill_decision",
+                ref=d.call_id,
+                actor=d.approver,
+                decision=_verdict(d),
+                reason=d.reason,
+                via=via,
             )
-        )  # fmt: skip
+        )
 
     def _connection_refusal(self, d: ConnectionDecision) -> tuple[str, str] | None:
         if not d.actor.strip():
@@ -812,10 +856,15 @@ class GenieConversation:
         self._connection_decisions[d.attempt_id] = (d, via)
         self._audit_add(
             AuditEntry(
-                at=workflow.now(), kind="connection_decision", ref=d.attempt_id, actor=d.actor,
-                decision=d.action, reason=d.reason, via=via,
+                at=workflow.now(),
+                kind="connection_decision",
+                ref=d.attempt_id,
+                actor=d.actor,
+                decision=d.action,
+                reason=d.reason,
+                via=via,
             )
-        )  # fmt: skip
+        )
 
     def _audit_refusal(
         self,
@@ -828,10 +877,17 @@ class GenieConversation:
     ) -> None:
         self._audit_add(
             AuditEntry(
-                at=workflow.now(), kind=kind, ref=ref, actor=actor, decision=decision,
-                reason=reason, via="signal", accepted=False, refusal=f"{refusal[0]}: {refusal[1]}",
+                at=workflow.now(),
+                kind=kind,
+                ref=ref,
+                actor=actor,
+                decision=decision,
+                reason=reason,
+                via="signal",
+                accepted=False,
+                refusal=f"{refusal[0]}: {refusal[1]}",
             )
-        )  # fmt: skip
+        )
 
     def _audit_add(self, entry: AuditEntry) -> None:
         self._audit.append(entry)

@@ -52,9 +52,14 @@ ConversationState = Literal[
     "starting", "idle", "running", "awaiting_approval", "awaiting_connection", "ended", "failed"
 ]
 TurnStatus = Literal[
-    "queued", "running", "awaiting_approval", "awaiting_connection", "completed", "failed",
+    "queued",
+    "running",
+    "awaiting_approval",
+    "awaiting_connection",
+    "completed",
+    "failed",
     "cancelled",
-]  # fmt: skip
+]
 
 
 Via = Literal["update", "signal", "policy", "api"]
@@ -240,9 +245,13 @@ class AuditEntry(_Model):
 
     at: datetime
     kind: Literal[
-        "skill_decision", "connection_decision", "approval_timeout", "connection_timeout",
-        "connection_detected", "end_conversation",
-    ]  # fmt: skip
+        "skill_decision",
+        "connection_decision",
+        "approval_timeout",
+        "connection_timeout",
+        "connection_detected",
+        "end_conversation",
+    ]
     ref: str | None = None
     """The ``call_id`` or ``attempt_id`` it concerns."""
     actor: str | None = None

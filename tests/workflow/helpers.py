@@ -33,11 +33,11 @@ async def eventually(
     probe: Callable[[], Awaitable[T]],
     check: Callable[[T], bool],
     *,
-    timeout: float = 20.0,
+    within: float = 20.0,
     what: str = "condition",
 ) -> T:
     """Poll ``probe`` until ``check`` holds (for state only visible by asking)."""
-    deadline = time.monotonic() + timeout
+    deadline = time.monotonic() + within
     while True:
         value = await probe()
         if check(value):
@@ -48,8 +48,8 @@ async def eventually(
 
 
 async def wait_state(
-    api: GenieConversations, wid: str, state: str, timeout: float = 20.0
+    api: GenieConversations, wid: str, state: str, within: float = 20.0
 ) -> ConversationStatus:
     return await eventually(
-        lambda: api.status(wid), lambda s: s.state == state, timeout=timeout, what=state
+        lambda: api.status(wid), lambda s: s.state == state, within=within, what=state
     )

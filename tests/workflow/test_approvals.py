@@ -14,7 +14,7 @@ from tests.workflow.helpers import USER, convs, eventually, start, wait_state
 from workflows import ConversationPolicy, GenieConversation, SkillDecision, errors
 
 
-async def _paused(api, wid: str, text: str = "please confirm:send_email"):  # type: ignore[no-untyped-def]
+async def _paused(api, wid: str, text: str = "please confirm:send_email"):
     accepted = await api.send(wid, text)
     res = await api.wait(wid, accepted.turn)
     assert res.status == "awaiting_approval", res
@@ -44,8 +44,11 @@ async def test_approved_skill_runs_and_the_decision_is_audited(
     assert st.state == "idle" and not st.pending_approvals
     entry = next(a for a in st.audit if a.ref == pending.call_id)
     assert (entry.actor, entry.decision, entry.via, entry.accepted) == (
-        "alice", "approved", "update", True,
-    )  # fmt: skip
+        "alice",
+        "approved",
+        "update",
+        True,
+    )
     conv = sim.stats()["conversations"][st.conversation_id]  # type: ignore[index]
     assert conv["skill_decision_posts"] == {pending.call_id: 1}
     assert conv["messages_accepted"] == 1

@@ -22,7 +22,13 @@ from workflows import ConversationPolicy, errors
 NO_PROBE = ConversationPolicy(connection_poll_interval=timedelta(0))
 
 
-async def _parked(api, wid: str, text: str = "connect:salesforce"):  # type: ignore[no-untyped-def]
+async def _open_link(url: str) -> None:
+    """What the end user does: open the auth link in a browser."""
+    async with httpx.AsyncClient(timeout=5) as http:
+        (await http.get(url)).raise_for_status()
+
+
+async def _parked(api, wid: str, text: str = "connect:salesforce"):
     accepted = await api.send(wid, text)
     res = await api.wait(wid, accepted.turn)
     assert res.status == "awaiting_connection", res
@@ -39,7 +45,7 @@ async def test_connection_done_resumes_the_run(
     assert pending.connector_name and pending.auth_url
     st = await api.status(wid)
     assert st.state == "awaiting_connection"
-    httpx.get(pending.auth_url, timeout=5).raise_for_status()  # the user authenticates
+    await _open_link(pending.auth_url)  # the user authenticates
     rec = await api.connect_done(wid, pending.attempt_id, actor="alice")
     assert rec.decision == "done"
     done = await api.wait(wid, turn, wait_for="completion")
@@ -117,7 +123,7 @@ async def test_completed_connection_is_detected_without_anyone_saying_so(
     wid = await start(api, policy=policy)
     turn, pending = await _parked(api, wid)
     assert pending.auth_url
-    httpx.get(pending.auth_url, timeout=5).raise_for_status()
+    await _open_link(pending.auth_url)
     done = await api.wait(wid, turn, wait_for="completion")
     assert done.status == "completed"
     st = await api.status(wid)
@@ -139,9 +145,11 @@ def quirk_sim(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SimProcess]:
 async def quirk_queue(client: Client, quirk_sim: SimProcess) -> AsyncIterator[str]:
     tq = f"test-quirk-{uuid.uuid4()}"
     settings = worker_settings(quirk_sim, stream_silence_check_seconds=0.5)
-    async with GenieClient(quirk_sim.base_url, ApiKeyAuth(SIM_API_KEY)) as genie:
-        async with build_worker(client, settings, genie, task_queue=tq):
-            yield tq
+    async with (
+        GenieClient(quirk_sim.base_url, ApiKeyAuth(SIM_API_KEY)) as genie,
+        build_worker(client, settings, genie, task_queue=tq),
+    ):
+        yield tq
 
 
 @pytest.mark.parametrize("how", ["connect-done", "detected"])
@@ -155,7 +163,7 @@ async def test_quirk_mode_resumed_output_only_in_message_history(
     wid = await start(api, policy=ConversationPolicy(connection_poll_interval=probe))
     turn, pending = await _parked(api, wid, "connect:salesforce")
     assert pending.auth_url
-    httpx.get(pending.auth_url, timeout=5).raise_for_status()
+    await _open_link(pending.auth_url)
     if how == "connect-done":
         await api.connect_done(wid, pending.attempt_id, actor="alice")
     done = await api.wait(wid, turn, wait_for="completion")

@@ -51,8 +51,9 @@ async def can_env() -> AsyncIterator[WorkflowEnvironment]:
         data_converter=pydantic_data_converter,
         dev_server_log_level="error",
         dev_server_extra_args=[
-            "--dynamic-config-value", "limit.historyCount.suggestContinueAsNew=40",
-        ],  # fmt: skip
+            "--dynamic-config-value",
+            "limit.historyCount.suggestContinueAsNew=40",
+        ],
     )
     yield env
     await env.shutdown()
@@ -90,7 +91,9 @@ async def test_worker_restarted_mid_turn_finishes_the_turn_once(
     api = convs(client, tq)
     async with build_worker(client, settings, genie, task_queue=tq):
         wid = await start(api)
-        conv_id = (await eventually(lambda: api.status(wid), lambda s: s.state == "idle")).conversation_id
+        conv_id = (
+            await eventually(lambda: api.status(wid), lambda s: s.state == "idle")
+        ).conversation_id
         accepted = await api.send(wid, "steps:10 delay:150")
         await eventually(
             lambda: genie.get_conversation("gin-test-genie", conv_id or "", user_id=USER),
@@ -110,7 +113,7 @@ async def test_worker_restarted_mid_turn_finishes_the_turn_once(
 
 @pytest.mark.parametrize("path", sorted(HISTORIES.glob("*.json")), ids=lambda p: p.stem)
 async def test_recorded_histories_replay_deterministically(path: Path) -> None:
-    history = WorkflowHistory.from_json(path.stem, path.read_text())
+    history = WorkflowHistory.from_json(path.stem, path.read_text())  # noqa: ASYNC240 (tiny file)
     await Replayer(
         workflows=[GenieConversation], data_converter=pydantic_data_converter
     ).replay_workflow(history)

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
-import asyncio
 import uuid
 from typing import Any
 
@@ -28,7 +28,8 @@ async def _details(client: Client, wid: str) -> str:
     meta = await client.get_workflow_handle(wid).query(
         "__temporal_workflow_metadata", result_type=WorkflowMetadata
     )
-    return meta.current_details
+    details: str = meta.current_details
+    return details
 
 
 async def test_search_attributes_and_details_card_follow_the_state(
@@ -106,7 +107,9 @@ async def test_the_api_key_never_reaches_history_or_logs(
     await api.wait(wid, accepted.turn, wait_for="completion")
     # An API error on the way (its message and details land in history and logs).
     conv_id = (await api.status(wid)).conversation_id
-    sim.fault(endpoint="send_message", conversation_id=conv_id, status=401, error_code="auth_failed")
+    sim.fault(
+        endpoint="send_message", conversation_id=conv_id, status=401, error_code="auth_failed"
+    )
     failed = await api.ask(wid, "this one is refused")
     assert failed.status == "failed" and failed.error is not None
     assert failed.error.status == 401 and failed.error.error_code == "auth_failed"
@@ -121,9 +124,15 @@ async def _cli(env: WorkflowEnvironment, *args: str) -> Any:
     """Run the official CLI without blocking the loop the in-process worker runs on."""
     address = env.client.service_client.config.target_host
     proc = await asyncio.create_subprocess_exec(
-        temporal_cli(), *args, "--address", address, "-o", "json",
-        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
-    )  # fmt: skip
+        temporal_cli(),
+        *args,
+        "--address",
+        address,
+        "-o",
+        "json",
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
     out, err = await asyncio.wait_for(proc.communicate(), timeout=30)
     assert proc.returncode == 0, err.decode()
     return json.loads(out) if out.strip() else None
@@ -139,12 +148,23 @@ async def test_the_official_temporal_cli_alone_can_drive_a_conversation(
         "first_message": {"text": "please confirm:send_email"},
     }
     await _cli(
-        temporal_env, "workflow", "start", "--type", "GenieConversation",
-        "--task-queue", task_queue, "--workflow-id", wid, "--input", json.dumps(start_input),
-    )  # fmt: skip
+        temporal_env,
+        "workflow",
+        "start",
+        "--type",
+        "GenieConversation",
+        "--task-queue",
+        task_queue,
+        "--workflow-id",
+        wid,
+        "--input",
+        json.dumps(start_input),
+    )
 
     async def poll() -> dict[str, Any]:
-        out = await _cli(temporal_env, "workflow", "query", "--workflow-id", wid, "--name", "status")
+        out = await _cli(
+            temporal_env, "workflow", "query", "--workflow-id", wid, "--name", "status"
+        )
         result: dict[str, Any] = out["queryResult"][0]
         return result
 
@@ -153,25 +173,42 @@ async def test_the_official_temporal_cli_alone_can_drive_a_conversation(
 
     async def listed() -> list[str]:
         out = await _cli(
-            temporal_env, "workflow", "list",
-            "--query", f'GenieState="awaiting_approval" AND WorkflowId="{wid}"',
-        )  # fmt: skip
+            temporal_env,
+            "workflow",
+            "list",
+            "--query",
+            f'GenieState="awaiting_approval" AND WorkflowId="{wid}"',
+        )
         return [w["execution"]["workflowId"] for w in out or []]
 
     assert await eventually(listed, lambda ids: ids == [wid], what="list") == [wid]
 
     decision = {"call_id": call_id, "approved": True, "approver": "ops"}
     await _cli(
-        temporal_env, "workflow", "signal", "--workflow-id", wid,
-        "--name", "skill_decision", "--input", json.dumps(decision),
-    )  # fmt: skip
+        temporal_env,
+        "workflow",
+        "signal",
+        "--workflow-id",
+        wid,
+        "--name",
+        "skill_decision",
+        "--input",
+        json.dumps(decision),
+    )
     st = await eventually(poll, lambda s: s["state"] == "idle", what="resumed")
     assert st["audit"][-1]["actor"] == "ops"
     transcript = (
         await _cli(
-            temporal_env, "workflow", "query", "--workflow-id", wid, "--name", "transcript",
-            "--input", "{}",
-        )  # fmt: skip
+            temporal_env,
+            "workflow",
+            "query",
+            "--workflow-id",
+            wid,
+            "--name",
+            "transcript",
+            "--input",
+            "{}",
+        )
     )["queryResult"][0]
     assert transcript["turns"][0]["status"] == "completed"
     assert "send_email" in transcript["turns"][0]["reply"]

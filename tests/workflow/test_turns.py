@@ -7,7 +7,8 @@ import uuid
 from pathlib import Path
 
 import pytest
-from temporalio.client import Client
+from temporalio.client import Client, WorkflowFailureError
+from temporalio.exceptions import ApplicationError
 
 from geniectl import Refused
 from tests.services import SimProcess
@@ -68,7 +69,11 @@ async def test_repeated_client_message_id_returns_the_original_turn(
 
 @pytest.mark.parametrize(
     ("text", "error_type"),
-    [("", errors.EMPTY_MESSAGE), ("   ", errors.EMPTY_MESSAGE), ("x" * 12_289, errors.MESSAGE_TOO_LONG)],
+    [
+        ("", errors.EMPTY_MESSAGE),
+        ("   ", errors.EMPTY_MESSAGE),
+        ("x" * 12_289, errors.MESSAGE_TOO_LONG),
+    ],
 )
 async def test_invalid_messages_are_refused_with_a_type(
     client: Client, task_queue: str, text: str, error_type: str
@@ -143,9 +148,10 @@ async def test_api_refusal_on_create_fails_the_workflow_with_the_api_code(
 ) -> None:
     api = convs(client, task_queue)
     wid = await api.start("gin-noclient-x", USER, workflow_id=f"test-{uuid.uuid4()}")
-    with pytest.raises(Exception) as e:
+    with pytest.raises(WorkflowFailureError) as e:
         await api.handle(wid).result()
-    cause = e.value.cause  # type: ignore[attr-defined]
+    cause = e.value.cause
+    assert isinstance(cause, ApplicationError)
     assert cause.type == errors.CONVERSATION_CREATE_FAILED
     st = await wait_state(api, wid, "failed")
     assert st.last_error is not None and st.last_error.status == 406
