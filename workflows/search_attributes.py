@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Final
 
-from temporalio.common import SearchAttributeKey
+from temporalio.common import SearchAttributeIndexedValueType, SearchAttributeKey
 
 __all__ = [
     "ALL_SEARCH_ATTRIBUTES",
@@ -17,6 +17,7 @@ __all__ = [
     "GENIE_HANDLE",
     "GENIE_STATE",
     "GENIE_USER_ID",
+    "dev_server_flags",
 ]
 
 GENIE_HANDLE: Final = SearchAttributeKey.for_keyword("GenieHandle")
@@ -33,3 +34,18 @@ ALL_SEARCH_ATTRIBUTES: Final = (
     GENIE_AWAITING_SINCE,
 )
 """Every key, for registration (``temporal server start-dev --search-attribute``)."""
+
+
+_CLI_TYPES = {
+    SearchAttributeIndexedValueType.KEYWORD: "Keyword",
+    SearchAttributeIndexedValueType.DATETIME: "Datetime",
+}
+
+
+def dev_server_flags() -> list[str]:
+    """``--search-attribute NAME=TYPE`` flags for ``temporal server start-dev``."""
+    return [
+        arg
+        for key in ALL_SEARCH_ATTRIBUTES
+        for arg in ("--search-attribute", f"{key.name}={_CLI_TYPES[key.indexed_value_type]}")
+    ]

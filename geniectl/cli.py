@@ -1,0 +1,369 @@
+"""``geniectl``: the command line for backends, approvers and ops.
+
+Exit codes: 0 ok; 1 refused by the conversation (the reason is printed); 2 usage,
+configuration or connection error. Connection settings come from the same environment as
+the worker (``TEMPORAL_*``, ``GENIE_TASK_QUEUE``). Every read command has ``--json``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import getpass
+import json
+import sys
+from collections.abc import Callable, Coroutine
+from datetime import timedelta
+from typing import Annotated, Any, TypeVar
+
+import typer
+from pydantic import BaseModel
+from rich.table import Table
+from temporalio.client import Client
+
+from genie_config import ConfigError, connect_temporal, load_settings
+from geniectl._api import GenieConversations, NotFound, PendingItem, Refused, new_workflow_id
+from geniectl._dev import dev
+from geniectl._render import (
+    EXIT_REFUSED,
+    age,
+    fail,
+    follow_turn,
+    out,
+    pause_panel,
+    print_result,
+    when,
+)
+from workflows import (
+    ConversationPolicy,
+    ConversationStatus,
+    TurnResult,
+)
+
+T = TypeVar("T")
+
+app = typer.Typer(
+    name="geniectl",
+    help="Durable Workato genie conversations on Temporal.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+
+JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")]
+WorkflowId = Annotated[str, typer.Argument(help="The conversation's workflow id.")]
+
+
+def _run(fn: Callable[[GenieConversations], Coroutine[Any, Any, T]]) -> T:
+    """Connect, run one command, and map failures onto the exit codes."""
+
+    async def go() -> T:
+        try:
+            settings = load_settings()
+            client: Client = await connect_temporal()
+        except ConfigError as e:
+            fail(f"configuration: {e}")
+        except RuntimeError as e:  # the SDK's connection failure
+            fail(f"cannot connect to Temporal: {e}")
+        return await fn(GenieConversations(client, task_queue=settings.task_queue))
+
+    try:
+        return asyncio.run(go())
+    except Refused as e:
+        fail(f"refused ({e.type}): {e.message}", EXIT_REFUSED)
+    except NotFound as e:
+        fail(str(e), EXIT_REFUSED)
+
+
+def _print_json(value: BaseModel | list[Any] | dict[str, Any]) -> None:
+    if isinstance(value, BaseModel):
+        print(value.model_dump_json(indent=2))
+    else:
+        print(json.dumps(value, indent=2, default=str))
+
+
+@app.command()
+def start(
+    genie_handle: Annotated[str, typer.Argument(help="The genie (gin-… id).")],
+    user_id: Annotated[str, typer.Argument(help="The end user's Workato Identity id.")],
+    workflow_id: Annotated[
+        str | None, typer.Option("--id", help="Workflow id (business key).")
+    ] = None,
+    message: Annotated[str | None, typer.Option("--message", "-m", help="First message.")] = None,
+    approval_timeout: Annotated[
+        float | None, typer.Option(help="Seconds an approval may wait.")
+    ] = None,
+    approver: Annotated[
+        list[str] | None, typer.Option(help="Allowed approver (repeatable).")
+    ] = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Start a conversation (or attach to the open one with this id)."""
+    policy = ConversationPolicy(
+        approvers=approver or [],
+        **({"approval_timeout": timedelta(seconds=approval_timeout)} if approval_timeout else {}),
+    )
+    wid = workflow_id or new_workflow_id()
+
+    async def go(api: GenieConversations) -> None:
+        await api.start(genie_handle, user_id, workflow_id=wid, policy=policy)
+        if message:
+            await api.send(wid, message)
+
+    _run(go)
+    if as_json:
+        _print_json({"workflow_id": wid})
+    else:
+        out.print(wid)
+
+
+@app.command()
+def send(
+    workflow_id: WorkflowId,
+    text: Annotated[str, typer.Argument(help="The message.")],
+    client_message_id: Annotated[str | None, typer.Option(help="Idempotency key.")] = None,
+    attachment: Annotated[str | None, typer.Option(help="file:// or https:// URI.")] = None,
+    genie: Annotated[str | None, typer.Option(help="Start the conversation if missing.")] = None,
+    user: Annotated[str | None, typer.Option(help="User id, with --genie.")] = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Queue a message; prints its turn number."""
+    start_with = _start_with(genie, user)
+    acc = _run(
+        lambda api: api.send(
+            workflow_id,
+            text,
+            client_message_id=client_message_id,
+            attachment_uri=attachment,
+            start_with=start_with,
+        )
+    )
+    if as_json:
+        _print_json(acc)
+    else:
+        out.print(f"turn {acc.turn}" + (" (duplicate of an earlier send)" if acc.duplicate else ""))
+
+
+def _start_with(genie: str | None, user: str | None) -> tuple[str, str] | None:
+    if (genie is None) != (user is None):
+        fail("--genie and --user go together")
+    return (genie, user) if genie and user else None
+
+
+@app.command()
+def ask(
+    workflow_id: WorkflowId,
+    text: Annotated[str, typer.Argument(help="The message.")],
+    client_message_id: Annotated[str | None, typer.Option(help="Idempotency key.")] = None,
+    attachment: Annotated[str | None, typer.Option(help="file:// or https:// URI.")] = None,
+    genie: Annotated[str | None, typer.Option(help="Start the conversation if missing.")] = None,
+    user: Annotated[str | None, typer.Option(help="User id, with --genie.")] = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Send a message and wait for the reply, showing progress and any pause."""
+    start_with = _start_with(genie, user)
+
+    async def go(api: GenieConversations) -> TurnResult:
+        acc = await api.send(
+            workflow_id,
+            text,
+            client_message_id=client_message_id,
+            attachment_uri=attachment,
+            start_with=start_with,
+        )
+        return await follow_turn(api, workflow_id, acc.turn, quiet=as_json)
+
+    res = _run(go)
+    if as_json:
+        _print_json(res)
+    else:
+        print_result(res)
+    if res.status != "completed":
+        raise typer.Exit(EXIT_REFUSED)
+
+
+@app.command()
+def status(workflow_id: WorkflowId, as_json: JsonOpt = False) -> None:
+    """Where a conversation stands and what it waits for."""
+    st = _run(lambda api: api.status(workflow_id))
+    if as_json:
+        _print_json(st)
+        return
+    _print_status(workflow_id, st)
+
+
+def _print_status(wid: str, st: ConversationStatus) -> None:
+    t = Table.grid(padding=(0, 2))
+    t.add_row("state", f"[bold]{st.state}[/]")
+    t.add_row("genie / user", f"{st.genie_handle} / {st.user_id}")
+    t.add_row("conversation", st.conversation_id or "-")
+    t.add_row("turn", f"{st.turn} ({st.queued_turns} queued)")
+    if st.awaiting_since:
+        t.add_row("waiting", f"{age(st.awaiting_since)} (since {when(st.awaiting_since)})")
+    if st.last_error:
+        e = st.last_error
+        t.add_row("last error", f"{e.type} {e.error_code or ''} {e.message} {e.request_id or ''}")
+    out.print(t)
+    res = TurnResult(turn=st.turn, status="awaiting_approval")
+    res.pending.approvals, res.pending.connections = st.pending_approvals, st.pending_connections
+    pause_panel(wid, res)
+
+
+@app.command()
+def pending(as_json: JsonOpt = False) -> None:
+    """The approvals inbox: every conversation waiting for a human."""
+    items = _run(lambda api: api.pending())
+    if as_json:
+        _print_json([i.model_dump(mode="json") for i in items])
+        return
+    if not items:
+        out.print("nothing is waiting for a human")
+        return
+    t = Table(title="waiting for a human")
+    for col in ("workflow id", "genie", "user", "waits for", "id", "age", "deadline"):
+        t.add_column(col, overflow="fold")
+    for i in items:
+        for row in _pending_rows(i):
+            t.add_row(*row)
+    out.print(t)
+
+
+def _pending_rows(i: PendingItem) -> list[tuple[str, ...]]:
+    rows: list[tuple[str, ...]] = [
+        (
+            i.workflow_id,
+            i.genie_handle or "-",
+            i.user_id or "-",
+            f"approve {p.skill_name}",
+            p.call_id,
+            age(p.requested_at),
+            when(p.deadline),
+        )
+        for p in i.approvals
+    ]
+    rows += [
+        (
+            i.workflow_id,
+            i.genie_handle or "-",
+            i.user_id or "-",
+            f"connect {c.connector_name}",
+            c.attempt_id,
+            age(c.requested_at),
+            when(c.deadline),
+        )
+        for c in i.connections
+    ]
+    return rows
+
+
+ApproverOpt = Annotated[
+    str | None, typer.Option("--approver", help="Who decides (default: your login name).")
+]
+ReasonOpt = Annotated[str | None, typer.Option("--reason", help="Why (sent to the genie).")]
+
+
+def _me(name: str | None) -> str:
+    return name or getpass.getuser()
+
+
+@app.command()
+def approve(
+    workflow_id: WorkflowId,
+    call_id: Annotated[str, typer.Argument(help="The skill confirmation's call id.")],
+    approver: ApproverOpt = None,
+    reason: ReasonOpt = None,
+) -> None:
+    """Approve a skill confirmation (refused: exit 1 with the reason)."""
+    rec = _run(lambda api: api.approve(workflow_id, call_id, approver=_me(approver), reason=reason))
+    out.print(f"approved {rec.id} as {rec.decided_by}")
+
+
+@app.command()
+def reject(
+    workflow_id: WorkflowId,
+    call_id: Annotated[str, typer.Argument(help="The skill confirmation's call id.")],
+    approver: ApproverOpt = None,
+    reason: ReasonOpt = None,
+) -> None:
+    """Reject a skill confirmation; the reason reaches the genie."""
+    rec = _run(lambda api: api.reject(workflow_id, call_id, approver=_me(approver), reason=reason))
+    out.print(f"rejected {rec.id} as {rec.decided_by}")
+
+
+@app.command("connect-done")
+def connect_done(
+    workflow_id: WorkflowId,
+    attempt_id: Annotated[str, typer.Argument(help="The runtime connection attempt id.")],
+    actor: Annotated[str | None, typer.Option(help="Who says so (default: login name).")] = None,
+) -> None:
+    """Tell the conversation the user has authenticated."""
+    rec = _run(lambda api: api.connect_done(workflow_id, attempt_id, actor=_me(actor)))
+    out.print(f"connection {rec.id} marked done by {rec.decided_by}")
+
+
+@app.command("connect-reject")
+def connect_reject(
+    workflow_id: WorkflowId,
+    attempt_id: Annotated[str, typer.Argument(help="The runtime connection attempt id.")],
+    actor: Annotated[str | None, typer.Option(help="Who decides (default: login name).")] = None,
+    reason: ReasonOpt = None,
+) -> None:
+    """Decline a runtime connection (posts E12)."""
+    rec = _run(
+        lambda api: api.connect_reject(workflow_id, attempt_id, actor=_me(actor), reason=reason)
+    )
+    out.print(f"connection {rec.id} rejected by {rec.decided_by}")
+
+
+@app.command("auth-link")
+def auth_link(
+    workflow_id: WorkflowId,
+    attempt_id: Annotated[str, typer.Argument(help="The runtime connection attempt id.")],
+    as_json: JsonOpt = False,
+) -> None:
+    """Fetch a fresh auth link (links expire within minutes)."""
+    link = _run(lambda api: api.auth_link(workflow_id, attempt_id))
+    if as_json:
+        _print_json(link)
+    elif link.status == "authorized":
+        out.print("already authorized")
+    else:
+        out.print(f"{link.url}\n(expires {when(link.expires_at)})")
+
+
+@app.command()
+def history(
+    workflow_id: WorkflowId,
+    since_turn: Annotated[int | None, typer.Option(help="Only turns from this one on.")] = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Recent turns: the user's text and the genie's reply."""
+    tr = _run(lambda api: api.transcript(workflow_id, since_turn))
+    if as_json:
+        _print_json(tr)
+        return
+    for t in tr.turns:
+        out.print(f"[bold]turn {t.turn}[/] ({t.status})", highlight=False)
+        out.print(f"  [cyan]user:[/] {t.text}", highlight=False)
+        if t.reply is not None:
+            out.print(f"  [green]genie:[/] {t.reply}", highlight=False)
+        if t.error is not None:
+            out.print(f"  [red]error:[/] {t.error.type}: {t.error.message}", highlight=False)
+    if tr.first_retained_turn > 1:
+        out.print(f"[dim](turns before {tr.first_retained_turn} are in the API's history)[/]")
+
+
+@app.command()
+def end(workflow_id: WorkflowId, reason: ReasonOpt = None) -> None:
+    """End a conversation after its current step."""
+    _run(lambda api: api.end(workflow_id, reason))
+    out.print(f"ending {workflow_id}")
+
+
+app.command(help=dev.__doc__)(dev)
+
+
+def main() -> None:
+    try:
+        app()
+    except KeyboardInterrupt:
+        sys.exit(130)
