@@ -41,7 +41,7 @@ def cli_env(temporal_env: WorkflowEnvironment, task_queue: str) -> dict[str, str
     }
 
 
-async def geniectl(env: dict[str, str], *args: str, timeout: float = 60) -> Run:
+async def geniectl(env: dict[str, str], *args: str, within: float = 60) -> Run:
     # Async, so the in-process worker keeps running while the CLI waits on it.
     proc = await asyncio.create_subprocess_exec(
         GENIECTL,
@@ -50,7 +50,7 @@ async def geniectl(env: dict[str, str], *args: str, timeout: float = 60) -> Run:
         stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.PIPE,
     )
-    out, err = await asyncio.wait_for(proc.communicate(), timeout)
+    out, err = await asyncio.wait_for(proc.communicate(), within)
     assert proc.returncode is not None
     return Run(proc.returncode, out.decode(), err.decode())
 
@@ -184,7 +184,7 @@ async def test_dev_stack_runs_the_demo_end_to_end(tmp_path: Path) -> None:
         str(ports[3]),
     ]
     env = {**os.environ, "COLUMNS": "200"}
-    r = await geniectl(env, *args, timeout=120)
+    r = await geniectl(env, *args, within=120)
     assert r.code == 0, r.stderr + r.stdout
     assert "awaiting_approval" in r.stdout and "the genie replied" in r.stdout
     assert f"http://127.0.0.1:{ports[1]}/namespaces/default/workflows/demo-" in r.stdout
