@@ -111,7 +111,7 @@ class StreamSegment:
         reader, events = await self._open()
         async for ev in events:
             self._p.cursor = reader.cursor
-            self._p.reconnects = getattr(reader, "reconnects", 0)
+            self._p.reconnects = reader.reconnects
             self._last_event_at = time.monotonic()
             self._p.events += 1
             outcome = self._apply(ev)

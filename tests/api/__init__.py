@@ -1,0 +1,1 @@
+"""Tests of the Headless API client (``genie_api``)."""
