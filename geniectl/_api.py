@@ -113,20 +113,29 @@ class GenieConversations:
             raise _translate(e, workflow_id) from None
         return _typed(res, result)
 
-    def _start_op(
-        self, workflow_id: str, genie_handle: str, user_id: str, policy: ConversationPolicy | None
-    ) -> WithStartWorkflowOperation[GenieConversation, Any]:
-        return WithStartWorkflowOperation(
-            GenieConversation.run,
-            ConversationStart(
-                genie_handle=genie_handle, user_id=user_id, policy=policy or ConversationPolicy()
+    def _start_options(
+        self,
+        workflow_id: str,
+        genie_handle: str,
+        user_id: str,
+        policy: ConversationPolicy | None,
+        first_message: SendMessage | None = None,
+    ) -> dict[str, Any]:
+        """What both a plain start and an update-with-start send: one definition, so the
+        two ways of starting a conversation cannot drift apart."""
+        return {
+            "arg": ConversationStart(
+                genie_handle=genie_handle,
+                user_id=user_id,
+                policy=policy or ConversationPolicy(),
+                first_message=first_message,
             ),
-            id=workflow_id,
-            task_queue=self.task_queue,
-            id_conflict_policy=WorkflowIDConflictPolicy.USE_EXISTING,
-            search_attributes=_start_attributes(genie_handle, user_id),
-            static_summary=static_summary(genie_handle, user_id),
-        )
+            "id": workflow_id,
+            "task_queue": self.task_queue,
+            "id_conflict_policy": WorkflowIDConflictPolicy.USE_EXISTING,
+            "search_attributes": _start_attributes(genie_handle, user_id),
+            "static_summary": static_summary(genie_handle, user_id),
+        }
 
     async def start(
         self,
@@ -139,20 +148,8 @@ class GenieConversations:
     ) -> str:
         """Start a conversation (or attach to the open one with this id); its workflow id."""
         wid = workflow_id or new_workflow_id()
-        await self.client.start_workflow(
-            GenieConversation.run,
-            ConversationStart(
-                genie_handle=genie_handle,
-                user_id=user_id,
-                policy=policy or ConversationPolicy(),
-                first_message=first_message,
-            ),
-            id=wid,
-            task_queue=self.task_queue,
-            id_conflict_policy=WorkflowIDConflictPolicy.USE_EXISTING,
-            search_attributes=_start_attributes(genie_handle, user_id),
-            static_summary=static_summary(genie_handle, user_id),
-        )
+        opts = self._start_options(wid, genie_handle, user_id, policy, first_message)
+        await self.client.start_workflow(GenieConversation.run, **opts)
         return wid
 
     async def send(
@@ -176,7 +173,9 @@ class GenieConversations:
         )
         if start_with is None:
             return await self._update(workflow_id, "send_message", msg, MessageAccepted)
-        op = self._start_op(workflow_id, *start_with, policy)
+        op = WithStartWorkflowOperation(
+            GenieConversation.run, **self._start_options(workflow_id, *start_with, policy)
+        )
         try:
             res = await self.client.execute_update_with_start_workflow(
                 "send_message", msg, start_workflow_operation=op, result_type=MessageAccepted

@@ -10,10 +10,11 @@ from __future__ import annotations
 import asyncio
 import getpass
 import json
+import os
 import sys
 from collections.abc import Callable, Coroutine
 from datetime import timedelta
-from typing import Annotated, Any, TypeVar
+from typing import Annotated, Any, NoReturn, TypeVar
 
 import typer
 from pydantic import BaseModel
@@ -24,6 +25,7 @@ from genie_config import ConfigError, connect_temporal, load_settings
 from geniectl._api import GenieConversations, NotFound, PendingItem, Refused, new_workflow_id
 from geniectl._dev import dev
 from geniectl._render import (
+    EXIT_ERROR,
     EXIT_REFUSED,
     age,
     fail,
@@ -51,6 +53,11 @@ app = typer.Typer(
 
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")]
 WorkflowId = Annotated[str, typer.Argument(help="The conversation's workflow id.")]
+TextArg = Annotated[str, typer.Argument(help="The message.")]
+ClientMessageIdOpt = Annotated[str | None, typer.Option(help="Idempotency key.")]
+AttachmentOpt = Annotated[str | None, typer.Option(help="file:// or https:// URI.")]
+GenieOpt = Annotated[str | None, typer.Option(help="Start the conversation if missing.")]
+UserOpt = Annotated[str | None, typer.Option(help="User id, with --genie.")]
 
 
 def _run(fn: Callable[[GenieConversations], Coroutine[Any, Any, T]]) -> T:
@@ -119,11 +126,11 @@ def start(
 @app.command()
 def send(
     workflow_id: WorkflowId,
-    text: Annotated[str, typer.Argument(help="The message.")],
-    client_message_id: Annotated[str | None, typer.Option(help="Idempotency key.")] = None,
-    attachment: Annotated[str | None, typer.Option(help="file:// or https:// URI.")] = None,
-    genie: Annotated[str | None, typer.Option(help="Start the conversation if missing.")] = None,
-    user: Annotated[str | None, typer.Option(help="User id, with --genie.")] = None,
+    text: TextArg,
+    client_message_id: ClientMessageIdOpt = None,
+    attachment: AttachmentOpt = None,
+    genie: GenieOpt = None,
+    user: UserOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
     """Queue a message; prints its turn number."""
@@ -152,11 +159,11 @@ def _start_with(genie: str | None, user: str | None) -> tuple[str, str] | None:
 @app.command()
 def ask(
     workflow_id: WorkflowId,
-    text: Annotated[str, typer.Argument(help="The message.")],
-    client_message_id: Annotated[str | None, typer.Option(help="Idempotency key.")] = None,
-    attachment: Annotated[str | None, typer.Option(help="file:// or https:// URI.")] = None,
-    genie: Annotated[str | None, typer.Option(help="Start the conversation if missing.")] = None,
-    user: Annotated[str | None, typer.Option(help="User id, with --genie.")] = None,
+    text: TextArg,
+    client_message_id: ClientMessageIdOpt = None,
+    attachment: AttachmentOpt = None,
+    genie: GenieOpt = None,
+    user: UserOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
     """Send a message and wait for the reply, showing progress and any pause."""
@@ -365,5 +372,21 @@ app.command(help=dev.__doc__)(dev)
 def main() -> None:
     try:
         app()
+        code = 0
+    except SystemExit as e:
+        code = e.code if isinstance(e.code, int) else (0 if e.code is None else EXIT_ERROR)
     except KeyboardInterrupt:
-        sys.exit(130)
+        code = 130
+    exit_now(code)
+
+
+def exit_now(code: int) -> NoReturn:
+    """Exit without interpreter teardown.
+
+    The Temporal client's Rust threads can outlive the event loop and abort CPython's
+    finalizer ("PyGILState_Release: thread state … must be current", sdk-python#300),
+    turning a successful command into exit -6. All our work is done and flushed here.
+    """
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)
