@@ -302,6 +302,21 @@ async def _dev(
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
+    try:
+        return await _supervise(stack, stop, demo_task, exit_after_demo)
+    finally:
+        if demo_task is not None and not demo_task.done():
+            # Ctrl-C while the demo waits for an approval is the normal way out: stop it
+            # quietly instead of letting its cancelled RPC surface as a traceback.
+            demo_task.cancel()
+            with contextlib.suppress(BaseException):
+                await demo_task
+
+
+async def _supervise(
+    stack: Stack, stop: asyncio.Event, demo_task: asyncio.Task[bool] | None, exit_after_demo: bool
+) -> int:
+    """Run until Ctrl-C, a child dies, or (with --exit-after-demo) the demo ends."""
     while not stop.is_set():
         dead = stack.dead()
         if dead is not None:
