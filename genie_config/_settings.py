@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -92,10 +93,18 @@ def load_settings(**overrides: Any) -> GenieSettings:
 
 def temporal_connect_config() -> dict[str, Any]:
     """``Client.connect`` keyword arguments from ``TEMPORAL_*`` / the TOML profile."""
+    # The SDK skips a config file that does not exist; a path someone set on purpose
+    # that points nowhere is a typo, and would surface later as a baffling connect error.
+    named = os.environ.get("TEMPORAL_CONFIG_FILE")
+    if named and not Path(named).is_file():
+        raise ConfigError(f"TEMPORAL_CONFIG_FILE: {named} is not a readable file")
     try:
         cfg: dict[str, Any] = dict(ClientConfig.load_client_connect_config())
     except Exception as e:  # the SDK raises plain errors for bad TLS paths, TOML, etc.
-        raise ConfigError(f"TEMPORAL_* configuration: {e}") from None
+        # Only the first line: later lines quote the offending TOML, which may hold a key.
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        where = f" ({named})" if named else ""
+        raise ConfigError(f"TEMPORAL_* configuration{where}: {first}") from None
     cfg.setdefault("target_host", "localhost:7233")
     return cfg
 
