@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import argparse
 import os
+import sys
 from collections.abc import Sequence
+from pathlib import Path
 
 from ._config import DEFAULT_API_KEY, SimConfig
 
@@ -50,6 +52,12 @@ def parse_args(argv: Sequence[str] | None = None) -> SimConfig:
         help="also accept Bearer TOKEN as the OAuth access token of USER_ID (repeatable)",
     )
     parser.add_argument(
+        "--state-file",
+        type=Path,
+        metavar="PATH",
+        help="save the whole state here on shutdown and load it on start (default: none)",
+    )
+    parser.add_argument(
         "--log-level",
         choices=["critical", "error", "warning", "info", "debug", "trace"],
         default="warning",
@@ -67,14 +75,20 @@ def parse_args(argv: Sequence[str] | None = None) -> SimConfig:
         max_stream_seconds=args.max_stream_seconds,
         oauth_tokens=dict(args.oauth_token),
         log_level=args.log_level,
+        state_file=args.state_file,
     )
 
 
 def main(argv: Sequence[str] | None = None) -> None:
     """Console entry point (``genie-sim``)."""
-    from ._server import serve  # imported late so ``--help`` stays fast
+    from ._persist import StateFileError  # imported late so ``--help`` stays fast
+    from ._server import serve
 
-    serve(parse_args(argv))
+    try:
+        serve(parse_args(argv))
+    except StateFileError as e:
+        print(f"genie-sim: {e}", file=sys.stderr)
+        sys.exit(2)
 
 
 if __name__ == "__main__":

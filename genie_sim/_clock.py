@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import itertools
 import time
 from datetime import UTC, datetime, timedelta
 
@@ -35,6 +34,23 @@ class Clock:
         us = max(self.now_us(), self._last_stamp_us + 1)
         self._last_stamp_us = us
         return us
+
+    @property
+    def offset_us(self) -> int:
+        """How far the simulator clock is ahead of real time, in microseconds."""
+        return self._offset_us
+
+    @property
+    def last_stamp_us(self) -> int:
+        """The latest :meth:`stamp` handed out (0 before the first)."""
+        return self._last_stamp_us
+
+    def restore(self, offset_us: int, last_stamp_us: int) -> None:
+        """Continue a saved clock: same offset, stamps strictly after ``last_stamp_us``."""
+        if offset_us < 0:
+            raise ValueError("the simulator clock offset cannot be negative")
+        self._offset_us = offset_us
+        self._last_stamp_us = max(self._last_stamp_us, last_stamp_us)
 
     def advance(self, seconds: float) -> None:
         """Move the clock forward by ``seconds`` (never backwards)."""
@@ -81,15 +97,41 @@ class IdFactory:
 
     An id is ``<prefix>_`` + 11 hex digits of the process start time in ms + 12 hex digits
     of a process-wide counter. The counter is never reset (not even by ``/_sim/reset``) so
-    a client that outlives a reset never sees an id twice.
+    a client that outlives a reset never sees an id twice; ``--state-file`` carries both
+    parts over a restart (:meth:`restore`).
     """
 
-    __slots__ = ("_boot", "_counter")
+    __slots__ = ("_boot", "_next")
 
     def __init__(self) -> None:
         self._boot = f"{time.time_ns() // 1_000_000:011x}"
-        self._counter = itertools.count(1)
+        self._next = 1
 
     def new(self, prefix: str) -> str:
         """Return a fresh id such as ``evt_019a2b3c4d5000000000001f``."""
-        return f"{prefix}_{self._boot}{next(self._counter):012x}"
+        n = self._next
+        self._next = n + 1
+        return f"{prefix}_{self._boot}{n:012x}"
+
+    @property
+    def boot(self) -> str:
+        """The 11 hex digits every id of this factory starts with."""
+        return self._boot
+
+    @property
+    def next_counter(self) -> int:
+        """The counter value the next id will carry."""
+        return self._next
+
+    def restore(self, boot: str, next_counter: int) -> None:
+        """Continue a saved factory, so ids keep sorting after every id it handed out.
+
+        Raises:
+            ValueError: ``boot`` is not 11 hex digits or ``next_counter`` is not positive.
+        """
+        if len(boot) != 11 or any(c not in "0123456789abcdef" for c in boot):
+            raise ValueError(f"invalid id prefix {boot!r}")
+        if next_counter < 1:
+            raise ValueError("the id counter must be positive")
+        self._boot = boot
+        self._next = next_counter

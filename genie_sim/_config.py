@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from pathlib import Path
 from types import MappingProxyType
 from typing import Literal
 
@@ -34,6 +35,8 @@ class SimConfig:
         max_stream_seconds: Quirk: end every stream after this long.
         oauth_tokens: Extra bearer tokens accepted as OAuth access tokens, token -> user id.
         log_level: uvicorn / simulator log level.
+        state_file: Where the whole state is saved on a graceful shutdown and loaded from
+            on start (``None``: in memory only).
     """
 
     host: str = "127.0.0.1"
@@ -49,6 +52,7 @@ class SimConfig:
         default_factory=lambda: MappingProxyType({}), repr=False
     )
     log_level: str = "warning"
+    state_file: Path | None = None
 
     def __post_init__(self) -> None:
         if self.ping_interval <= 0:

@@ -5,13 +5,17 @@ from __future__ import annotations
 import asyncio
 import logging
 import socket
+from pathlib import Path
 from types import FrameType
 
 import uvicorn
 
 from ._app import create_app
 from ._config import SimConfig
+from ._persist import load_state, save_state
 from ._store import Store
+
+logger = logging.getLogger("genie_sim")
 
 
 class _DropDeliberateCuts(logging.Filter):
@@ -22,20 +26,33 @@ class _DropDeliberateCuts(logging.Filter):
 
 
 class _Server(uvicorn.Server):
-    """A uvicorn server that ends open SSE streams when asked to stop.
+    """A uvicorn server that ends open SSE streams when asked to stop, and keeps state.
 
-    Without this, a stream paused on a confirmation would hold graceful shutdown open
-    until the timeout.
+    Without ending the streams, a stream paused on a confirmation would hold graceful
+    shutdown open until the timeout. With a state file, the state is loaded before the
+    server listens and saved once every connection has been closed.
     """
 
-    def __init__(self, config: uvicorn.Config, store: Store) -> None:
+    def __init__(self, config: uvicorn.Config, store: Store, state_file: Path | None) -> None:
         super().__init__(config)
         self._store = store
+        self._state_file = state_file
         self._loop: asyncio.AbstractEventLoop | None = None
 
     async def serve(self, sockets: list[socket.socket] | None = None) -> None:
         self._loop = asyncio.get_running_loop()
+        if self._state_file is not None:
+            load_state(self._store, self._state_file)  # StateFileError: refuse to start
         await super().serve(sockets)
+
+    async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
+        await super().shutdown(sockets)
+        # No request runs any more. Saving is synchronous, so no run task moves meanwhile.
+        if self._state_file is not None:
+            try:
+                save_state(self._store, self._state_file)
+            except OSError as e:
+                logger.error("could not save the state to %s: %s", self._state_file, e)
 
     def handle_exit(self, sig: int, frame: FrameType | None) -> None:
         if self._loop is not None:
@@ -65,4 +82,4 @@ def serve(config: SimConfig) -> None:
         timeout_keep_alive=75,
         server_header=False,
     )
-    _Server(uv_config, app.state.store).run()
+    _Server(uv_config, app.state.store, config.state_file).run()

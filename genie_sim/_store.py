@@ -69,6 +69,27 @@ class Event:
     hidden: bool
 
 
+def encode_event(data: dict[str, Any], created_us: int, hidden: bool) -> Event:
+    """Build a run-log :class:`Event` from its ``data`` payload (encoded here, once).
+
+    Args:
+        data: The payload; ``type``, ``event_id`` and ``seq_num`` are read from it.
+        created_us: ``data["created_at"]`` in microseconds since the epoch.
+        hidden: Never delivered (``--hide-resumed-output``).
+    """
+    event_id, type_ = data["event_id"], data["type"]
+    payload = dumps(data)
+    return Event(
+        event_id=event_id,
+        type=type_,
+        seq_num=data["seq_num"],
+        created_us=created_us,
+        json=payload,
+        frame=f"id: {event_id}\nevent: {type_}\ndata: {payload}\n\n".encode(),
+        hidden=hidden,
+    )
+
+
 @dataclass(slots=True, eq=False)
 class Message:
     """One E6 history entry."""
@@ -111,6 +132,7 @@ class SkillCall:
     skill: str
     future: asyncio.Future[Decision]
     resolved: bool = False
+    decision: Decision | None = None
 
 
 @dataclass(slots=True, eq=False)
@@ -306,11 +328,15 @@ class Store:
         stats.messages_accepted += 1
         stats.runs.append(run.run_id)
         self.append(run, "processing.started", {})
+        self.play(run)
+        return run
+
+    def play(self, run: Run) -> None:
+        """Start (or, for a restored run, continue) playing its script as a task."""
         task = asyncio.get_running_loop().create_task(self._execute(self, run))
         run.task = task
         self._tasks.add(task)
         task.add_done_callback(self._task_done)
-        return run
 
     def _task_done(self, task: asyncio.Task[None]) -> None:
         self._tasks.discard(task)
@@ -342,16 +368,7 @@ class Store:
             "created_at": iso(created),
             **fields,
         }
-        payload = dumps(data)
-        event = Event(
-            event_id=event_id,
-            type=type_,
-            seq_num=seq,
-            created_us=created,
-            json=payload,
-            frame=f"id: {event_id}\nevent: {type_}\ndata: {payload}\n\n".encode(),
-            hidden=run.hidden_from is not None,
-        )
+        event = encode_event(data, created, run.hidden_from is not None)
         run.index[event_id] = len(run.events)
         run.events.append(event)
         conv.last_event = event
@@ -394,6 +411,7 @@ class Store:
     def apply_decision(self, call: SkillCall, decision: Decision) -> None:
         """E10: resolve a paused confirmation; the run resumes."""
         call.resolved = True
+        call.decision = decision
         run = call.run
         self.stats.conversation(run.conversation.conversation_id).skill_decisions_applied[
             call.call_id

@@ -34,6 +34,7 @@ class _End(enum.Enum):
     GONE = "gone"
     """The client went away."""
 
+
 _BATCH_BYTES = 64 * 1024
 """Largest chunk the fast path writes; keeps one slow client from holding a huge buffer."""
 

@@ -239,6 +239,8 @@ async def _dev(
             str(sim_port),
             "--api-key",
             DEV_API_KEY,
+            "--state-file",
+            str(stack.state_dir / "simulator.json"),
         ],
     )
     err.print(f"starting the simulator on {sim_url}…")

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import signal
 import socket
 import sys
 import time
@@ -205,3 +206,84 @@ async def test_dev_refuses_a_busy_port(tmp_path: Path) -> None:
         )
     assert r.code == 2
     assert f"port {port} (the simulator) is already in use" in r.stderr
+
+
+async def _read_until(stream: asyncio.StreamReader, needle: str, within: float) -> str:
+    seen = ""
+    async with asyncio.timeout(within):
+        while needle not in seen:
+            line = await stream.readline()
+            if not line:
+                raise AssertionError(f"output ended before {needle!r}:\n{seen}")
+            seen += line.decode()
+    return seen
+
+
+@pytest.mark.slow
+async def test_dev_demo_survives_ctrl_c_and_the_printed_command_approves_it(
+    tmp_path: Path,
+) -> None:
+    """The README tour: the demo pauses and prints how to approve; Ctrl-C stops every
+    child cleanly; the conversation survives a restart on the SQLite file; the printed
+    command, pasted as is, approves it and the reply appears."""
+    ports = [free_port() for _ in range(4)]
+    dev_args = [
+        "dev",
+        "--state-dir",
+        str(tmp_path),
+        "--temporal-port",
+        str(ports[0]),
+        "--ui-port",
+        str(ports[1]),
+        "--sim-port",
+        str(ports[2]),
+        "--metrics-port",
+        str(ports[3]),
+    ]
+    env = {**os.environ, "COLUMNS": "300"}
+    proc = await asyncio.create_subprocess_exec(
+        GENIECTL,
+        *dev_args,
+        "--demo",
+        env=env,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    assert proc.stdout is not None
+    shown = await _read_until(proc.stdout, "--reason", within=90)
+    approve = next(line for line in shown.splitlines() if " approve demo-" in line)
+    command = approve.split("$ ", 1)[1].strip()
+    proc.send_signal(signal.SIGINT)
+    _, err = await asyncio.wait_for(proc.communicate(), 60)
+    assert proc.returncode == 0 and "Traceback" not in err.decode(), err.decode()
+
+    # Restart on the same state directory; the paused conversation is still there.
+    restarted = await asyncio.create_subprocess_exec(
+        GENIECTL,
+        *dev_args,
+        env=env,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    assert restarted.stdout is not None
+    await _read_until(restarted.stdout, "Try, in another terminal", within=90)
+    shell = await asyncio.create_subprocess_shell(
+        command,
+        cwd=Path(GENIECTL).parent.parent.parent,
+        env=env,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    _, err = await asyncio.wait_for(shell.communicate(), 60)
+    assert shell.returncode == 0, err.decode()
+    wid = command.split(" approve ", 1)[1].split()[0]
+    cli_env = {**env, "TEMPORAL_ADDRESS": f"127.0.0.1:{ports[0]}"}
+    async with asyncio.timeout(60):
+        while True:
+            h = (await geniectl(cli_env, "history", wid, "--json")).json()
+            if h["turns"][0]["status"] == "completed":
+                break
+    assert "send_email" in h["turns"][0]["reply"]
+    restarted.send_signal(signal.SIGINT)
+    await asyncio.wait_for(restarted.communicate(), 60)
+    assert restarted.returncode == 0
