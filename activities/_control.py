@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import functools
+from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import NoReturn
+from typing import NoReturn, TypeVar
 from urllib.parse import unquote, urlparse
 
 import httpx
@@ -27,9 +29,42 @@ from activities.models import (
 )
 from genie_api import ConflictError, GenieAPIError, GenieClient
 
+SelfT = TypeVar("SelfT")
+InT = TypeVar("InT")
+OutT = TypeVar("OutT")
+
 MAX_UPLOAD_BYTES = 20 * 1024 * 1024
 """The API's upload limit; larger files are refused before any bytes are sent."""
 PAUSE_EVENTS = frozenset({"runtime_connection.auth_required"})
+HEARTBEAT_EVERY = 1.0
+"""Seconds between heartbeats while a call is in flight (the workflow gives these
+activities a heartbeat timeout, so a dead worker is noticed quickly)."""
+
+
+def _heartbeating(
+    fn: Callable[[SelfT, InT], Awaitable[OutT]],
+) -> Callable[[SelfT, InT], Awaitable[OutT]]:
+    """Heartbeat every HEARTBEAT_EVERY seconds for as long as the activity runs.
+
+    Without it a worker that dies mid-call (say, right after the API applied a decision)
+    is noticed only at the start-to-close timeout; with it, at the workflow's short
+    heartbeat timeout, and the retry then finds the work done.
+    """
+
+    @functools.wraps(fn)
+    async def run(self: SelfT, inp: InT) -> OutT:
+        async def beat() -> None:
+            while True:
+                await asyncio.sleep(HEARTBEAT_EVERY)
+                activity.heartbeat()
+
+        beating = asyncio.create_task(beat())
+        try:
+            return await fn(self, inp)
+        finally:
+            beating.cancel()
+
+    return run
 
 
 class ControlActivities:
@@ -40,6 +75,7 @@ class ControlActivities:
         self._attachment_dirs = [d.resolve() for d in attachment_dirs or []]
 
     @activity.defn(name="create_conversation")
+    @_heartbeating
     async def create_conversation(self, inp: CreateConversationInput) -> CreateConversationResult:
         try:
             conv = await self._client.create_conversation(inp.genie_handle, user_id=inp.user_id)
@@ -48,6 +84,7 @@ class ControlActivities:
         return CreateConversationResult(conversation_id=conv.conversation_id)
 
     @activity.defn(name="upload_attachment")
+    @_heartbeating
     async def upload_attachment(self, inp: UploadAttachmentInput) -> UploadAttachmentResult:
         filename, content = await self._read_attachment(inp.attachment_uri)
         try:
@@ -99,6 +136,7 @@ class ControlActivities:
         return path.name, path.read_bytes()
 
     @activity.defn(name="post_skill_decision")
+    @_heartbeating
     async def post_skill_decision(self, inp: PostSkillDecisionInput) -> PostDecisionResult:
         try:
             if inp.kind == "business":
@@ -127,6 +165,7 @@ class ControlActivities:
         return PostDecisionResult()
 
     @activity.defn(name="get_auth_link")
+    @_heartbeating
     async def get_auth_link(self, inp: AuthLinkInput) -> AuthLinkResult:
         try:
             st = await self._client.get_auth_link(
@@ -143,6 +182,7 @@ class ControlActivities:
         )
 
     @activity.defn(name="reject_connection")
+    @_heartbeating
     async def reject_connection(self, inp: RejectConnectionInput) -> PostDecisionResult:
         try:
             await self._client.reject_connection(
@@ -155,6 +195,7 @@ class ControlActivities:
         return PostDecisionResult()
 
     @activity.defn(name="probe_connection")
+    @_heartbeating
     async def probe_connection(self, inp: ProbeConnectionInput) -> ProbeConnectionResult:
         """Has the run moved past the connection, though nobody told us?
 

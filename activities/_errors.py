@@ -22,7 +22,8 @@ STREAM_STALLED = "StreamStalled"
 """The run made no progress through any recovery path within the attempt."""
 
 
-def to_application_error(e: GenieAPIError) -> ApplicationError:
+def to_application_error(e: GenieAPIError, *, retryable: bool | None = None) -> ApplicationError:
+    """``retryable`` overrides the client's classification (see the stream segment)."""
     # The client guarantees its messages carry no secret; they name the endpoint,
     # conversation and run, which is what an operator needs to look the call up.
     return ApplicationError(
@@ -34,6 +35,6 @@ def to_application_error(e: GenieAPIError) -> ApplicationError:
             "endpoint": e.endpoint,
         },
         type=e.error_type,
-        non_retryable=not e.retryable,
+        non_retryable=not (e.retryable if retryable is None else retryable),
         next_retry_delay=timedelta(seconds=e.retry_after) if e.retry_after else None,
     )

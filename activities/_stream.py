@@ -43,6 +43,7 @@ from genie_api import (
     GenieClient,
     GenieEvent,
     ProcessingFinished,
+    ProtocolError,
     RunCursor,
     RunReader,
     RuntimeConnectionAuthRequired,
@@ -52,6 +53,12 @@ from genie_api import (
 
 log = logging.getLogger("genie_worker.stream")
 
+MAX_MALFORMED_RETRIES = 3
+"""How many times a segment starts over from its cursor after malformed data (a garbled
+SSE frame, an unparseable body). The client calls such data final because the same bytes
+would come back on the same stream; but the run is intact server-side and E8 replays it
+from the last good event, so a one-off corruption must not cost the turn. Data that stays
+malformed fails the turn after this many retries, with the protocol error as the cause."""
 HEARTBEAT_EVERY = 1.0
 """Seconds between heartbeats. The SDK throttles what reaches the server anyway; this
 bounds how often the progress snapshot is serialised on a fast stream."""
@@ -66,6 +73,8 @@ class SegmentProgress(BaseModel):
     truncated: bool = False
     events: int = 0
     reconnects: int = 0
+    malformed: int = 0
+    """Attempts of this segment that ended on malformed data (see MAX_MALFORMED_RETRIES)."""
 
 
 class StreamSegment:
@@ -94,8 +103,26 @@ class StreamSegment:
             done, _ = await asyncio.wait({consumer, watcher}, return_when=asyncio.FIRST_COMPLETED)
             return await next(iter(done))
         except GenieAPIError as e:
+            retry = None
+            if (
+                isinstance(e, ProtocolError)
+                and not e.retryable
+                and self._p.malformed < MAX_MALFORMED_RETRIES
+            ):
+                # Counted in the heartbeat, so the bound holds across attempts.
+                self._p.malformed += 1
+                retry = True
+                log.warning(
+                    "turn %s of %s: malformed data from the API (%s); resuming from the "
+                    "cursor (retry %d of %d)",
+                    self._inp.turn,
+                    self._inp.conversation_id,
+                    e,
+                    self._p.malformed,
+                    MAX_MALFORMED_RETRIES,
+                )
             self._beat(force=True)
-            raise to_application_error(e) from None
+            raise to_application_error(e, retryable=retry) from None
         except BaseException:
             # Cancellation or a crash path: leave the freshest cursor behind for the retry.
             self._beat(force=True)

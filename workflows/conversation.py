@@ -95,6 +95,10 @@ _CONTROL_RETRY = RetryPolicy(
     maximum_attempts=10,
 )
 _CONTROL_TIMEOUT = timedelta(seconds=60)
+# They heartbeat while their call is in flight, so a worker that dies mid-call (say, right
+# after the API applied a decision) is noticed in seconds, not at the start-to-close
+# timeout; the retry then finds the decision already applied and counts it as done.
+_CONTROL_HEARTBEAT_TIMEOUT = timedelta(seconds=10)
 # A stream segment may last as long as the genie works, so it is bounded by heartbeats,
 # not by its duration: a dead worker is noticed within STREAM_HEARTBEAT_TIMEOUT and the
 # retry resumes from the heartbeat cursor. Attempts are bounded so an API that stays
@@ -196,6 +200,7 @@ class GenieConversation:
                     genie_handle=self._start.genie_handle, user_id=self._start.user_id
                 ),
                 start_to_close_timeout=_CONTROL_TIMEOUT,
+                heartbeat_timeout=_CONTROL_HEARTBEAT_TIMEOUT,
                 retry_policy=_CONTROL_RETRY,
                 summary="create conversation (E1)",
             )
@@ -343,6 +348,7 @@ class GenieConversation:
                 attachment_uri=turn.attachment_uri,
             ),
             start_to_close_timeout=timedelta(minutes=5),
+            heartbeat_timeout=_CONTROL_HEARTBEAT_TIMEOUT,
             retry_policy=_CONTROL_RETRY,
             summary=f"turn {turn.turn}: upload attachment (E7)",
         )
@@ -478,6 +484,7 @@ class GenieConversation:
                 kind=conf.kind,
             ),
             start_to_close_timeout=_CONTROL_TIMEOUT,
+            heartbeat_timeout=_CONTROL_HEARTBEAT_TIMEOUT,
             retry_policy=_CONTROL_RETRY,
             summary=f"turn {turn.turn}: post {_verdict(d)} for {conf.call_id} (E10)",
         )
@@ -564,6 +571,7 @@ class GenieConversation:
                     reason=reason,
                 ),
                 start_to_close_timeout=_CONTROL_TIMEOUT,
+                heartbeat_timeout=_CONTROL_HEARTBEAT_TIMEOUT,
                 retry_policy=_CONTROL_RETRY,
                 summary=f"turn {turn.turn}: reject connection {aid} (E12)",
             )
@@ -583,6 +591,7 @@ class GenieConversation:
                     messages_so_far=turn.message_count,
                 ),
                 start_to_close_timeout=_CONTROL_TIMEOUT,
+                heartbeat_timeout=_CONTROL_HEARTBEAT_TIMEOUT,
                 retry_policy=RetryPolicy(maximum_attempts=2),
                 summary=f"turn {turn.turn}: has the user connected? (E3)",
             )
@@ -727,6 +736,7 @@ class GenieConversation:
                 attempt_id=req.attempt_id,
             ),
             start_to_close_timeout=_CONTROL_TIMEOUT,
+            heartbeat_timeout=_CONTROL_HEARTBEAT_TIMEOUT,
             retry_policy=RetryPolicy(maximum_attempts=3),
             summary=f"fresh auth link for {req.attempt_id} (E11)",
         )
