@@ -38,7 +38,12 @@ class GenieSettings(BaseSettings):
     max_concurrent_activities: int = Field(default=1000, ge=1)
     """Stream segments are IO-bound: one event loop holds many of them."""
     max_concurrent_workflow_tasks: int = Field(default=200, ge=1)
-    max_cached_workflows: int = Field(default=1000, ge=0)
+    max_cached_workflows: int = Field(default=400, ge=0)
+    """Conversations kept in worker memory (~120 KiB each); a conversation beyond it is
+    replayed from history at its next step. Parked ones age out of the cache first."""
+    workflow_sandbox: bool = False
+    """Run workflow code in the SDK's sandbox (a runtime guard against non-determinism,
+    at ~2.5x the worker CPU per conversation); tests always run it sandboxed."""
     graceful_shutdown_seconds: float = Field(default=15.0, ge=0)
     log_level: str = "INFO"
 

@@ -60,7 +60,10 @@ async def genie(_sim_session: SimProcess) -> AsyncIterator[GenieClient]:
 
 
 def worker_settings(sim: SimProcess, **overrides: object) -> GenieSettings:
-    return GenieSettings(api_base_url=sim.base_url, api_key=SIM_API_KEY, **overrides)  # type: ignore[arg-type]
+    # Test workers run the workflow in the SDK's sandbox, so any non-deterministic call in
+    # workflow code fails here even though production runs unsandboxed for speed.
+    settings: dict[str, object] = {"workflow_sandbox": True, **overrides}
+    return GenieSettings(api_base_url=sim.base_url, api_key=SIM_API_KEY, **settings)  # type: ignore[arg-type]
 
 
 @pytest.fixture
