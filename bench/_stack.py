@@ -1,0 +1,402 @@
+"""The shared harness: a real local stack, measured from the outside.
+
+``BenchStack`` starts, as child processes (``geniectl._dev.Stack``, logs under
+``bench/results/logs/<bench>/``):
+
+- ``temporal server start-dev --headless`` (in memory, our search attributes),
+- ``python -m genie_sim``,
+- ``python -m worker`` (configured only through ``TEMPORAL_*`` / ``GENIE_*``), which can be
+  SIGKILLed and restarted, and whose memory is read from ``/proc/<pid>/status``.
+
+It also holds the two clients a benchmark compares: ``api`` (``GenieConversations`` on a
+Temporal client, i.e. through the durable worker) and ``genie`` (the bare ``GenieClient``
+against the same simulator, the baseline). Helpers at the bottom print tables and write
+``bench/results/<name>.json``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import atexit
+import contextlib
+import importlib.util
+import json
+import os
+import platform
+import signal
+import statistics
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import AsyncIterator, Iterable, Sequence
+from contextlib import aclosing
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import httpx
+from temporalio.client import Client
+from temporalio.contrib.pydantic import pydantic_data_converter
+
+from genie_api import ApiKeyAuth, ClientTimeouts, GenieClient, RunReader
+from geniectl._api import GenieConversations
+from geniectl._dev import Child, Stack, _free_port, _until
+from workflows import DEFAULT_TASK_QUEUE
+from workflows.search_attributes import dev_server_flags
+
+if importlib.util.find_spec("sniffio") is None:
+    # The same fast-failing import the worker sets up (worker._fast_fail_sniffio), so the
+    # bare baseline is not slowed by httpcore re-searching sys.path for sniffio per request.
+    sys.modules["sniffio"] = None  # type: ignore[assignment]
+
+REPO = Path(__file__).resolve().parent.parent
+RESULTS = REPO / "bench" / "results"
+API_KEY = "bench-key-0123456789abcdef"
+GENIE = "gin-bench"
+USER = "bench-user"
+MIB = 1024 * 1024
+
+
+def _exit_on_signal(signum: int, _frame: object) -> None:
+    raise SystemExit(128 + signum)
+
+
+def log(msg: str) -> None:
+    """Progress line (flushed: benches run under ``python -m bench`` with a pipe)."""
+    print(msg, flush=True)
+
+
+# ---------------------------------------------------------------- process facts
+
+
+def proc_status_kib(pid: int, key: str) -> int:
+    """A ``kB`` field of ``/proc/<pid>/status`` (``VmRSS``, ``VmHWM``); 0 if gone."""
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith(key + ":"):
+                return int(line.split()[1])
+    except OSError:
+        pass
+    return 0
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU seconds a process has used so far."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def machine() -> dict[str, Any]:
+    mem = ""
+    with contextlib.suppress(OSError, IndexError):
+        mem = subprocess.run(["free", "-h"], capture_output=True, text=True).stdout.splitlines()[1]
+    return {
+        "date": datetime.now(UTC).isoformat(timespec="seconds"),
+        "nproc": os.cpu_count(),
+        "memory": " ".join(mem.split()),
+        "loadavg_at_start": os.getloadavg(),
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+    }
+
+
+# ---------------------------------------------------------------- the stack
+
+
+@dataclass
+class BenchStack:
+    """Temporal dev server + simulator + worker subprocess, and both clients."""
+
+    name: str
+    sim_args: Sequence[str] = ()
+    worker_env: dict[str, str] = field(default_factory=dict)
+    task_queue: str = DEFAULT_TASK_QUEUE
+    worker_cmd: Sequence[str] = ("-m", "worker")
+    """Arguments to the interpreter that runs the worker (an experiment may wrap it)."""
+
+    def __post_init__(self) -> None:
+        self.logs = RESULTS / "logs" / self.name
+        self.logs.mkdir(parents=True, exist_ok=True)
+        for old in self.logs.glob("*.log"):
+            old.unlink()
+        self.stack = Stack(self.logs)
+        self.temporal_address = f"127.0.0.1:{_free_port()}"
+        self.sim_url = f"http://127.0.0.1:{_free_port()}"
+        self.metrics_port = _free_port()
+        self.worker: Child | None = None
+        self.worker_starts = 0
+        self._client: Client | None = None
+        self._genie: GenieClient | None = None
+
+    # -- lifecycle
+
+    async def __aenter__(self) -> BenchStack:
+        # Children run in sessions of their own, so a SIGTERM (``timeout``, ``make``) or a
+        # hang-up must unwind through ``__aexit__`` (and atexit) to stop them.
+        for sig in (signal.SIGTERM, signal.SIGHUP):
+            signal.signal(sig, _exit_on_signal)
+        atexit.register(self.stack.stop)
+        try:
+            await self._start()
+        except BaseException:
+            self.stack.stop()
+            raise
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        if self._genie is not None:
+            await self._genie.aclose()
+        self.stack.stop()
+
+    async def _start(self) -> None:
+        t0 = time.monotonic()
+        port = self.temporal_address.rsplit(":", 1)[1]
+        temporal = self.stack.spawn(
+            "temporal",
+            [
+                str(Path(sys.executable).parent / "temporal"),
+                "server",
+                "start-dev",
+                "--headless",
+                "--ip",
+                "127.0.0.1",
+                "--port",
+                port,
+                "--http-port",
+                str(_free_port()),
+                "--metrics-port",
+                str(_free_port()),
+                "--log-level",
+                "error",
+                *dev_server_flags(),
+            ],
+        )
+        sim = self.stack.spawn(
+            "simulator",
+            [
+                sys.executable,
+                "-m",
+                "genie_sim",
+                "--host",
+                "127.0.0.1",
+                "--port",
+                self.sim_url.rsplit(":", 1)[1],
+                "--api-key",
+                API_KEY,
+                "--log-level",
+                "warning",
+                *self.sim_args,
+            ],
+        )
+
+        async def temporal_up() -> bool:
+            self._client = await Client.connect(
+                self.temporal_address, data_converter=pydantic_data_converter
+            )
+            return True
+
+        async def sim_up() -> bool:
+            async with httpx.AsyncClient(timeout=1) as h:
+                return (await h.get(f"{self.sim_url}/_sim/health")).status_code == 200
+
+        await asyncio.gather(_until(temporal, temporal_up), _until(sim, sim_up))
+        self.sim_pid = sim.proc.pid
+        self.temporal_pid = temporal.proc.pid
+        self._genie = GenieClient(
+            self.sim_url, ApiKeyAuth(API_KEY), timeouts=ClientTimeouts(stream_read=120)
+        )
+        await self.start_worker()
+        log(
+            f"  stack up in {time.monotonic() - t0:.1f}s: temporal {self.temporal_address} "
+            f"(pid {self.temporal_pid}), simulator {self.sim_url} (pid {self.sim_pid}), "
+            f"worker pid {self.worker_pid}; logs in {self.logs.relative_to(REPO)}/"
+        )
+
+    async def start_worker(self) -> float:
+        """Start ``python -m worker``; seconds until its metrics endpoint answers."""
+        t0 = time.monotonic()
+        self.worker_starts += 1
+        self.worker = self.stack.spawn(
+            "worker",
+            [sys.executable, *self.worker_cmd],
+            env={
+                "TEMPORAL_ADDRESS": self.temporal_address,
+                "TEMPORAL_NAMESPACE": "default",
+                "GENIE_API_BASE_URL": self.sim_url,
+                "GENIE_API_KEY": API_KEY,
+                "GENIE_METRICS_PORT": str(self.metrics_port),
+                "GENIE_TASK_QUEUE": self.task_queue,
+                "GENIE_LOG_LEVEL": "WARNING",
+                **self.worker_env,
+            },
+        )
+
+        async def up() -> bool:
+            async with httpx.AsyncClient(timeout=1) as h:
+                return (await h.get(self.metrics_url)).status_code == 200
+
+        await _until(self.worker, up)
+        return time.monotonic() - t0
+
+    def kill_worker(self) -> None:
+        """SIGKILL the worker (no shutdown hooks run) and forget it."""
+        assert self.worker is not None
+        w = self.worker
+        w.proc.send_signal(signal.SIGKILL)
+        w.proc.wait()
+        w.log.close()
+        self.stack.children.remove(w)
+        self.worker = None
+
+    # -- accessors
+
+    @property
+    def client(self) -> Client:
+        assert self._client is not None
+        return self._client
+
+    @property
+    def api(self) -> GenieConversations:
+        return GenieConversations(self.client, task_queue=self.task_queue)
+
+    @property
+    def genie(self) -> GenieClient:
+        assert self._genie is not None
+        return self._genie
+
+    @property
+    def worker_pid(self) -> int:
+        assert self.worker is not None
+        return self.worker.proc.pid
+
+    @property
+    def metrics_url(self) -> str:
+        return f"http://127.0.0.1:{self.metrics_port}/metrics"
+
+    def worker_rss_mib(self) -> float:
+        return proc_status_kib(self.worker_pid, "VmRSS") / 1024
+
+    def worker_hwm_mib(self) -> float:
+        return proc_status_kib(self.worker_pid, "VmHWM") / 1024
+
+    def reset_worker_hwm(self) -> None:
+        """Reset the worker's peak RSS (``/proc/<pid>/clear_refs`` 5), if permitted."""
+        with contextlib.suppress(OSError):
+            Path(f"/proc/{self.worker_pid}/clear_refs").write_text("5")
+
+    async def metrics(self) -> dict[str, float]:
+        """The worker's Prometheus samples, ``name{labels}`` -> value."""
+        async with httpx.AsyncClient(timeout=5) as h:
+            text = (await h.get(self.metrics_url)).text
+        out: dict[str, float] = {}
+        for line in text.splitlines():
+            if line and not line.startswith("#"):
+                key, _, value = line.rpartition(" ")
+                with contextlib.suppress(ValueError):
+                    out[key] = float(value)
+        return out
+
+    async def sim_stats(self) -> dict[str, Any]:
+        async with httpx.AsyncClient(timeout=10) as h:
+            stats: dict[str, Any] = (await h.get(f"{self.sim_url}/_sim/stats")).json()
+        return stats
+
+    # -- the two ways of doing one turn
+
+    @staticmethod
+    def new_id(prefix: str) -> str:
+        return f"bench-{prefix}-{uuid.uuid4().hex[:12]}"
+
+    async def bare_conversation(self) -> str:
+        conv = await self.genie.create_conversation(GENIE, user_id=USER)
+        return conv.conversation_id
+
+    async def bare_turn(self, conversation_id: str, text: str) -> int:
+        """The baseline: ``RunReader.send`` on the bare client, to ``processing.finished``."""
+        reader = RunReader(self.genie, GENIE, conversation_id, user_id=USER)
+        n = 0
+        async with aclosing(reader.send(text)) as events:
+            async for _ in events:
+                n += 1
+        if not reader.finished:
+            raise RuntimeError(f"bare run in {conversation_id} ended unfinished after {n}")
+        return n
+
+
+# ---------------------------------------------------------------- numbers and output
+
+
+def pct(values: Iterable[float], q: float) -> float:
+    """The ``q``-quantile (0..1), linear interpolation; NaN for no values."""
+    xs = sorted(values)
+    if not xs:
+        return float("nan")
+    if len(xs) == 1:
+        return xs[0]
+    pos = q * (len(xs) - 1)
+    lo = int(pos)
+    hi = min(lo + 1, len(xs) - 1)
+    return xs[lo] + (xs[hi] - xs[lo]) * (pos - lo)
+
+
+def median(values: Iterable[float]) -> float:
+    xs = list(values)
+    return statistics.median(xs) if xs else float("nan")
+
+
+def verdict(ok: bool) -> str:
+    return "ok" if ok else "MISSED"
+
+
+def table(title: str, header: Sequence[str], rows: Sequence[Sequence[object]]) -> str:
+    """A plain fixed-width table (first column left-aligned, the rest right-aligned)."""
+    cells = [[str(c) for c in header], *[[str(c) for c in r] for r in rows]]
+    widths = [max(len(r[i]) for r in cells) for i in range(len(header))]
+
+    def line(r: Sequence[str]) -> str:
+        return "  ".join(
+            c.ljust(widths[i]) if i == 0 else c.rjust(widths[i]) for i, c in enumerate(r)
+        ).rstrip()
+
+    sep = "  ".join("-" * w for w in widths)
+    return "\n".join([title, line(cells[0]), sep, *(line(r) for r in cells[1:])])
+
+
+def write_result(name: str, data: dict[str, Any], table_text: str) -> Path:
+    """Print the table and write ``bench/results/<name>.json`` (with the table in it)."""
+    print()
+    print(table_text, flush=True)
+    path = RESULTS / f"{name}.json"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    payload = {"benchmark": name, "machine": machine(), **data, "table": table_text}
+    path.write_text(json.dumps(payload, indent=2, default=str) + "\n")
+    print(f"\nwrote {path.relative_to(REPO)}", flush=True)
+    return path
+
+
+@contextlib.asynccontextmanager
+async def ticker(every: float, say: Any) -> AsyncIterator[None]:
+    """Call ``say()`` (returning a progress line or None) every ``every`` seconds."""
+
+    async def loop() -> None:
+        while True:
+            await asyncio.sleep(every)
+            with contextlib.suppress(Exception):
+                line = say()
+                if asyncio.iscoroutine(line):
+                    line = await line
+                if line:
+                    log(line)
+
+    task = asyncio.create_task(loop())
+    try:
+        yield
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
