@@ -93,6 +93,7 @@ class StreamSegment:
             cursor=inp.cursor or RunCursor(conversation_id=inp.conversation_id)
         )
         self._attempt = info.attempt
+        self._events_at_start = self._p.events
         self._last_event_at = time.monotonic()
         self._last_beat = 0.0
 
@@ -131,6 +132,21 @@ class StreamSegment:
             for t in (consumer, watcher):
                 t.cancel()
             await asyncio.gather(consumer, watcher, return_exceptions=True)
+            self._record_metrics()
+
+    def _record_metrics(self) -> None:
+        """Per attempt: what ops watch to see streams struggling (served on /metrics)."""
+        meter = activity.metric_meter()
+        meter.create_counter("genie_stream_events", "run events consumed by stream segments").add(
+            self._p.events - self._events_at_start
+        )
+        meter.create_counter(
+            "genie_stream_reconnects", "E8 re-attachments and E9 fallbacks after a cut"
+        ).add(self._p.reconnects)
+        if self._attempt > 1:
+            meter.create_counter(
+                "genie_stream_segment_retries", "stream segments resumed by a new attempt"
+            ).add(1)
 
     # ------------------------------------------------------------------ reading
 
