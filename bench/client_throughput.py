@@ -252,9 +252,17 @@ def cli() -> None:
     RESULTS.write_text(json.dumps(report, indent=2) + "\n")
     results = report["results"]
     assert isinstance(results, dict)
-    worst = min(int(v["median_events_per_s"]) for v in results.values())
-    verdict = "meets" if worst >= TARGET_EPS else "BELOW"
-    print(f"slowest path {worst:,} ev/s {verdict} the {TARGET_EPS:,} ev/s target; wrote {RESULTS}")
+    # The target is the client's parsing rate on one core. Wall-clock rates of the live
+    # runs also measure the simulator producing the run on the same 2 cores, so they are
+    # shown but judged by client CPU; the E8 replays (the simulator only serves its log)
+    # are judged by wall clock too.
+    over_network = {k: v for k, v in results.items() if "MockTransport" not in k}
+    per_cpu = min(int(v["median_events_per_client_cpu_s"]) for v in over_network.values())
+    replay = min(int(v["median_events_per_s"]) for k, v in over_network.items() if "E8" in k)
+    for label, value in (("client CPU-second, every path", per_cpu), ("s, E8 replay", replay)):
+        verdict = "meets" if value >= TARGET_EPS else "BELOW"
+        print(f"events per {label}: {value:,} ({verdict} the {TARGET_EPS:,} target)")
+    print(f"wrote {RESULTS}")
 
 
 if __name__ == "__main__":
