@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import ctypes
 import os
 import shutil
 import signal
@@ -66,6 +67,7 @@ class Stack:
             stderr=subprocess.STDOUT,
             env={**os.environ, **(env or {})},
             start_new_session=True,
+            preexec_fn=_die_with_parent,
         )
         child = Child(name, proc, log_path, log)
         self.children.append(child)
@@ -85,6 +87,20 @@ class Stack:
                     c.proc.wait()
             c.log.close()
         self.children.clear()
+
+
+def _die_with_parent() -> None:
+    """In the child, before exec: ask Linux to SIGTERM it if ``geniectl dev`` dies.
+
+    The orderly path is ``Stack.stop``; this covers a supervisor that is SIGKILLed or
+    crashes, which would otherwise leave a Temporal server, simulator and worker behind.
+    """
+    if sys.platform == "linux":
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
+
+
+_PR_SET_PDEATHSIG = 1
 
 
 def _port_busy(port: int) -> bool:
@@ -180,8 +196,11 @@ def dev(
     except KeyboardInterrupt:
         code = 0
     finally:
-        err.print("[dim]stopping worker, simulator and Temporal…[/]")
+        # Stop first, report after: with a closed stdout/stderr (a piped or vanished
+        # terminal) the report itself raises, and the children must not outlive us.
         stack.stop()
+        with contextlib.suppress(OSError):
+            err.print("[dim]stopped worker, simulator and Temporal[/]")
     raise typer.Exit(code)
 
 

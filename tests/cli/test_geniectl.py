@@ -51,7 +51,16 @@ async def geniectl(env: dict[str, str], *args: str, within: float = 60) -> Run:
         stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.PIPE,
     )
-    out, err = await asyncio.wait_for(proc.communicate(), within)
+    try:
+        out, err = await asyncio.wait_for(proc.communicate(), within)
+    except TimeoutError:
+        # Never leave a stuck CLI (or the stack `geniectl dev` started) behind.
+        proc.send_signal(signal.SIGINT)
+        try:
+            await asyncio.wait_for(proc.wait(), 60)
+        except TimeoutError:
+            proc.kill()
+        raise
     assert proc.returncode is not None
     return Run(proc.returncode, out.decode(), err.decode())
 
@@ -241,49 +250,101 @@ async def test_dev_demo_survives_ctrl_c_and_the_printed_command_approves_it(
         str(ports[3]),
     ]
     env = {**os.environ, "COLUMNS": "300"}
+    started: list[asyncio.subprocess.Process] = []
+    try:
+        proc = await asyncio.create_subprocess_exec(
+            GENIECTL,
+            *dev_args,
+            "--demo",
+            env=env,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.PIPE,
+        )
+        started.append(proc)
+        assert proc.stdout is not None
+        shown = await _read_until(proc.stdout, "--reason", within=90)
+        approve = next(line for line in shown.splitlines() if " approve demo-" in line)
+        command = approve.split("$ ", 1)[1].strip()
+        proc.send_signal(signal.SIGINT)
+        _, err = await asyncio.wait_for(proc.communicate(), 60)
+        assert proc.returncode == 0 and "Traceback" not in err.decode(), err.decode()
+
+        # Restart on the same state directory; the paused conversation is still there.
+        restarted = await asyncio.create_subprocess_exec(
+            GENIECTL,
+            *dev_args,
+            env=env,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.PIPE,
+        )
+        started.append(restarted)
+        assert restarted.stdout is not None
+        await _read_until(restarted.stdout, "Try, in another terminal", within=90)
+        shell = await asyncio.create_subprocess_shell(
+            command,
+            cwd=Path(GENIECTL).parent.parent.parent,
+            env=env,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.PIPE,
+        )
+        _, err = await asyncio.wait_for(shell.communicate(), 60)
+        assert shell.returncode == 0, err.decode()
+        wid = command.split(" approve ", 1)[1].split()[0]
+        cli_env = {**env, "TEMPORAL_ADDRESS": f"127.0.0.1:{ports[0]}"}
+        async with asyncio.timeout(60):
+            while True:
+                h = (await geniectl(cli_env, "history", wid, "--json")).json()
+                if h["turns"][0]["status"] == "completed":
+                    break
+        assert "send_email" in h["turns"][0]["reply"]
+        restarted.send_signal(signal.SIGINT)
+        await asyncio.wait_for(restarted.communicate(), 60)
+        assert restarted.returncode == 0
+    finally:
+        # A failing assertion must not leave a whole stack running: stop what we started.
+        for p in started:
+            if p.returncode is None:
+                p.send_signal(signal.SIGINT)
+                try:
+                    await asyncio.wait_for(p.wait(), 60)
+                except TimeoutError:
+                    p.kill()
+
+
+async def test_dev_children_die_with_a_killed_supervisor(tmp_path: Path) -> None:
+    """`geniectl dev` SIGKILLed (no chance to clean up): the kernel stops its Temporal
+    server, simulator and worker, so nothing is left holding ports or the SQLite file."""
+    ports = [free_port() for _ in range(4)]
     proc = await asyncio.create_subprocess_exec(
         GENIECTL,
-        *dev_args,
-        "--demo",
-        env=env,
+        "dev",
+        "--state-dir",
+        str(tmp_path),
+        "--temporal-port",
+        str(ports[0]),
+        "--ui-port",
+        str(ports[1]),
+        "--sim-port",
+        str(ports[2]),
+        "--metrics-port",
+        str(ports[3]),
+        env={**os.environ, "COLUMNS": "300"},
         stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.DEVNULL,
     )
     assert proc.stdout is not None
-    shown = await _read_until(proc.stdout, "--reason", within=90)
-    approve = next(line for line in shown.splitlines() if " approve demo-" in line)
-    command = approve.split("$ ", 1)[1].strip()
-    proc.send_signal(signal.SIGINT)
-    _, err = await asyncio.wait_for(proc.communicate(), 60)
-    assert proc.returncode == 0 and "Traceback" not in err.decode(), err.decode()
-
-    # Restart on the same state directory; the paused conversation is still there.
-    restarted = await asyncio.create_subprocess_exec(
-        GENIECTL,
-        *dev_args,
-        env=env,
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.PIPE,
-    )
-    assert restarted.stdout is not None
-    await _read_until(restarted.stdout, "Try, in another terminal", within=90)
-    shell = await asyncio.create_subprocess_shell(
-        command,
-        cwd=Path(GENIECTL).parent.parent.parent,
-        env=env,
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.PIPE,
-    )
-    _, err = await asyncio.wait_for(shell.communicate(), 60)
-    assert shell.returncode == 0, err.decode()
-    wid = command.split(" approve ", 1)[1].split()[0]
-    cli_env = {**env, "TEMPORAL_ADDRESS": f"127.0.0.1:{ports[0]}"}
-    async with asyncio.timeout(60):
-        while True:
-            h = (await geniectl(cli_env, "history", wid, "--json")).json()
-            if h["turns"][0]["status"] == "completed":
-                break
-    assert "send_email" in h["turns"][0]["reply"]
-    restarted.send_signal(signal.SIGINT)
-    await asyncio.wait_for(restarted.communicate(), 60)
-    assert restarted.returncode == 0
+    try:
+        await _read_until(proc.stdout, "Try, in another terminal", within=90)
+    finally:
+        proc.kill()
+        await proc.wait()
+    async with asyncio.timeout(30):
+        for port in ports:
+            while True:  # each child exits on SIGTERM within a few seconds
+                with socket.socket() as s:
+                    try:
+                        s.bind(("127.0.0.1", port))
+                        break
+                    except OSError:
+                        pass
+                await asyncio.sleep(0.1)
