@@ -173,6 +173,16 @@ async def test_errors_map_to_exit_codes(cli_env: dict[str, str]) -> None:
 
 
 @pytest.mark.slow
+def _dev_flags(state_dir: Path, ports: list[int]) -> list[str]:
+    """`geniectl dev` on free ports (temporal, ui, sim, metrics) and its own state dir."""
+    names = ("--temporal-port", "--ui-port", "--sim-port", "--metrics-port")
+    return [
+        "--state-dir",
+        str(state_dir),
+        *(a for n, p in zip(names, ports, strict=True) for a in (n, str(p))),
+    ]
+
+
 async def test_dev_stack_runs_the_demo_end_to_end(tmp_path: Path) -> None:
     """README command 1, with --auto-approve so it finishes alone: Temporal (SQLite),
     simulator and worker come up, the demo pauses, is approved, and replies."""
@@ -182,16 +192,7 @@ async def test_dev_stack_runs_the_demo_end_to_end(tmp_path: Path) -> None:
         "--demo",
         "--auto-approve",
         "--exit-after-demo",
-        "--state-dir",
-        str(tmp_path),
-        "--temporal-port",
-        str(ports[0]),
-        "--ui-port",
-        str(ports[1]),
-        "--sim-port",
-        str(ports[2]),
-        "--metrics-port",
-        str(ports[3]),
+        *_dev_flags(tmp_path, ports),
     ]
     env = {**os.environ, "COLUMNS": "200"}
     r = await geniectl(env, *args, within=120)
@@ -238,16 +239,7 @@ async def test_dev_demo_survives_ctrl_c_and_the_printed_command_approves_it(
     ports = [free_port() for _ in range(4)]
     dev_args = [
         "dev",
-        "--state-dir",
-        str(tmp_path),
-        "--temporal-port",
-        str(ports[0]),
-        "--ui-port",
-        str(ports[1]),
-        "--sim-port",
-        str(ports[2]),
-        "--metrics-port",
-        str(ports[3]),
+        *_dev_flags(tmp_path, ports),
     ]
     env = {**os.environ, "COLUMNS": "300"}
     started: list[asyncio.subprocess.Process] = []
@@ -318,16 +310,7 @@ async def test_dev_children_die_with_a_killed_supervisor(tmp_path: Path) -> None
     proc = await asyncio.create_subprocess_exec(
         GENIECTL,
         "dev",
-        "--state-dir",
-        str(tmp_path),
-        "--temporal-port",
-        str(ports[0]),
-        "--ui-port",
-        str(ports[1]),
-        "--sim-port",
-        str(ports[2]),
-        "--metrics-port",
-        str(ports[3]),
+        *_dev_flags(tmp_path, ports),
         env={**os.environ, "COLUMNS": "300"},
         stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.DEVNULL,
