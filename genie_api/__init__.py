@@ -74,6 +74,7 @@ from genie_api._models import (
     Conversation,
     ConversationDetail,
     ConversationPage,
+    ConversationState,
     EventPage,
     Message,
     MessagePage,
@@ -81,6 +82,15 @@ from genie_api._models import (
     UploadedFile,
 )
 from genie_api._reader import ResumePolicy, RunCursor, RunReader
+from genie_api._runs import (
+    PAUSE_EVENTS,
+    EndEvidence,
+    Pause,
+    PauseCheck,
+    PauseStatus,
+    RunEnd,
+    RunInspector,
+)
 
 __all__ = [
     "AUTH_FAILED",
@@ -94,6 +104,7 @@ __all__ = [
     "INVALID_LAST_EVENT_ID",
     "MESSAGE_EMPTY",
     "MESSAGE_TOO_LONG",
+    "PAUSE_EVENTS",
     "RUN_NOT_FOUND",
     "SKILL_CALL_ALREADY_RESOLVED",
     "USER_NONACTIVE_OR_MISSING",
@@ -109,6 +120,8 @@ __all__ = [
     "Conversation",
     "ConversationDetail",
     "ConversationPage",
+    "ConversationState",
+    "EndEvidence",
     "EventPage",
     "EventType",
     "GenieAPIError",
@@ -119,6 +132,9 @@ __all__ = [
     "NotAcceptableError",
     "NotFoundError",
     "OAuthAuth",
+    "Pause",
+    "PauseCheck",
+    "PauseStatus",
     "PayloadTooLargeError",
     "PermissionDeniedError",
     "ProcessingFinished",
@@ -127,6 +143,8 @@ __all__ = [
     "RateLimitedError",
     "ResumePolicy",
     "RunCursor",
+    "RunEnd",
+    "RunInspector",
     "RunReader",
     "RuntimeConnectionAuthFailed",
     "RuntimeConnectionAuthRequired",

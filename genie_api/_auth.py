@@ -1,4 +1,4 @@
-"""Credentials for the Headless API (``headless-api.md`` §2).
+"""Credentials for the Headless API: an API key with an asserted user, or OAuth tokens.
 
 Two modes, both a bearer token in ``Authorization``:
 

@@ -53,8 +53,9 @@ class ClientTimeouts:
         write: Sending the request body.
         pool: Waiting for a free pooled connection.
         stream_read: Longest silence tolerated on an SSE stream. The server pings about
-            every 15-30 s, so a longer silence means a dead connection; keep this below the
-            activity heartbeat timeout (60 s) so a hung stream raises and is resumed.
+            every 15-30 s, so a longer silence means a dead connection: the read times
+            out and :class:`RunReader` re-attaches. (A consumer that must prove liveness
+            meanwhile, like a Temporal activity, heartbeats from its own timer.)
     """
 
     connect: float = 5.0

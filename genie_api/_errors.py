@@ -3,9 +3,9 @@
 Every failure the client reports is a :class:`GenieAPIError` subclass carrying what a
 caller needs to decide what to do next: the HTTP status, the API's ``error_code`` /
 ``error_message`` / ``request_id``, a ``retry_after`` hint in seconds and a ``retryable``
-flag. The classification follows ``headless-api.md`` §7 and ``DESIGN.md`` ("Errors"):
-429, 5xx, transport failures and interrupted streams are retryable; client errors are
-not.
+flag. The classification follows the API's documented error shape (see
+``docs/headless-api.md``): 429, 5xx, transport failures and interrupted streams are
+retryable; client errors are not.
 
 Secrets never reach these objects: the client redacts the credential from every text it
 copies from a response before it builds an error (see ``GenieClient``).
@@ -89,7 +89,8 @@ class GenieAPIError(Exception):
         error_message: The API's human-readable ``error_message``.
         request_id: ``request_id`` from the body or the ``X-Request-Id`` header.
         retry_after: Seconds the server asked us to wait (``Retry-After`` header or
-            ``retry_after_ms`` in the body), if any.
+            ``retry_after_ms`` in the body), if any. Only ever the server's ask, never
+            a pace the client chose, so a caller may honour it as is.
         retryable: Whether repeating the same call later may succeed.
         conversation_id: The conversation the call concerned, where known.
         genie_run_id: The run the call concerned, where known.
@@ -248,7 +249,9 @@ class StreamResumeError(GenieAPIError):
     """Resuming a run's stream failed too many times in a row.
 
     Retryable: a later attempt (e.g. the next activity attempt) may resume from
-    :attr:`cursor`, which holds everything needed to continue without loss.
+    :attr:`cursor`, which holds everything needed to continue without loss. Its
+    ``retry_after`` is set only when the last failure was an HTTP answer that asked for
+    a wait; otherwise the caller's own back-off applies.
     """
 
     default_retryable = True

@@ -1,4 +1,4 @@
-"""Typed run events (``headless-api.md`` §4.1 envelope, §5.3 catalog).
+"""Typed run events: the common envelope and the catalog of event types.
 
 Every SSE ``data`` payload and every ``/events`` item is one JSON object with a ``type``.
 :func:`parse_event` turns it into the matching :class:`GenieEvent` subclass through a
@@ -71,7 +71,7 @@ class AuthLink(APIModel):
 
 
 class GenieEvent(APIModel):
-    """Base of every run event; the common envelope (§4.1).
+    """Base of every run event; the common envelope every event carries.
 
     Attributes:
         type: The event type (``"agent.message"``, …); the only required field.

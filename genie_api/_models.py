@@ -1,4 +1,4 @@
-"""Request/response models for the Headless API endpoints E1-E14 (``headless-api.md`` §3).
+"""Request/response models for the Headless API endpoints E1-E14 (``docs/headless-api.md``).
 
 The models accept every documented and observed variant of a body: the ``{"result": …}``
 envelope is removed by the client before validation, E2 may call its list ``list`` or
@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from datetime import datetime
+from enum import StrEnum
 from typing import Any
 
 from pydantic import SerializeAsAny, field_validator, model_validator
@@ -24,6 +25,7 @@ __all__ = [
     "Conversation",
     "ConversationDetail",
     "ConversationPage",
+    "ConversationState",
     "EventPage",
     "Message",
     "MessagePage",
@@ -77,12 +79,26 @@ class ConversationPage(APIModel):
         return value
 
 
+class ConversationState(StrEnum):
+    """E3 ``state`` values this client knows; compare with ``ConversationDetail.state``.
+
+    Production has been seen to use only ``idle`` and ``skill_processing`` (a pause shows
+    as ``skill_processing``), and to read ``idle`` while a run is parked on a runtime
+    connection, so ``idle`` alone never proves that a run ended.
+    """
+
+    IDLE = "idle"
+    AI_RUNNING = "ai_running"
+    SKILL_PROCESSING = "skill_processing"
+    AWAITING_APPROVAL = "awaiting_approval"
+
+
 class ConversationDetail(Conversation):
     """E3 (``GET /conversations/{id}``): a conversation with its run state.
 
     Attributes:
-        state: ``idle``, ``ai_running``, ``skill_processing``, ``awaiting_approval`` or
-            a value this client does not know; poll it, do not trust it alone.
+        state: A :class:`ConversationState` value or one this client does not know;
+            poll it, do not trust it alone.
         last_event: The most recent event of the conversation, typed.
     """
 

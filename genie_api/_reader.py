@@ -1,4 +1,4 @@
-"""Resumable, exactly-once consumption of one run's events (``headless-api.md`` §6).
+"""Resumable, exactly-once consumption of one run's events.
 
 :class:`RunReader` posts a message once (E5) or re-attaches to a known run, and yields
 every non-ping event of that run exactly once, in order, until ``processing.finished``.
@@ -32,6 +32,7 @@ from genie_api._errors import (
 )
 from genie_api._events import EventType, GenieEvent, SystemStreamInterrupted
 from genie_api._http import logger
+from genie_api._runs import RunInspector
 
 __all__ = ["ResumePolicy", "RunCursor", "RunReader"]
 
@@ -79,9 +80,16 @@ class RunCursor(BaseModel):
 class ResumePolicy:
     """How hard :class:`RunReader` tries before giving up.
 
+    These bound one reader, i.e. one process's attempt at a run. Giving up loses
+    nothing: :class:`StreamResumeError` carries the cursor, and a later reader (the next
+    activity attempt) continues from it. So the limits say when to hand over, not when a
+    run is lost; how long a caller keeps handing over is the caller's budget.
+
     Attributes:
         max_attempts: Consecutive recovery attempts that deliver no new event before
-            :class:`StreamResumeError` is raised; any progress resets the count.
+            :class:`StreamResumeError` is raised; any progress resets the count. With
+            the default back-off, five failures take about 3 s of waiting plus the
+            calls' own time.
         initial_backoff: First back-off in seconds (doubled per failure, ±20 % jitter).
         max_backoff: Back-off cap in seconds.
         max_server_wait: Cap on a server-requested wait (``retry_after_ms``,
@@ -170,6 +178,13 @@ class RunReader:
         """How many times this reader re-attached (E8) or fell back to E9 after a cut."""
         self._sent = False
         self._foreign_warned = False
+        self._runs = RunInspector(
+            client,
+            genie_handle,
+            conversation_id,
+            user_id=user_id,
+            events_page_limit=self._policy.events_page_limit,
+        )
 
     # ------------------------------------------------------------------ public
 
@@ -277,6 +292,9 @@ class RunReader:
             delivered_before = self._delivered
             progressed = False  # an attempt that delivered nothing can still be healthy
             server_wait = 0.0
+            # What an HTTP error answer asked for (Retry-After / retry_after_ms), kept apart
+            # from stream pacing: only the server's own ask may outlive this reader.
+            asked: float | None = None
             reason = ""
             next_mode = "reconnect"
             passthrough: GenieAPIError | None = None
@@ -314,7 +332,8 @@ class RunReader:
                             passthrough = exc
                             raise
                         reason = f"{'stream' if opened else 'reconnect'} failed: {exc}"
-                        server_wait = exc.retry_after or 0.0
+                        asked = exc.retry_after
+                        server_wait = asked or 0.0
                     else:
                         if interrupted is not None:
                             reason = f"stream interrupted ({interrupted.reason or 'no reason'})"
@@ -343,7 +362,9 @@ class RunReader:
                     reason = "events endpoint is up to date; run not finished yet"
                 else:  # discover
                     assert message is not None
-                    if await self._discover_run(message):
+                    run_id = await self._runs.run_of_accepted_message(message)
+                    if run_id is not None:
+                        self._run_id = run_id
                         reason = f"found run {self._run_id} of the posted message"
                         progressed = True  # knowing the run unlocks E8/E9
                     else:
@@ -353,7 +374,8 @@ class RunReader:
                 if exc is passthrough or isinstance(exc, _FATAL) or not exc.retryable:
                     raise
                 reason = f"{mode} failed: {exc}"
-                server_wait = exc.retry_after or 0.0
+                asked = exc.retry_after
+                server_wait = asked or 0.0
                 next_mode = "discover" if self._run_id is None else "reconnect"
 
             if progressed or self._delivered != delivered_before:
@@ -361,6 +383,10 @@ class RunReader:
             else:
                 failures += 1
                 if failures >= policy.max_attempts:
+                    # retry_after is the server's ask or nothing. Our own reconnect pacing
+                    # must not leak out: a caller that honours retry_after (a Temporal
+                    # activity's next_retry_delay) would replace its back-off with ours
+                    # and burn its retries within a minute of an outage.
                     raise StreamResumeError(
                         f"gave up on run {self._run_id or '(unknown)'} of conversation "
                         f"{self._conversation_id} after {failures} consecutive attempts "
@@ -368,7 +394,7 @@ class RunReader:
                         cursor=self.cursor,
                         conversation_id=self._conversation_id,
                         genie_run_id=self._run_id,
-                        retry_after=max(server_wait, policy.initial_backoff),
+                        retry_after=asked,
                     )
             delay = max(min(server_wait, policy.max_server_wait), policy.backoff(failures))
             logger.info(
@@ -430,37 +456,3 @@ class RunReader:
                     yield event
                     if self._finished:
                         return
-
-    async def _discover_run(self, message: str) -> bool:
-        """Find the run E5 started when its stream broke before naming it.
-
-        The message was accepted (E5 answered 200), and a conversation runs one turn at a
-        time, so the newest user message with this text is ours: take its run id, or the
-        first run that has events after it.
-        """
-        page = await self._client.list_messages(
-            self._genie, self._conversation_id, user_id=self._user_id, limit=20
-        )
-        wanted = message.strip()
-        since: datetime | None = None
-        for item in page.messages:  # newest first
-            if item.source == "user" and (item.content or "").strip() == wanted:
-                if item.genie_run_id:
-                    self._run_id = item.genie_run_id
-                    return True
-                since = item.created_at
-                break
-        else:
-            return False
-        async for events in self._client.iter_event_pages(
-            self._genie,
-            user_id=self._user_id,
-            conversation_id=self._conversation_id,
-            since_created_at=since,
-            limit=self._policy.events_page_limit,
-        ):
-            for event in events.events:
-                if event.genie_run_id:
-                    self._run_id = event.genie_run_id
-                    return True
-        return False
