@@ -12,12 +12,23 @@ from typing import Any
 from temporalio import activity
 
 from activities._control import ControlActivities
-from activities._errors import ATTACHMENT_REFUSED, STREAM_STALLED, WORKER_SHUTDOWN
+from activities._errors import (
+    ATTACHMENT_REFUSED,
+    DECISION_REFUSED,
+    STREAM_STALLED,
+    WORKER_SHUTDOWN,
+)
 from activities._stream import run_segment
 from activities.models import StreamSegmentInput, StreamSegmentResult
 from genie_api import GenieClient
 
-__all__ = ["ATTACHMENT_REFUSED", "STREAM_STALLED", "WORKER_SHUTDOWN", "GenieActivities"]
+__all__ = [
+    "ATTACHMENT_REFUSED",
+    "DECISION_REFUSED",
+    "STREAM_STALLED",
+    "WORKER_SHUTDOWN",
+    "GenieActivities",
+]
 
 
 class GenieActivities(ControlActivities):

@@ -13,7 +13,8 @@ import httpx
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
-from activities._errors import ATTACHMENT_REFUSED, to_application_error
+from activities._errors import ATTACHMENT_REFUSED, decision_refused, to_application_error
+from activities._options import HEARTBEAT_EVERY
 from activities.models import (
     AuthLinkInput,
     AuthLinkResult,
@@ -27,7 +28,17 @@ from activities.models import (
     UploadAttachmentInput,
     UploadAttachmentResult,
 )
-from genie_api import ConflictError, GenieAPIError, GenieClient
+from genie_api import (
+    CONNECTION_ALREADY_RESOLVED,
+    CONVERSATION_BUSY,
+    SKILL_CALL_ALREADY_RESOLVED,
+    ConflictError,
+    EventType,
+    GenieAPIError,
+    GenieClient,
+    Pause,
+    RunInspector,
+)
 
 SelfT = TypeVar("SelfT")
 InT = TypeVar("InT")
@@ -35,10 +46,6 @@ OutT = TypeVar("OutT")
 
 MAX_UPLOAD_BYTES = 20 * 1024 * 1024
 """The API's upload limit; larger files are refused before any bytes are sent."""
-PAUSE_EVENTS = frozenset({"runtime_connection.auth_required"})
-HEARTBEAT_EVERY = 1.0
-"""Seconds between heartbeats while a call is in flight (the workflow gives these
-activities a heartbeat timeout, so a dead worker is noticed quickly)."""
 
 
 def _heartbeating(
@@ -138,6 +145,7 @@ class ControlActivities:
     @activity.defn(name="post_skill_decision")
     @_heartbeating
     async def post_skill_decision(self, inp: PostSkillDecisionInput) -> PostDecisionResult:
+        what = "business approval" if inp.kind == "business" else "skill decision"
         try:
             if inp.kind == "business":
                 await self._client.business_approval(
@@ -156,13 +164,10 @@ class ControlActivities:
                     approved=inp.approved,
                     reason=inp.reason,
                 )
-        except ConflictError:
-            # The API already has a decision for this call: an earlier attempt's POST
-            # landed and only its answer was lost. Posting is done.
-            return PostDecisionResult(already_resolved=True)
         except GenieAPIError as e:
-            raise to_application_error(e) from None
-        return PostDecisionResult()
+            # E13 has no documented code of its own; a call id is resolved once either way.
+            return _settle(e, SKILL_CALL_ALREADY_RESOLVED, f"{what} for call {inp.call_id}")
+        return PostDecisionResult(outcome="applied")
 
     @activity.defn(name="get_auth_link")
     @_heartbeating
@@ -188,49 +193,58 @@ class ControlActivities:
             await self._client.reject_connection(
                 inp.genie_handle, inp.attempt_id, user_id=inp.user_id, reason=inp.reason
             )
-        except ConflictError:
-            return PostDecisionResult(already_resolved=True)
         except GenieAPIError as e:
-            raise to_application_error(e) from None
-        return PostDecisionResult()
+            return _settle(
+                e, CONNECTION_ALREADY_RESOLVED, f"connection rejection for {inp.attempt_id}"
+            )
+        return PostDecisionResult(outcome="applied")
 
     @activity.defn(name="probe_connection")
     @_heartbeating
     async def probe_connection(self, inp: ProbeConnectionInput) -> ProbeConnectionResult:
-        """Has the run moved past the connection, though nobody told us?
+        """Is the run still parked on this connection attempt, or has it moved on?
 
-        E3 first: its last event names the run's progress. Production may leave E3
-        looking parked (or read ``idle`` while parked), so when E3 is inconclusive, E6
-        decides: a genie message of this run beyond those seen before the pause.
+        For the workflow's two questions: has the user connected without anyone telling
+        us, and, when a human says "done", is it true? ``RunInspector.pause_status``
+        holds the rules (E3, then E6, for production's quirks).
         """
+        runs = RunInspector(
+            self._client, inp.genie_handle, inp.conversation_id, user_id=inp.user_id
+        )
+        pause = Pause(EventType.RUNTIME_CONNECTION_AUTH_REQUIRED, inp.attempt_id)
         try:
-            conv = await self._client.get_conversation(
-                inp.genie_handle, inp.conversation_id, user_id=inp.user_id
-            )
-            last = conv.last_event
-            last_type = last.type if last is not None else None
-            same_run = last is not None and last.genie_run_id in (None, inp.genie_run_id)
-            if same_run and last_type not in PAUSE_EVENTS:
-                return ProbeConnectionResult(
-                    resolved=True, state=conv.state, last_event_type=last_type
-                )
-            if inp.genie_run_id is None:
-                return ProbeConnectionResult(
-                    resolved=False, state=conv.state, last_event_type=last_type
-                )
-            page = await self._client.list_messages(
-                inp.genie_handle, inp.conversation_id, user_id=inp.user_id, limit=100
+            check = await runs.pause_status(
+                inp.genie_run_id, pause, messages_seen=inp.messages_so_far
             )
         except GenieAPIError as e:
             raise to_application_error(e) from None
-        replies = [
-            m for m in page.messages if m.source == "genie" and m.genie_run_id == inp.genie_run_id
-        ]
         return ProbeConnectionResult(
-            resolved=len(replies) > inp.messages_so_far,
-            state=conv.state,
-            last_event_type=last_type,
+            status=check.status, state=check.state, last_event_type=check.last_event_type
         )
+
+
+def _settle(e: GenieAPIError, already_resolved: str, what: str) -> PostDecisionResult:
+    """What a failed decision post means: done already, try again later, or refused.
+
+    Only the documented already-resolved code proves the API has a resolution for the
+    id (typically ours, from an attempt whose answer was lost). Every other 409 is not
+    that: ``conversation_busy`` says the run is busy, so the post is retried; any other
+    code, and every other final answer, means the decision was not applied, and the
+    workflow must show that rather than carry on as if it had been.
+
+    Raises:
+        ApplicationError: Retryable for ``conversation_busy`` and retryable errors
+            (429, 5xx, transport); non-retryable ``DECISION_REFUSED`` otherwise.
+    """
+    if isinstance(e, ConflictError):
+        if e.error_code == already_resolved:
+            return PostDecisionResult(outcome="already_resolved")
+        if e.error_code == CONVERSATION_BUSY:
+            raise to_application_error(e, retryable=True) from None
+        raise decision_refused(e, what) from None
+    if e.retryable:
+        raise to_application_error(e) from None
+    raise decision_refused(e, what) from None
 
 
 def _refuse(message: str) -> NoReturn:

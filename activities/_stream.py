@@ -1,16 +1,17 @@
 """The stream segment: read one run from the message POST (or a cursor) to a pause or end.
 
-Durability rules this file implements (``shared/DESIGN.md`` "How a turn flows" 2-3):
+Durability rules this file implements (how long it keeps trying is stated once, in
+``activities/_options.py``):
 
 - Progress (the run cursor plus this segment's messages so far) is heartbeated as one
   consistent snapshot, so a retry resumes exactly after the last event it accounts for.
 - The user message is posted at most once per turn. A retry that has no run id does not
-  know whether the previous attempt's POST landed, so it asks the API first (E3, then
-  E6): any run newer than the previous turn's is this turn's, because the workflow is the
-  conversation's only sender.
-- When the stream says nothing for a while, the conversation state (E3) is checked: a run
-  that ended without the stream saying so (production's runtime-connection quirk) is
-  completed from the message history (E6).
+  know whether the previous attempt's POST landed, so it asks the API first
+  (``RunInspector.run_newer_than``): any run newer than the previous turn's is this
+  turn's, because the workflow is the conversation's only sender.
+- When the stream says nothing for a while, the segment asks whether the run ended
+  without the stream saying so (production's runtime-connection quirk;
+  ``RunInspector.run_end``), and if so completes it from the message history (E6).
 - On worker shutdown the segment checkpoints and fails fast with a retryable error, so
   another worker resumes it at once instead of after a heartbeat timeout.
 """
@@ -28,6 +29,7 @@ from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
 from activities._errors import STREAM_STALLED, WORKER_SHUTDOWN, to_application_error
+from activities._options import HEARTBEAT_EVERY, MAX_MALFORMED_RETRIES
 from activities.models import (
     MAX_TURN_MESSAGE_CHARS,
     ConnectionRequest,
@@ -45,6 +47,7 @@ from genie_api import (
     ProcessingFinished,
     ProtocolError,
     RunCursor,
+    RunInspector,
     RunReader,
     RuntimeConnectionAuthRequired,
     SkillConfirmationRequired,
@@ -53,16 +56,8 @@ from genie_api import (
 
 log = logging.getLogger("genie_worker.stream")
 
-MAX_MALFORMED_RETRIES = 3
-"""How many times a segment starts over from its cursor after malformed data (a garbled
-SSE frame, an unparseable body). The client calls such data final because the same bytes
-would come back on the same stream; but the run is intact server-side and E8 replays it
-from the last good event, so a one-off corruption must not cost the turn. Data that stays
-malformed fails the turn after this many retries, with the protocol error as the cause."""
-HEARTBEAT_EVERY = 1.0
-"""Seconds between heartbeats. The SDK throttles what reaches the server anyway; this
-bounds how often the progress snapshot is serialised on a fast stream."""
-PAUSE_STATES = frozenset({"skill.confirmation_required", "runtime_connection.auth_required"})
+# MAX_MALFORMED_RETRIES lives in activities/_options.py; re-exported for its old importers.
+__all__ = ["MAX_MALFORMED_RETRIES", "run_segment"]
 
 
 class SegmentProgress(BaseModel):
@@ -71,6 +66,9 @@ class SegmentProgress(BaseModel):
     cursor: RunCursor
     messages: list[str] = Field(default_factory=list)
     truncated: bool = False
+    delivered: int = 0
+    """``agent.message`` events this segment delivered, counting any that truncation
+    dropped from ``messages``; what the run's E6 history is matched against."""
     events: int = 0
     reconnects: int = 0
     malformed: int = 0
@@ -92,10 +90,15 @@ class StreamSegment:
         self._p = restored or SegmentProgress(
             cursor=inp.cursor or RunCursor(conversation_id=inp.conversation_id)
         )
+        # A heartbeat written before ``delivered`` existed counts only its messages.
+        self._p.delivered = max(self._p.delivered, len(self._p.messages))
         self._attempt = info.attempt
         self._events_at_start = self._p.events
         self._last_event_at = time.monotonic()
         self._last_beat = 0.0
+        self._runs = RunInspector(
+            client, inp.genie_handle, inp.conversation_id, user_id=inp.user_id
+        )
 
     async def run(self) -> StreamSegmentResult:
         consumer = asyncio.create_task(self._consume())
@@ -171,7 +174,7 @@ class StreamSegment:
         inp = self._inp
         if inp.mode == "send" and self._p.cursor.genie_run_id is None:
             if self._attempt > 1 or self._resumed_from_heartbeat:
-                run_id = await self._find_posted_run()
+                run_id = await self._runs.run_newer_than(inp.previous_run_id)
                 if run_id is not None:
                     log.info(
                         "turn %s of %s: message already posted (run %s); resuming, not re-posting",
@@ -197,20 +200,6 @@ class StreamSegment:
             cursor=self._p.cursor,
         )
 
-    async def _find_posted_run(self) -> str | None:
-        """The run an earlier attempt's POST started, if the API has one."""
-        inp = self._inp
-        conv = await self._client.get_conversation(
-            inp.genie_handle, inp.conversation_id, user_id=inp.user_id
-        )
-        run_id = conv.last_event.genie_run_id if conv.last_event is not None else None
-        if run_id is None:
-            page = await self._client.list_messages(
-                inp.genie_handle, inp.conversation_id, user_id=inp.user_id, limit=5
-            )
-            run_id = next((m.genie_run_id for m in page.messages if m.genie_run_id), None)
-        return run_id if run_id and run_id != inp.previous_run_id else None
-
     def _apply(self, ev: GenieEvent) -> SegmentOutcome | None:
         if isinstance(ev, AgentMessage):
             self._add_message(ev.message or "")
@@ -227,6 +216,7 @@ class StreamSegment:
     def _add_message(self, text: str) -> None:
         msgs = self._p.messages
         msgs.append(text)
+        self._p.delivered += 1
         # Bound what history carries; the reply (the last message) always survives.
         total = sum(map(len, msgs))
         while len(msgs) > 1 and total > MAX_TURN_MESSAGE_CHARS:
@@ -288,35 +278,29 @@ class StreamSegment:
             shutdown.cancel()
 
     async def _finished_per_api(self) -> StreamSegmentResult | None:
-        """If E3 says the run is over although the stream never said so, finish from E6."""
+        """If the API shows the run ended although the stream never said so, finish it."""
         inp, run_id = self._inp, self._p.cursor.genie_run_id
         if run_id is None:
             return None
         try:
-            conv = await self._client.get_conversation(
-                inp.genie_handle, inp.conversation_id, user_id=inp.user_id
+            end = await self._runs.run_end(
+                run_id, messages_seen=inp.messages_so_far + self._p.delivered
             )
         except GenieAPIError as e:
+            # A failed check is only a check: the stream (or the next check) still decides.
             log.info("state check for %s failed (%s); still streaming", inp.conversation_id, e)
             return None
-        last = conv.last_event
-        if conv.state != "idle" or (last is not None and last.type in PAUSE_STATES):
-            return None  # production may read idle while parked on a connection
-        page = await self._client.list_messages(
-            inp.genie_handle, inp.conversation_id, user_id=inp.user_id, limit=100
-        )
-        mine = [
-            m for m in reversed(page.messages) if m.source == "genie" and m.genie_run_id == run_id
-        ]
-        already = inp.messages_so_far + len(self._p.messages)
-        for m in mine[already:]:
-            self._add_message(m.content or "")
+        if end is None:
+            return None
+        for text in end.new_messages:
+            self._add_message(text)
         log.warning(
-            "turn %s of %s: run %s ended without the stream saying so; reply taken from "
-            "the message history (E6)",
+            "turn %s of %s: run %s ended without the stream saying so (%s); reply taken "
+            "from the message history (E6)",
             inp.turn,
             inp.conversation_id,
             run_id,
+            end.evidence,
         )
         result = self._result("finished", None)
         result.recovered_from_history = True

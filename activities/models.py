@@ -10,9 +10,9 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from genie_api import RunCursor
+from genie_api import PauseStatus, RunCursor
 
 __all__ = [
     "MAX_TURN_MESSAGE_CHARS",
@@ -21,6 +21,7 @@ __all__ = [
     "ConnectionRequest",
     "CreateConversationInput",
     "CreateConversationResult",
+    "DecisionOutcome",
     "PostDecisionResult",
     "PostSkillDecisionInput",
     "ProbeConnectionInput",
@@ -82,9 +83,6 @@ class StreamSegmentInput(_Scope):
     previous_run_id: str | None = None
     """The run of the turn before this one: any newer run found while reconciling after a
     crash is this turn's, since the workflow is the conversation's only sender."""
-    after_connection: bool = False
-    """The run was parked on a runtime connection: watch the conversation state as well,
-    because production may never stream the resumed output."""
     messages_so_far: int = 0
     """``agent.message`` events of this run already delivered by earlier segments, so a
     reply recovered from E6 skips exactly those."""
@@ -133,9 +131,23 @@ class PostSkillDecisionInput(_Scope):
     kind: Literal["skill", "business"] = "skill"
 
 
+DecisionOutcome = Literal["applied", "already_resolved"]
+
+
 class PostDecisionResult(_Model):
-    already_resolved: bool = False
-    """The API already had a decision for this id (a retry after a lost answer)."""
+    outcome: DecisionOutcome = "applied"
+    """``applied``: the API took this decision now. ``already_resolved``: the API answered
+    409 with its documented already-resolved code, so it has a resolution for this id
+    already: ours, when an earlier attempt's answer was lost, or another one (e.g. a
+    connection the user completed before our rejection arrived)."""
+
+    @model_validator(mode="before")
+    @classmethod
+    def _legacy(cls, data: Any) -> Any:
+        # Results recorded before ``outcome`` existed said ``already_resolved: true``.
+        if isinstance(data, dict) and "outcome" not in data and data.get("already_resolved"):
+            return {**data, "outcome": "already_resolved"}
+        return data
 
 
 class AuthLinkInput(_Scope):
@@ -163,7 +175,30 @@ class ProbeConnectionInput(_Scope):
 
 
 class ProbeConnectionResult(_Model):
-    resolved: bool
-    """The run has moved past the connection (the user authenticated, or it ended)."""
+    """Where the run stands on the connection, per the API (see ``genie_api.RunInspector``).
+
+    ``parked``: the run still waits on this attempt (the workflow should keep, or put
+    back, the connection as pending). ``moved_on``: the run went past it (the user
+    connected, or the run ended). ``unknown``: the API shows neither.
+    """
+
+    status: PauseStatus
     state: str | None = None
+    """E3 ``state`` as read; informative only (production reads ``idle`` while parked)."""
     last_event_type: str | None = None
+    """Type of the conversation's newest event (E3 ``last_event``), if any."""
+
+    @property
+    def resolved(self) -> bool:
+        """The run has moved past the connection."""
+        return self.status == PauseStatus.MOVED_ON
+
+    @model_validator(mode="before")
+    @classmethod
+    def _legacy(cls, data: Any) -> Any:
+        # Results recorded before ``status`` existed carried only ``resolved``; false meant
+        # "not seen to move on", which is "unknown" in today's terms.
+        if isinstance(data, dict) and "status" not in data and "resolved" in data:
+            status = PauseStatus.MOVED_ON if data["resolved"] else PauseStatus.UNKNOWN
+            return {**data, "status": status.value}
+        return data

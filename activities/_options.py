@@ -1,0 +1,49 @@
+"""How often activities heartbeat, and the retry budget of one turn's stream, stated once.
+
+A turn's stream (the E5 post, then E8/E9 after every cut) is retried at three nested
+levels. Only the outermost is counted in time, and only it can fail a turn for an outage:
+
+1. **Within one activity attempt** ``genie_api.RunReader`` re-attaches after every cut,
+   backing off from ``ResumePolicy.initial_backoff`` = 0.2 s, doubling up to
+   ``ResumePolicy.max_backoff`` = 5.0 s (±20 % jitter). After
+   ``ResumePolicy.max_attempts`` = 5 consecutive tries without a new event (about 3 s of
+   waiting, plus the calls' own time) it hands over: ``StreamResumeError`` carries the
+   cursor and the attempt ends, losing nothing. Any new event resets the count, so a run
+   that keeps streaming never hands over.
+2. **Malformed data** (a garbled frame, an unparseable event) ends the attempt too; the
+   next one starts over from the cursor, at most ``MAX_MALFORMED_RETRIES`` = 3 times per
+   segment (counted in the heartbeat, so across attempts). The same bytes coming back a
+   fourth time are not an outage: the turn fails with the protocol error.
+3. **Activity attempts** are governed by the workflow's retry policy for stream segments:
+   unlimited attempts with capped exponential back-off, bounded in time by the
+   conversation's outage budget (see ``workflows/``). A failed attempt sets its own
+   next-retry delay only when the server asked for one (``Retry-After`` or
+   ``retry_after_ms`` on an error answer such as 429/503), capped at
+   ``MAX_SERVER_RETRY_DELAY`` = 300 s; the client's own reconnect pacing never replaces
+   the workflow's back-off.
+
+Combined: a turn's stream rides out an API outage of any length within the workflow's
+outage budget, resuming from its cursor without re-posting; it fails at once on a final
+answer (4xx, a rejected credential) and after 3 malformed-data retries in one segment.
+Segments and control calls heartbeat every ``HEARTBEAT_EVERY`` = 1.0 s whatever the API
+does, so a dead worker is noticed within the workflow's heartbeat timeout.
+"""
+
+from __future__ import annotations
+
+__all__ = ["HEARTBEAT_EVERY", "MAX_MALFORMED_RETRIES", "MAX_SERVER_RETRY_DELAY"]
+
+HEARTBEAT_EVERY = 1.0
+"""Seconds between heartbeats. The SDK throttles what reaches the server anyway; this
+bounds how often a stream segment serialises its progress snapshot on a fast stream."""
+
+MAX_MALFORMED_RETRIES = 3
+"""How many times a segment starts over from its cursor after malformed data (a garbled
+SSE frame, an unparseable body). The client calls such data final because the same bytes
+would come back on the same stream; but the run is intact server-side and E8 replays it
+from the last good event, so a one-off corruption must not cost the turn. Data that stays
+malformed fails the turn after this many retries, with the protocol error as the cause."""
+
+MAX_SERVER_RETRY_DELAY = 300.0
+"""Cap, in seconds, on a server-requested wait used as an activity's next-retry delay,
+so a bogus ``Retry-After`` cannot park a conversation for hours."""

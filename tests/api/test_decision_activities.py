@@ -1,0 +1,262 @@
+"""What the decision activities make of each answer of the API, and the connection probe.
+
+The activities run in ``ActivityEnvironment`` against the real simulator over HTTP. The
+answers the simulator gives on its own (a repeated decision: 409 already-resolved) are
+real; the others (``conversation_busy``, an undocumented 409 code, final 4xx answers)
+are injected with the simulator's fault mechanism, scoped to the test's conversation.
+
+The rule under test: only the documented already-resolved code means "the API has a
+resolution for this id". ``conversation_busy`` is retried; any other refusal fails the
+decision for good with ``DECISION_REFUSED``, so the workflow can show it and let a human
+decide again, instead of carrying on as if the decision had been applied.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable
+from datetime import timedelta
+from typing import Any
+
+import httpx
+import pytest
+from temporalio.exceptions import ApplicationError
+from temporalio.testing import ActivityEnvironment
+
+from activities import DECISION_REFUSED
+from activities._control import ControlActivities
+from activities.models import (
+    PostDecisionResult,
+    PostSkillDecisionInput,
+    ProbeConnectionInput,
+    ProbeConnectionResult,
+    RejectConnectionInput,
+)
+from genie_api import (
+    CONNECTION_ALREADY_RESOLVED,
+    CONVERSATION_BUSY,
+    SKILL_CALL_ALREADY_RESOLVED,
+    GenieClient,
+    PauseStatus,
+    RuntimeConnectionAuthRequired,
+    SkillConfirmationRequired,
+)
+from tests.services import SimProcess
+
+from .conftest import GENIE
+
+Decide = Callable[[], Awaitable[PostDecisionResult]]
+
+
+async def _paused_call(client: GenieClient, cid: str, user: str) -> str:
+    async with client.stream_message(GENIE, cid, "confirm:send_email", user_id=user) as events:
+        async for event in events:
+            if isinstance(event, SkillConfirmationRequired):
+                assert event.call_id is not None
+                return event.call_id
+    raise AssertionError("the run never asked for a confirmation")
+
+
+async def _paused_attempt(
+    client: GenieClient, cid: str, user: str
+) -> RuntimeConnectionAuthRequired:
+    async with client.stream_message(GENIE, cid, "connect:jira", user_id=user) as events:
+        async for event in events:
+            if isinstance(event, RuntimeConnectionAuthRequired):
+                return event
+    raise AssertionError("the run never asked for a connection")
+
+
+def _applied(sim: SimProcess, cid: str) -> dict[str, int]:
+    conversations = sim.stats()["conversations"]
+    assert isinstance(conversations, dict)
+    applied: dict[str, int] = conversations[cid]["skill_decisions_applied"]
+    return applied
+
+
+async def _state(client: GenieClient, cid: str, user: str) -> str | None:
+    return (await client.get_conversation(GENIE, cid, user_id=user)).state
+
+
+async def _decision(kind: str, client: GenieClient, cid: str, user: str) -> tuple[Decide, str, str]:
+    """A parked decision of ``kind``: how to post it, its endpoint, its already-resolved code."""
+    acts = ControlActivities(client)
+    env = ActivityEnvironment()
+    if kind == "skill":
+        call = await _paused_call(client, cid, user)
+        skill = PostSkillDecisionInput(
+            genie_handle=GENIE, user_id=user, conversation_id=cid, call_id=call, approved=True
+        )
+        return (
+            lambda: env.run(acts.post_skill_decision, skill),
+            "skill_approval",
+            SKILL_CALL_ALREADY_RESOLVED,
+        )
+    attempt = (await _paused_attempt(client, cid, user)).runtime_connection_attempt_id
+    assert attempt is not None
+    reject = RejectConnectionInput(genie_handle=GENIE, user_id=user, attempt_id=attempt)
+    return (
+        lambda: env.run(acts.reject_connection, reject),
+        "connection_reject",
+        CONNECTION_ALREADY_RESOLVED,
+    )
+
+
+@pytest.mark.parametrize("kind", ["skill", "connection"])
+async def test_already_resolved_409_counts_as_done(
+    sim: SimProcess, client: GenieClient, conversation_id: str, user_id: str, kind: str
+) -> None:
+    """The retry after a lost answer meets the real 409 already-resolved: done, not failed."""
+    decide, _, code = await _decision(kind, client, conversation_id, user_id)
+    assert (await decide()).outcome == "applied"
+    again = await decide()  # the API answers 409 with ``code`` on its own
+    assert again.outcome == "already_resolved", code
+    if kind == "skill":
+        assert list(_applied(sim, conversation_id).values()) == [1]
+
+
+@pytest.mark.parametrize("kind", ["skill", "connection"])
+async def test_conversation_busy_409_is_retried_not_taken_as_applied(
+    sim: SimProcess, client: GenieClient, conversation_id: str, user_id: str, kind: str
+) -> None:
+    decide, endpoint, _ = await _decision(kind, client, conversation_id, user_id)
+    sim.fault(
+        endpoint=endpoint, status=409, error_code=CONVERSATION_BUSY, conversation_id=conversation_id
+    )
+    with pytest.raises(ApplicationError) as busy:
+        await decide()
+    assert busy.value.non_retryable is False
+    assert busy.value.type != DECISION_REFUSED
+    assert busy.value.details[0]["error_code"] == CONVERSATION_BUSY
+    # Nothing was applied: the run still waits, and the retry applies the decision.
+    assert await _state(client, conversation_id, user_id) == "awaiting_approval"
+    assert (await decide()).outcome == "applied"
+
+
+@pytest.mark.parametrize("kind", ["skill", "connection"])
+async def test_unknown_409_code_refuses_the_decision(
+    sim: SimProcess, client: GenieClient, conversation_id: str, user_id: str, kind: str
+) -> None:
+    decide, endpoint, _ = await _decision(kind, client, conversation_id, user_id)
+    sim.fault(
+        endpoint=endpoint,
+        status=409,
+        error_code="resolution_conflict",
+        conversation_id=conversation_id,
+    )
+    with pytest.raises(ApplicationError) as refused:
+        await decide()
+    err = refused.value
+    assert (err.type, err.non_retryable) == (DECISION_REFUSED, True)
+    details: dict[str, Any] = err.details[0]
+    assert details["status"] == 409
+    assert details["error_code"] == "resolution_conflict"
+    assert details["request_id"]
+    # The message alone tells a human what happened and lets an operator find the call.
+    assert "refused by the API: HTTP 409 resolution_conflict" in err.message
+    assert details["request_id"] in err.message
+    assert sim.api_key not in err.message
+    assert await _state(client, conversation_id, user_id) == "awaiting_approval"
+    if kind == "skill":
+        assert _applied(sim, conversation_id) == {}
+
+
+@pytest.mark.parametrize("status", [400, 401, 403, 404, 422])
+async def test_final_4xx_answers_refuse_the_decision(
+    sim: SimProcess, client: GenieClient, conversation_id: str, user_id: str, status: int
+) -> None:
+    decide, endpoint, _ = await _decision("skill", client, conversation_id, user_id)
+    sim.fault(endpoint=endpoint, status=status, conversation_id=conversation_id)
+    with pytest.raises(ApplicationError) as refused:
+        await decide()
+    assert (refused.value.type, refused.value.non_retryable) == (DECISION_REFUSED, True)
+    assert f"HTTP {status}" in refused.value.message
+    assert _applied(sim, conversation_id) == {}
+
+
+async def test_a_decision_for_an_unknown_call_is_refused(
+    client: GenieClient, conversation_id: str, user_id: str
+) -> None:
+    """A real 404 ``call_not_found``, no fault injected."""
+    await _paused_call(client, conversation_id, user_id)
+    inp = PostSkillDecisionInput(
+        genie_handle=GENIE,
+        user_id=user_id,
+        conversation_id=conversation_id,
+        call_id="call_nobody_showed",
+        approved=True,
+    )
+    with pytest.raises(ApplicationError) as refused:
+        await ActivityEnvironment().run(ControlActivities(client).post_skill_decision, inp)
+    assert refused.value.type == DECISION_REFUSED
+    assert "call_not_found" in refused.value.message
+
+
+@pytest.mark.parametrize(("retry_after", "delay"), [(None, None), (2, timedelta(seconds=2))])
+async def test_server_errors_retry_after_the_servers_wait_only(
+    sim: SimProcess,
+    client: GenieClient,
+    conversation_id: str,
+    user_id: str,
+    retry_after: int | None,
+    delay: timedelta | None,
+) -> None:
+    decide, endpoint, _ = await _decision("skill", client, conversation_id, user_id)
+    spec: dict[str, object] = {"status": 503, "conversation_id": conversation_id}
+    if retry_after is not None:
+        spec["retry_after"] = retry_after
+    sim.fault(endpoint=endpoint, **spec)
+    with pytest.raises(ApplicationError) as failed:
+        await decide()
+    assert failed.value.non_retryable is False
+    assert failed.value.next_retry_delay == delay
+    assert (await decide()).outcome == "applied"
+
+
+def test_results_recorded_before_outcome_still_read() -> None:
+    """Histories recorded with ``already_resolved`` replay with the same meaning."""
+    legacy = PostDecisionResult.model_validate({"already_resolved": True})
+    assert legacy.outcome == "already_resolved"
+    assert PostDecisionResult.model_validate({}).outcome == "applied"
+    moved = ProbeConnectionResult.model_validate({"resolved": True, "state": "idle"})
+    assert (moved.status, moved.resolved) == (PauseStatus.MOVED_ON, True)
+    unseen = ProbeConnectionResult.model_validate({"resolved": False})
+    assert unseen.status is PauseStatus.UNKNOWN
+
+
+# ------------------------------------------------------------------ the connection probe
+
+
+@pytest.mark.parametrize("how", ["connected", "rejected"])
+async def test_probe_says_parked_until_the_run_moves_on(
+    client: GenieClient, conversation_id: str, user_id: str, how: str
+) -> None:
+    pause = await _paused_attempt(client, conversation_id, user_id)
+    assert pause.runtime_connection_attempt_id is not None
+    assert pause.auth_link is not None
+    assert pause.auth_link.url is not None
+    probe = ProbeConnectionInput(
+        genie_handle=GENIE,
+        user_id=user_id,
+        conversation_id=conversation_id,
+        attempt_id=pause.runtime_connection_attempt_id,
+        genie_run_id=pause.genie_run_id,
+    )
+    acts, env = ControlActivities(client), ActivityEnvironment()
+    # A human saying "done" before the user connected: the probe says it is not true.
+    parked = await env.run(acts.probe_connection, probe)
+    assert parked.status is PauseStatus.PARKED
+    assert parked.resolved is False
+    assert parked.last_event_type == "runtime_connection.auth_required"
+    if how == "connected":
+        async with httpx.AsyncClient() as browser:
+            assert (await browser.get(pause.auth_link.url)).status_code == 200
+    else:
+        await client.reject_connection(GENIE, pause.runtime_connection_attempt_id, user_id=user_id)
+    for _ in range(250):  # the run resumes asynchronously; bounded wait (5 s)
+        moved = await env.run(acts.probe_connection, probe)
+        if moved.status is not PauseStatus.PARKED:
+            break
+        await asyncio.sleep(0.02)
+    assert moved.status is PauseStatus.MOVED_ON
+    assert moved.resolved is True
