@@ -10,20 +10,39 @@ from typing import NoReturn
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.panel import Panel
+from rich.table import Table
 
-from geniectl._api import GenieConversations
+from geniectl._api import GenieConversations, PendingItem
 from workflows import PendingApproval, PendingConnection, TurnResult
 
 out = Console()
-err = Console(stderr=True)
+# Errors are read by scripts and pasted into tickets as often as by eyes: Rich would
+# hard-wrap them at 80 columns whenever stderr is not a terminal, splitting numbers and
+# ids across lines. Soft wrap leaves each message on one line for the terminal to fold.
+err = Console(stderr=True, soft_wrap=True)
 
+EXIT_OK = 0
 EXIT_REFUSED = 1
 EXIT_ERROR = 2
+EXIT_NOT_FOUND = 3
+EXIT_INTERRUPTED = 130
+
+EXIT_CODES: tuple[tuple[int, str], ...] = (
+    (EXIT_OK, "ok"),
+    (EXIT_REFUSED, "refused by the conversation (the reason is printed), or the turn failed"),
+    (EXIT_ERROR, "usage, configuration or connection error"),
+    (EXIT_NOT_FOUND, "no conversation has this workflow id"),
+    (EXIT_INTERRUPTED, "interrupted (Ctrl-C)"),
+)
+"""What each exit code means; ``--help`` and the README both list these."""
 
 
 def fail(message: str, code: int = EXIT_ERROR) -> NoReturn:
-    err.print(f"[bold red]error:[/] {message}", highlight=False)
+    # The message quotes ids, texts and server errors, any of which may hold "[...]",
+    # which Rich would otherwise take for markup and swallow.
+    err.print(f"[bold red]error:[/] {escape(message)}", highlight=False)
     raise typer.Exit(code)
 
 
@@ -89,11 +108,79 @@ def print_result(res: TurnResult) -> None:
         out.print(Panel(res.reply or "(no reply)", title=f"turn {res.turn}: reply"))
     elif res.error is not None:
         code = f" {res.error.error_code}" if res.error.error_code else ""
-        out.print(
-            f"[red]turn {res.turn} {res.status}:[/] {res.error.type}{code}: {res.error.message}"
-        )
+        text = escape(f"{res.error.type}{code}: {res.error.message}")
+        out.print(f"[red]turn {res.turn} {res.status}:[/] {text}", soft_wrap=True)
     else:
         out.print(f"turn {res.turn}: {res.status}")
+
+
+def _pending_rows(items: list[PendingItem]) -> list[tuple[str, str, str, str, str, str, str]]:
+    """(workflow id, genie, user, waits for, id, age, deadline), one per pending decision."""
+    rows = [
+        (
+            i.workflow_id,
+            i.genie_handle or "-",
+            i.user_id or "-",
+            f"approve {p.skill_name}",
+            p.call_id,
+            age(p.requested_at),
+            when(p.deadline),
+        )
+        for i in items
+        for p in i.approvals
+    ]
+    rows += [
+        (
+            i.workflow_id,
+            i.genie_handle or "-",
+            i.user_id or "-",
+            f"connect {c.connector_name}",
+            c.attempt_id,
+            age(c.requested_at),
+            when(c.deadline),
+        )
+        for i in items
+        for c in i.connections
+    ]
+    return rows
+
+
+def print_pending(items: list[PendingItem], console: Console | None = None) -> None:
+    """The approvals inbox, with every workflow id and call/attempt id printed whole.
+
+    People copy these ids into ``approve``; one split across two lines pastes as a wrong
+    id. So nothing wraps: when the table is wider than the terminal (two long ids alone
+    take about 80 columns), each pending decision is printed as a short block instead,
+    with one id per line.
+    """
+    con = console or out
+    rows = _pending_rows(items)
+    if not rows:
+        con.print("nothing is waiting for a human")
+        return
+    heads = ("workflow id", "genie", "user", "waits for", "id", "age", "deadline")
+    # The table only when every cell fits on one line (cell padding is 2, borders one per
+    # column and one more): a table squeezed by Rich wraps names and dates into towers.
+    natural = sum(max(len(h), *(len(r[i]) for r in rows)) + 3 for i, h in enumerate(heads)) + 1
+    if natural <= con.width:
+        table = Table(title="waiting for a human")
+        for head in heads:
+            table.add_column(head, no_wrap=True)
+        for row in rows:
+            table.add_row(*row)
+        con.print(table, highlight=False)
+        return
+    con.print("[bold]waiting for a human[/]")
+    for wid, genie, user, what, ref, waited, deadline in rows:
+        label = "call id" if what.startswith("approve") else "attempt id"
+        con.print(
+            f"\n{escape(what)} · genie {escape(genie)} · user {escape(user)} · "
+            f"waiting {waited} · deadline {deadline}",
+            soft_wrap=True,
+            highlight=False,
+        )
+        con.print(f"  workflow id  {wid}", soft_wrap=True, highlight=False, markup=False)
+        con.print(f"  {label:<11}  {ref}", soft_wrap=True, highlight=False, markup=False)
 
 
 async def follow_turn(

@@ -1,8 +1,8 @@
 """``geniectl``: the command line for backends, approvers and ops.
 
-Exit codes: 0 ok; 1 refused by the conversation (the reason is printed); 2 usage,
-configuration or connection error. Connection settings come from the same environment as
-the worker (``TEMPORAL_*``, ``GENIE_TASK_QUEUE``). Every read command has ``--json``.
+Exit codes are ``_render.EXIT_CODES`` (shown by ``--help`` and in the README).
+Connection settings come from the same environment as the worker (``TEMPORAL_*``,
+``GENIE_TASK_QUEUE``). Every read command has ``--json``.
 """
 
 from __future__ import annotations
@@ -11,6 +11,8 @@ import asyncio
 import getpass
 import json
 import os
+import re
+import shlex
 import sys
 from collections.abc import Callable, Coroutine
 from datetime import timedelta
@@ -21,17 +23,22 @@ from pydantic import BaseModel
 from rich.table import Table
 from temporalio.client import Client
 
-from genie_config import ConfigError, connect_temporal, load_settings
-from geniectl._api import GenieConversations, NotFound, PendingItem, Refused, new_workflow_id
+from genie_config import ConfigError, connect_temporal, load_settings, temporal_connect_config
+from geniectl._api import GenieConversations, NotFound, Refused, new_workflow_id
+from geniectl._contract import contract
 from geniectl._dev import dev
 from geniectl._render import (
+    EXIT_CODES,
     EXIT_ERROR,
+    EXIT_INTERRUPTED,
+    EXIT_NOT_FOUND,
     EXIT_REFUSED,
     age,
     fail,
     follow_turn,
     out,
     pause_panel,
+    print_pending,
     print_result,
     when,
 )
@@ -43,9 +50,12 @@ from workflows import (
 
 T = TypeVar("T")
 
+EPILOG = "Exit codes: " + "; ".join(f"{code} {meaning}" for code, meaning in EXIT_CODES) + "."
+
 app = typer.Typer(
     name="geniectl",
     help="Durable Workato genie conversations on Temporal.",
+    epilog=EPILOG,
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
@@ -60,8 +70,13 @@ GenieOpt = Annotated[str | None, typer.Option(help="Start the conversation if mi
 UserOpt = Annotated[str | None, typer.Option(help="User id, with --genie.")]
 
 
-def _run(fn: Callable[[GenieConversations], Coroutine[Any, Any, T]]) -> T:
-    """Connect, run one command, and map failures onto the exit codes."""
+def _run(
+    fn: Callable[[GenieConversations], Coroutine[Any, Any, T]], *, if_missing: str | None = None
+) -> T:
+    """Connect, run one command, and map failures onto the exit codes.
+
+    ``if_missing`` is the hint printed when the workflow id names no conversation.
+    """
 
     async def go() -> T:
         try:
@@ -70,7 +85,7 @@ def _run(fn: Callable[[GenieConversations], Coroutine[Any, Any, T]]) -> T:
         except ConfigError as e:
             fail(f"configuration: {e}")
         except RuntimeError as e:  # the SDK's connection failure
-            fail(f"cannot connect to Temporal: {e}")
+            fail(_unreachable(e))
         return await fn(GenieConversations(client, task_queue=settings.task_queue))
 
     try:
@@ -78,7 +93,42 @@ def _run(fn: Callable[[GenieConversations], Coroutine[Any, Any, T]]) -> T:
     except Refused as e:
         fail(f"refused ({e.type}): {e.message}", EXIT_REFUSED)
     except NotFound as e:
-        fail(str(e), EXIT_REFUSED)
+        # Its own code: "create it, then retry" is a different next step from "refused".
+        fail(f"{e}; {if_missing or _START_HINT}", EXIT_NOT_FOUND)
+
+
+_START_HINT = "check the id (`geniectl pending` lists the conversations waiting for a human)"
+# The SDK's connection error is a Rust debug dump; its `message: "..."` is the OS's reason.
+_OS_REASON = re.compile(r'message: "([^"]+)"')
+
+
+def _unreachable(e: RuntimeError) -> str:
+    """Which address was tried, why it failed, and how to get a server there."""
+    try:
+        target = temporal_connect_config()["target_host"]
+    except ConfigError:  # cannot happen after a successful connect_temporal() setup
+        target = "?"
+    found = _OS_REASON.search(str(e))
+    reason = found.group(1) if found else str(e).removeprefix("Failed client connect: ")
+    source = (
+        "from TEMPORAL_ADDRESS"
+        if os.environ.get("TEMPORAL_ADDRESS")
+        else "the default; set TEMPORAL_ADDRESS or a TEMPORAL_PROFILE to change it"
+    )
+    return (
+        f"cannot connect to Temporal at {target} ({source}): {reason}. "
+        "Start the local stack with `make run` (or `geniectl dev`), "
+        "or point TEMPORAL_ADDRESS at your Temporal server."
+    )
+
+
+def _ask_hint(workflow_id: str, text: str, command: str = "ask") -> str:
+    """The exact command that starts the conversation with this message."""
+    return (
+        "to start it with this message, add the genie and the user: "
+        f"geniectl {command} {shlex.quote(workflow_id)} {shlex.quote(text)} "
+        "--genie GENIE_HANDLE --user USER_ID"
+    )
 
 
 def _print_json(value: BaseModel | list[Any] | dict[str, Any]) -> None:
@@ -142,7 +192,8 @@ def send(
             client_message_id=client_message_id,
             attachment_uri=attachment,
             start_with=start_with,
-        )
+        ),
+        if_missing=_ask_hint(workflow_id, text, "send"),
     )
     if as_json:
         _print_json(acc)
@@ -179,7 +230,7 @@ def ask(
         )
         return await follow_turn(api, workflow_id, acc.turn, quiet=as_json)
 
-    res = _run(go)
+    res = _run(go, if_missing=_ask_hint(workflow_id, text))
     if as_json:
         _print_json(res)
     else:
@@ -222,54 +273,30 @@ def pending(as_json: JsonOpt = False) -> None:
     if as_json:
         _print_json([i.model_dump(mode="json") for i in items])
         return
-    if not items:
-        out.print("nothing is waiting for a human")
-        return
-    t = Table(title="waiting for a human")
-    for col in ("workflow id", "genie", "user", "waits for", "id", "age", "deadline"):
-        t.add_column(col, overflow="fold")
-    for i in items:
-        for row in _pending_rows(i):
-            t.add_row(*row)
-    out.print(t)
+    print_pending(items)
 
 
-def _pending_rows(i: PendingItem) -> list[tuple[str, ...]]:
-    rows: list[tuple[str, ...]] = [
-        (
-            i.workflow_id,
-            i.genie_handle or "-",
-            i.user_id or "-",
-            f"approve {p.skill_name}",
-            p.call_id,
-            age(p.requested_at),
-            when(p.deadline),
-        )
-        for p in i.approvals
-    ]
-    rows += [
-        (
-            i.workflow_id,
-            i.genie_handle or "-",
-            i.user_id or "-",
-            f"connect {c.connector_name}",
-            c.attempt_id,
-            age(c.requested_at),
-            when(c.deadline),
-        )
-        for c in i.connections
-    ]
-    return rows
-
-
-ApproverOpt = Annotated[
-    str | None, typer.Option("--approver", help="Who decides (default: your login name).")
-]
+# The name is recorded in the audit trail. It is what the caller says it is (as with any
+# client of the namespace) until approvers are authenticated, so the CLI keeps a
+# convenient default but always says when it used it.
+APPROVER_ENV = "GENIECTL_APPROVER"
+_WHO_HELP = (
+    f"Who decides, as the audit trail records it (default: ${APPROVER_ENV}, else your login name)."
+)
+ApproverOpt = Annotated[str | None, typer.Option("--approver", envvar=APPROVER_ENV, help=_WHO_HELP)]
+ActorOpt = Annotated[str | None, typer.Option("--actor", envvar=APPROVER_ENV, help=_WHO_HELP)]
 ReasonOpt = Annotated[str | None, typer.Option("--reason", help="Why (sent to the genie).")]
 
 
 def _me(name: str | None) -> str:
     return name or getpass.getuser()
+
+
+def _as(name: str | None, decided_by: str) -> str:
+    """How the confirmation names the decider; a defaulted login name is said to be one."""
+    if name:
+        return decided_by
+    return f"{decided_by} (your login name; --approver or {APPROVER_ENV} to change)"
 
 
 @app.command()
@@ -281,7 +308,7 @@ def approve(
 ) -> None:
     """Approve a skill confirmation (refused: exit 1 with the reason)."""
     rec = _run(lambda api: api.approve(workflow_id, call_id, approver=_me(approver), reason=reason))
-    out.print(f"approved {rec.id} as {rec.decided_by}")
+    out.print(f"approved {rec.id} as {_as(approver, rec.decided_by)}", soft_wrap=True)
 
 
 @app.command()
@@ -293,32 +320,32 @@ def reject(
 ) -> None:
     """Reject a skill confirmation; the reason reaches the genie."""
     rec = _run(lambda api: api.reject(workflow_id, call_id, approver=_me(approver), reason=reason))
-    out.print(f"rejected {rec.id} as {rec.decided_by}")
+    out.print(f"rejected {rec.id} as {_as(approver, rec.decided_by)}", soft_wrap=True)
 
 
 @app.command("connect-done")
 def connect_done(
     workflow_id: WorkflowId,
     attempt_id: Annotated[str, typer.Argument(help="The runtime connection attempt id.")],
-    actor: Annotated[str | None, typer.Option(help="Who says so (default: login name).")] = None,
+    actor: ActorOpt = None,
 ) -> None:
     """Tell the conversation the user has authenticated."""
     rec = _run(lambda api: api.connect_done(workflow_id, attempt_id, actor=_me(actor)))
-    out.print(f"connection {rec.id} marked done by {rec.decided_by}")
+    out.print(f"connection {rec.id} marked done by {_as(actor, rec.decided_by)}", soft_wrap=True)
 
 
 @app.command("connect-reject")
 def connect_reject(
     workflow_id: WorkflowId,
     attempt_id: Annotated[str, typer.Argument(help="The runtime connection attempt id.")],
-    actor: Annotated[str | None, typer.Option(help="Who decides (default: login name).")] = None,
+    actor: ActorOpt = None,
     reason: ReasonOpt = None,
 ) -> None:
     """Decline a runtime connection (posts E12)."""
     rec = _run(
         lambda api: api.connect_reject(workflow_id, attempt_id, actor=_me(actor), reason=reason)
     )
-    out.print(f"connection {rec.id} rejected by {rec.decided_by}")
+    out.print(f"connection {rec.id} rejected by {_as(actor, rec.decided_by)}", soft_wrap=True)
 
 
 @app.command("auth-link")
@@ -367,6 +394,7 @@ def end(workflow_id: WorkflowId, reason: ReasonOpt = None) -> None:
 
 
 app.command(help=dev.__doc__)(dev)
+app.command(help=contract.__doc__)(contract)
 
 
 def main() -> None:
@@ -376,7 +404,7 @@ def main() -> None:
     except SystemExit as e:
         code = e.code if isinstance(e.code, int) else (0 if e.code is None else EXIT_ERROR)
     except KeyboardInterrupt:
-        code = 130
+        code = EXIT_INTERRUPTED
     exit_now(code)
 
 

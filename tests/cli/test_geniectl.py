@@ -161,7 +161,7 @@ async def test_end_then_send_is_refused(cli_env: dict[str, str]) -> None:
 
 async def test_errors_map_to_exit_codes(cli_env: dict[str, str]) -> None:
     missing = await geniectl(cli_env, "status", f"no-such-{uuid.uuid4()}")
-    assert missing.code == 1 and "no conversation" in missing.stderr
+    assert missing.code == 3 and "no conversation" in missing.stderr
     usage = await geniectl(cli_env, "approve")
     assert usage.code == 2
     down = {**cli_env, "TEMPORAL_ADDRESS": f"127.0.0.1:{free_port()}"}
