@@ -22,7 +22,8 @@ from bench._stack import REPO, RESULTS, machine
 
 OURS = ["turn_overhead", "concurrency", "parked", "recovery", "history"]
 OTHERS = ["client_throughput", "sim_concurrency"]
-"""Written by other engineers; run when present, as they are."""
+"""Benchmarks of the client and the simulator alone, without a workflow; each runs when
+its module is present."""
 TAIL_LINES = 16
 
 

@@ -2,7 +2,8 @@
 
 ``python -m tests.faults.report [results.json] [output.md]`` reads what the suite wrote to
 ``bench/results/faults.json`` (``pytest tests/faults``) and writes one table row per fault
-of issue 5, each cell listing what every case of that row observed.
+of issue 5, each cell listing what every case of that row observed. The README links to
+the page rather than repeating the table, so the page is the only copy.
 """
 
 from __future__ import annotations
@@ -17,9 +18,6 @@ from tests.faults._harness import RESULTS_PATH, ROWS
 from tests.services import REPO_ROOT
 
 DOC_PATH = REPO_ROOT / "docs" / "fault-tolerance.md"
-README_PATH = REPO_ROOT / "README.md"
-README_START = "<!-- fault-table:start -->"
-README_END = "<!-- fault-table:end -->"
 
 INTRO = """\
 # Fault tolerance
@@ -144,23 +142,6 @@ def render(results: dict[str, Any]) -> str:
     return "\n".join([INTRO, *render_table(results), "", DEFECTS, LIMITS])
 
 
-def update_readme(results: dict[str, Any], readme: Path = README_PATH) -> None:
-    """Replace the README's table between its markers with this run's."""
-    text = readme.read_text()
-    start, end = text.index(README_START), text.index(README_END)
-    body = "\n".join(
-        [
-            "Observed by the fault suite (`tests/faults/`, part of `make test`); each case",
-            "also checks one POST per turn, each decision applied once, every message once",
-            "and in order, no stuck workflow, and no API key in history or logs. Details and",
-            "the defects it found: [docs/fault-tolerance.md](docs/fault-tolerance.md).",
-            "",
-            *render_table(results),
-        ]
-    )
-    readme.write_text(text[: start + len(README_START)] + "\n" + body + "\n" + text[end:])
-
-
 def main(argv: Sequence[str] | None = None) -> int:
     args = list(sys.argv[1:] if argv is None else argv)
     src = Path(args[0]) if args else RESULTS_PATH
@@ -170,8 +151,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 1
     results = json.loads(src.read_text())
     dst.write_text(render(results))
-    update_readme(results)
-    print(f"wrote {dst} and the table in {README_PATH.name}")
+    print(f"wrote {dst}")
     return 0
 
 
