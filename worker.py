@@ -28,7 +28,7 @@ from temporalio.worker import (
 )
 from temporalio.worker.workflow_sandbox import SandboxedWorkflowRunner, SandboxRestrictions
 
-from activities import GenieActivities
+from activities import GenieActivities, UrlPolicy, UserIdPolicy
 from genie_api import ApiKeyAuth, GenieClient
 from genie_config import (
     ConfigError,
@@ -61,6 +61,15 @@ def build_worker(
     activities = GenieActivities(
         genie,
         attachment_dirs=list(settings.attachment_dirs),
+        attachment_urls=UrlPolicy(
+            hosts=tuple(settings.attachment_hosts),
+            allow_http=settings.attachment_allow_http,
+            allow_private_networks=settings.attachment_allow_private_networks,
+            timeout_seconds=settings.attachment_timeout_seconds,
+        ),
+        user_ids=UserIdPolicy(
+            pattern=settings.user_id_pattern, allowed=frozenset(settings.user_ids)
+        ),
         silence_check_seconds=settings.stream_silence_check_seconds,
     )
     return Worker(

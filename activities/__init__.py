@@ -11,23 +11,32 @@ from typing import Any
 
 from temporalio import activity
 
+from activities._attachments import MAX_UPLOAD_BYTES, UrlPolicy
 from activities._control import ControlActivities
 from activities._errors import (
     ATTACHMENT_REFUSED,
+    ATTACHMENT_UNAVAILABLE,
     DECISION_REFUSED,
     STREAM_STALLED,
+    USER_NOT_ALLOWED,
     WORKER_SHUTDOWN,
 )
 from activities._stream import run_segment
+from activities._users import UserIdPolicy
 from activities.models import StreamSegmentInput, StreamSegmentResult
 from genie_api import GenieClient
 
 __all__ = [
     "ATTACHMENT_REFUSED",
+    "ATTACHMENT_UNAVAILABLE",
     "DECISION_REFUSED",
+    "MAX_UPLOAD_BYTES",
     "STREAM_STALLED",
+    "USER_NOT_ALLOWED",
     "WORKER_SHUTDOWN",
     "GenieActivities",
+    "UrlPolicy",
+    "UserIdPolicy",
 ]
 
 
@@ -39,9 +48,16 @@ class GenieActivities(ControlActivities):
         client: GenieClient,
         *,
         attachment_dirs: list[Path] | None = None,
+        attachment_urls: UrlPolicy | None = None,
+        user_ids: UserIdPolicy | None = None,
         silence_check_seconds: float = 10.0,
     ) -> None:
-        super().__init__(client, attachment_dirs=attachment_dirs)
+        super().__init__(
+            client,
+            attachment_dirs=attachment_dirs,
+            attachment_urls=attachment_urls,
+            user_ids=user_ids,
+        )
         # After this long without a run event a segment asks the API (E3) whether the
         # run ended without the stream saying so.
         self._silence_check = silence_check_seconds

@@ -6,15 +6,14 @@ import asyncio
 import functools
 from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import NoReturn, TypeVar
-from urllib.parse import unquote, urlparse
+from typing import TypeVar
 
-import httpx
 from temporalio import activity
-from temporalio.exceptions import ApplicationError
 
-from activities._errors import ATTACHMENT_REFUSED, decision_refused, to_application_error
+from activities._attachments import AttachmentReader, UrlPolicy
+from activities._errors import decision_refused, to_application_error
 from activities._options import HEARTBEAT_EVERY
+from activities._users import UserIdPolicy
 from activities.models import (
     AuthLinkInput,
     AuthLinkResult,
@@ -44,9 +43,6 @@ SelfT = TypeVar("SelfT")
 InT = TypeVar("InT")
 OutT = TypeVar("OutT")
 
-MAX_UPLOAD_BYTES = 20 * 1024 * 1024
-"""The API's upload limit; larger files are refused before any bytes are sent."""
-
 
 def _heartbeating(
     fn: Callable[[SelfT, InT], Awaitable[OutT]],
@@ -75,15 +71,25 @@ def _heartbeating(
 
 
 class ControlActivities:
-    def __init__(self, client: GenieClient, *, attachment_dirs: list[Path] | None = None) -> None:
+    def __init__(
+        self,
+        client: GenieClient,
+        *,
+        attachment_dirs: list[Path] | None = None,
+        attachment_urls: UrlPolicy | None = None,
+        user_ids: UserIdPolicy | None = None,
+    ) -> None:
         self._client = client
-        # file:// attachments are read from the worker's disk, so only from directories
-        # the operator listed: a workflow input must not be able to read arbitrary files.
-        self._attachment_dirs = [d.resolve() for d in attachment_dirs or []]
+        # Attachments are read with the worker's disk and network position, so only from
+        # sources the operator allowed (activities/_attachments.py has the rules).
+        self._attachments = AttachmentReader(attachment_dirs or [], attachment_urls)
+        self._users = user_ids or UserIdPolicy()
 
     @activity.defn(name="create_conversation")
     @_heartbeating
     async def create_conversation(self, inp: CreateConversationInput) -> CreateConversationResult:
+        # The service key lets the worker act as any user it names: name only allowed ones.
+        self._users.check(inp.user_id)
         try:
             conv = await self._client.create_conversation(inp.genie_handle, user_id=inp.user_id)
         except GenieAPIError as e:
@@ -93,7 +99,8 @@ class ControlActivities:
     @activity.defn(name="upload_attachment")
     @_heartbeating
     async def upload_attachment(self, inp: UploadAttachmentInput) -> UploadAttachmentResult:
-        filename, content = await self._read_attachment(inp.attachment_uri)
+        self._users.check(inp.user_id)
+        filename, content = await self._attachments.read(inp.attachment_uri)
         try:
             up = await self._client.upload_file(
                 inp.genie_handle,
@@ -107,40 +114,6 @@ class ControlActivities:
         return UploadAttachmentResult(
             file_id=up.file_id, filename=filename, size_bytes=len(content)
         )
-
-    async def _read_attachment(self, uri: str) -> tuple[str, bytes]:
-        parsed = urlparse(uri)
-        if parsed.scheme in ("http", "https"):
-            async with httpx.AsyncClient(timeout=30, follow_redirects=True) as http:
-                try:
-                    async with http.stream("GET", uri) as r:
-                        r.raise_for_status()
-                        chunks: list[bytes] = []
-                        size = 0
-                        async for chunk in r.aiter_bytes():
-                            size += len(chunk)
-                            if size > MAX_UPLOAD_BYTES:
-                                _refuse(f"{uri} is larger than {MAX_UPLOAD_BYTES} bytes")
-                            chunks.append(chunk)
-                except httpx.HTTPStatusError as e:
-                    _refuse(f"GET {uri} answered {e.response.status_code}")
-                except httpx.TransportError as e:
-                    raise ApplicationError(f"GET {uri} failed: {e!r}") from None
-            return Path(parsed.path).name or "attachment", b"".join(chunks)
-        if parsed.scheme in ("file", ""):
-            # Disk reads of up to 20 MB would stall every stream on this event loop.
-            return await asyncio.to_thread(self._read_file, Path(unquote(parsed.path)))
-        _refuse(f"unsupported attachment scheme {parsed.scheme!r} (use file:// or https://)")
-
-    def _read_file(self, path: Path) -> tuple[str, bytes]:
-        path = path.resolve()
-        if not any(path.is_relative_to(d) for d in self._attachment_dirs):
-            _refuse(f"{path} is outside GENIE_ATTACHMENT_DIRS")
-        if not path.is_file():
-            _refuse(f"{path} is not a readable file")
-        if path.stat().st_size > MAX_UPLOAD_BYTES:
-            _refuse(f"{path} is larger than {MAX_UPLOAD_BYTES} bytes")
-        return path.name, path.read_bytes()
 
     @activity.defn(name="post_skill_decision")
     @_heartbeating
@@ -245,7 +218,3 @@ def _settle(e: GenieAPIError, already_resolved: str, what: str) -> PostDecisionR
     if e.retryable:
         raise to_application_error(e) from None
     raise decision_refused(e, what) from None
-
-
-def _refuse(message: str) -> NoReturn:
-    raise ApplicationError(message, type=ATTACHMENT_REFUSED, non_retryable=True)

@@ -1,6 +1,8 @@
 from __future__ import annotations
 
+import ipaddress
 import os
+import re
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -13,6 +15,18 @@ from temporalio.runtime import Runtime
 
 DEFAULT_API_BASE_URL = "http://127.0.0.1:8787"
 """The embedded default: the simulator that ``geniectl dev`` starts."""
+DEFAULT_ATTACHMENT_TIMEOUT_SECONDS = 30.0
+MAX_ATTACHMENT_TIMEOUT_SECONDS = 240.0
+"""The upload activity has 5 minutes from start to close, and the upload to the API
+needs some of them after the fetch."""
+ANY_HOST = "*"
+SUFFIX_WILDCARD = "*."
+_HOST_NAME = re.compile(
+    r"[a-z0-9_](?:[a-z0-9_-]{0,61}[a-z0-9_])?(?:\.[a-z0-9_](?:[a-z0-9_-]{0,61}[a-z0-9_])?)*"
+)
+"""DNS labels (letters, digits, hyphens, underscores) joined by dots; IDNA names go in
+their ``xn--`` form, which is what the worker compares with."""
+MAX_HOST_NAME_CHARS = 253
 
 
 class ConfigError(Exception):
@@ -33,6 +47,25 @@ class GenieSettings(BaseSettings):
     metrics_host: str = "127.0.0.1"
     attachment_dirs: Annotated[list[Path], NoDecode] = Field(default_factory=list)
     """Directories ``file://`` attachments may be read from (comma-separated)."""
+    attachment_hosts: Annotated[list[str], NoDecode] = Field(default_factory=list)
+    """Hosts ``https://`` attachments may be fetched from (comma-separated): exact names or
+    IP addresses, ``*.example.com`` for its subdomains, ``*`` for any host. Empty (the
+    default): URL attachments are refused. Addresses are checked after DNS either way."""
+    attachment_allow_http: bool = False
+    """Also allow plain ``http://`` attachment URLs (and redirects to them)."""
+    attachment_allow_private_networks: bool = False
+    """Allow attachment URLs that resolve to loopback, private, shared or reserved
+    addresses (tests, private deployments). Link-local, multicast, unspecified and cloud
+    metadata addresses stay refused."""
+    attachment_timeout_seconds: float = Field(
+        default=DEFAULT_ATTACHMENT_TIMEOUT_SECONDS, gt=0, le=MAX_ATTACHMENT_TIMEOUT_SECONDS
+    )
+    """Total time for fetching one URL attachment, redirects and body included."""
+    user_id_pattern: re.Pattern[str] | None = None
+    """A regular expression every conversation's user id must match in full (unset: any)."""
+    user_ids: Annotated[list[str], NoDecode] = Field(default_factory=list)
+    """The only user ids conversations may be started for (comma-separated; empty: any).
+    With ``user_id_pattern`` too, an id must satisfy both."""
     stream_silence_check_seconds: float = Field(default=10.0, gt=0)
     """A stream silent this long makes the segment check the conversation state (E3)."""
     max_concurrent_activities: int = Field(default=1000, ge=1)
@@ -52,6 +85,30 @@ class GenieSettings(BaseSettings):
     def _split_dirs(cls, v: Any) -> Any:
         if isinstance(v, str):
             return [Path(p.strip()) for p in v.split(",") if p.strip()]
+        return v
+
+    @field_validator("attachment_hosts", "user_ids", mode="before")
+    @classmethod
+    def _split_list(cls, v: Any) -> Any:
+        if isinstance(v, str):
+            return [p.strip() for p in v.split(",") if p.strip()]
+        return v
+
+    @field_validator("attachment_hosts")
+    @classmethod
+    def _hosts(cls, v: list[str]) -> list[str]:
+        return [_host_pattern(h) for h in v]
+
+    @field_validator("user_id_pattern", mode="before")
+    @classmethod
+    def _pattern(cls, v: Any) -> Any:
+        if isinstance(v, str):
+            if not v:
+                return None  # an empty variable means "not set", not "match nothing"
+            try:
+                return re.compile(v)
+            except re.error as e:
+                raise ValueError(f"not a valid regular expression ({e})") from None
         return v
 
     @field_validator("log_level")
@@ -83,6 +140,29 @@ class GenieSettings(BaseSettings):
         if any(c.isspace() for c in key):
             raise ConfigError(f"{source}: the API key contains whitespace")
         return SecretStr(key)
+
+
+def _host_pattern(entry: str) -> str:
+    """One ``GENIE_ATTACHMENT_HOSTS`` entry, normalized as the worker compares hosts."""
+    host = entry.strip().lower().removeprefix("[").removesuffix("]")
+    if host == ANY_HOST:
+        return host
+    host = host.removesuffix(".")  # "files.example.com." is the same host
+    try:
+        return str(ipaddress.ip_address(host))
+    except ValueError:
+        pass
+    name = host.removeprefix(SUFFIX_WILDCARD)
+    if len(name) > MAX_HOST_NAME_CHARS or not _HOST_NAME.fullmatch(name):
+        raise ValueError(
+            f"{entry[:80]!r} is not a host name, an IP address, '*.suffix' or '*' "
+            "(non-ASCII names in their xn-- form)"
+        )
+    last = name.rsplit(".", 1)[-1]
+    if last.isdigit() or last.startswith("0x"):
+        # The worker refuses such hosts in URLs (they are IP addresses in disguise).
+        raise ValueError(f"{entry[:80]!r}: write IP addresses in standard form")
+    return host
 
 
 def load_settings(**overrides: Any) -> GenieSettings:

@@ -40,6 +40,18 @@ def run_worker(tmp_path: Path, **env: str) -> subprocess.CompletedProcess[str]:
         ({"GENIE_API_KEY": SECRET, "GENIE_TASK_QUEUE": ""}, "GENIE_TASK_QUEUE:"),
         ({"GENIE_API_KEY_FILE": "/nonexistent/key"}, "GENIE_API_KEY_FILE: cannot read"),
         (
+            {"GENIE_API_KEY": SECRET, "GENIE_USER_ID_PATTERN": "[a-"},
+            "GENIE_USER_ID_PATTERN: Value error, not a valid regular expression",
+        ),
+        (
+            {"GENIE_API_KEY": SECRET, "GENIE_ATTACHMENT_HOSTS": "files.example.com,https://x"},
+            "GENIE_ATTACHMENT_HOSTS:",
+        ),
+        (
+            {"GENIE_API_KEY": SECRET, "GENIE_ATTACHMENT_ALLOW_PRIVATE_NETWORKS": "maybe"},
+            "GENIE_ATTACHMENT_ALLOW_PRIVATE_NETWORKS:",
+        ),
+        (
             {"GENIE_API_KEY": SECRET, "GENIE_API_KEY_FILE": "/etc/hostname"},
             "GENIE_API_KEY and GENIE_API_KEY_FILE are both set",
         ),
