@@ -11,7 +11,7 @@ import uuid
 from datetime import UTC, datetime
 from typing import Any, Literal, TypeVar
 
-from pydantic import BaseModel
+from pydantic import BaseModel, ValidationError
 from temporalio.client import (
     Client,
     WithStartWorkflowOperation,
@@ -28,6 +28,7 @@ from temporalio.service import RPCError, RPCStatusCode
 
 from workflows import (
     DEFAULT_TASK_QUEUE,
+    TERMINAL_TURN_STATUSES,
     AuthLink,
     ConnectionDecision,
     ConversationPolicy,
@@ -47,6 +48,7 @@ from workflows import (
     TurnResult,
     WaitTurn,
 )
+from workflows._decisions import invalid_input, message_refusal
 from workflows.errors import CONVERSATION_ENDED
 from workflows.search_attributes import (
     GENIE_AWAITING_SINCE,
@@ -56,7 +58,7 @@ from workflows.search_attributes import (
 )
 
 M = TypeVar("M", bound=BaseModel)
-TERMINAL: frozenset[str] = frozenset({"completed", "failed", "cancelled"})
+STREAM_ACTIVITY = "stream_segment"
 
 
 class Refused(Exception):
@@ -124,7 +126,8 @@ class GenieConversations:
         """What both a plain start and an update-with-start send: one definition, so the
         two ways of starting a conversation cannot drift apart."""
         return {
-            "arg": ConversationStart(
+            "arg": _model(
+                ConversationStart,
                 genie_handle=genie_handle,
                 user_id=user_id,
                 policy=policy or ConversationPolicy(),
@@ -165,12 +168,18 @@ class GenieConversations:
     ) -> MessageAccepted:
         """Queue a message. With ``start_with=(genie_handle, user_id)`` the conversation is
         started first if it does not exist (update-with-start), in one round trip."""
-        msg = SendMessage(
+        msg = _model(
+            SendMessage,
             text=text,
             client_message_id=client_message_id,
             attachment_uri=attachment_uri,
             wait_for=wait_for,
         )
+        # The rules the workflow's validator applies to any message: checked here first,
+        # so a refused first message starts no workflow and creates nothing at the API.
+        refusal = message_refusal(msg)
+        if refusal is not None:
+            raise Refused(refusal.type, refusal.message)
         if start_with is None:
             return await self._update(workflow_id, "send_message", msg, MessageAccepted)
         op = WithStartWorkflowOperation(
@@ -191,17 +200,36 @@ class GenieConversations:
         *,
         wait_for: Literal["attention", "completion"] = "attention",
         timeout_seconds: float | None = None,
+        seen: list[str] | None = None,
     ) -> TurnResult:
-        """The turn once it ends (or, with ``attention``, first needs a human).
+        """The turn once it ends (or, with ``attention``, needs a human for a pause not
+        in ``seen``).
 
-        The workflow may continue as new while we wait; the update then returns early
-        and we ask the new run, so callers never see the seam.
+        One ``wait_turn`` update, however long it takes: the server holds it open and
+        the SDK long-polls for its result, so waiting a day costs the same few history
+        events as waiting a second. The workflow may continue as new meanwhile; the
+        update then returns early and we ask the new run, so callers never see the seam.
         """
+        req = _model(
+            WaitTurn, turn=turn, timeout_seconds=timeout_seconds, wait_for=wait_for, seen=seen or []
+        )
         while True:
-            req = WaitTurn(turn=turn, timeout_seconds=timeout_seconds, wait_for=wait_for)
             res = await self._update(workflow_id, "wait_turn", req, TurnResult)
-            if _settled(res, wait_for) or timeout_seconds is not None:
+            if _settled(res, wait_for, req.seen) or timeout_seconds is not None:
                 return res
+
+    async def live_messages(self, workflow_id: str) -> tuple[str, list[str]] | None:
+        """The running stream segment's messages so far, from its heartbeat: (segment
+        key, messages). Read through describe, so it adds nothing to history."""
+        desc = await self.handle(workflow_id).describe()
+        for pa in desc.raw_description.pending_activities:
+            if pa.activity_type.name != STREAM_ACTIVITY or not pa.heartbeat_details.payloads:
+                continue
+            values = await self.client.data_converter.decode(pa.heartbeat_details.payloads)
+            progress = values[0] if values else None
+            if isinstance(progress, dict) and isinstance(progress.get("messages"), list):
+                return pa.activity_id, [str(m) for m in progress["messages"]]
+        return None
 
     async def ask(
         self,
@@ -229,7 +257,7 @@ class GenieConversations:
             wait_for=wait_for,
         )
         res = accepted.result
-        if res is not None and _settled(res, wait_for):
+        if res is not None and _settled(res, wait_for, []):
             return res
         return await self.wait(workflow_id, accepted.turn, wait_for=wait_for)
 
@@ -246,7 +274,9 @@ class GenieConversations:
     async def _decide_skill(
         self, workflow_id: str, call_id: str, approved: bool, approver: str, reason: str | None
     ) -> DecisionRecorded:
-        d = SkillDecision(call_id=call_id, approved=approved, approver=approver, reason=reason)
+        d = _model(
+            SkillDecision, call_id=call_id, approved=approved, approver=approver, reason=reason
+        )
         return await self._update(workflow_id, "decide_skill", d, DecisionRecorded)
 
     async def connect_done(
@@ -267,11 +297,13 @@ class GenieConversations:
         actor: str,
         reason: str | None,
     ) -> DecisionRecorded:
-        d = ConnectionDecision(attempt_id=attempt_id, action=action, actor=actor, reason=reason)
+        d = _model(
+            ConnectionDecision, attempt_id=attempt_id, action=action, actor=actor, reason=reason
+        )
         return await self._update(workflow_id, "decide_connection", d, DecisionRecorded)
 
     async def auth_link(self, workflow_id: str, attempt_id: str) -> AuthLink:
-        req = RefreshAuthLink(attempt_id=attempt_id)
+        req = _model(RefreshAuthLink, attempt_id=attempt_id)
         return await self._update(workflow_id, "refresh_auth_link", req, AuthLink)
 
     async def status(self, workflow_id: str) -> ConversationStatus:
@@ -283,7 +315,7 @@ class GenieConversations:
     async def transcript(self, workflow_id: str, since_turn: int | None = None) -> Transcript:
         try:
             return await self.handle(workflow_id).query(
-                GenieConversation.transcript, TranscriptQuery(since_turn=since_turn)
+                GenieConversation.transcript, _model(TranscriptQuery, since_turn=since_turn)
             )
         except RPCError as e:
             raise _translate(e, workflow_id) from None
@@ -291,7 +323,7 @@ class GenieConversations:
     async def end(self, workflow_id: str, reason: str | None = None) -> None:
         try:
             await self.handle(workflow_id).signal(
-                GenieConversation.end_conversation, EndConversation(reason=reason)
+                GenieConversation.end_conversation, _model(EndConversation, reason=reason)
             )
         except RPCError as e:
             raise _translate(e, workflow_id) from None
@@ -340,10 +372,22 @@ def _typed(value: object, model: type[M]) -> M:
     return value
 
 
-def _settled(res: TurnResult, wait_for: str) -> bool:
-    return res.status in TERMINAL or (
-        wait_for == "attention" and res.status.startswith("awaiting_")
-    )
+def _settled(res: TurnResult, wait_for: str, seen: list[str]) -> bool:
+    if res.status in TERMINAL_TURN_STATUSES:
+        return True
+    waiting = [p.call_id for p in res.pending.approvals if p.decision is None] + [
+        c.attempt_id for c in res.pending.connections if c.decision is None
+    ]
+    return wait_for == "attention" and any(i not in seen for i in waiting)
+
+
+def _model(model: type[M], **fields: Any) -> M:
+    """Build a message, refusing bad input here, before anything is sent or started."""
+    try:
+        return model(**fields)
+    except ValidationError as e:
+        refusal = invalid_input(e)
+        raise Refused(refusal.type, refusal.message) from None
 
 
 def _start_attributes(genie_handle: str, user_id: str) -> TypedSearchAttributes:

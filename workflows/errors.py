@@ -11,12 +11,16 @@ from typing import Final
 
 __all__ = [
     "ALREADY_DECIDED",
+    "API_UNREACHABLE",
     "APPROVAL_TIMED_OUT",
     "APPROVER_NOT_ALLOWED",
     "CONVERSATION_CREATE_FAILED",
     "CONVERSATION_ENDED",
+    "DEADLINE_EXPIRED",
+    "DECISION_PENDING",
     "EMPTY_MESSAGE",
     "INVALID_DECISION",
+    "INVALID_INPUT",
     "MESSAGE_TOO_LONG",
     "QUEUE_FULL",
     "UNKNOWN_ATTEMPT_ID",
@@ -48,3 +52,13 @@ APPROVAL_TIMED_OUT: Final = "ApprovalTimedOut"
 """The workflow failed because an approval timed out under ``on_approval_timeout="fail"``."""
 CONVERSATION_CREATE_FAILED: Final = "ConversationCreateFailed"
 """The Headless API refused to create the conversation (the workflow fails with this)."""
+INVALID_INPUT: Final = "InvalidInput"
+"""A message (workflow input, update or signal) whose fields are missing, of the wrong type,
+or outside their bounds; the error names each field. Nothing changed."""
+DEADLINE_EXPIRED: Final = "DeadlineExpired"
+"""A decision that arrived (in workflow time) at or after the item's deadline; the
+timeout action of the policy applies instead."""
+DECISION_PENDING: Final = "DecisionPending"
+"""An update waited for a decision the API refused: the item is pending again."""
+API_UNREACHABLE: Final = "ApiUnreachable"
+"""A step kept failing against the API for longer than ``policy.api_outage_timeout``."""

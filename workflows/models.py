@@ -1,31 +1,45 @@
 """The public message types of ``GenieConversation``.
 
 These are the JSON shapes that external clients send and read (the ``temporal`` CLI,
-the Web UI, backends in other languages), so field names here are an interface: see
-``shared/DESIGN.md`` "Public contract". Every handler takes one model and returns one.
+the Web UI, backends in other languages), so field names here are an interface:
+``docs/contract.md`` is generated from this module. Every handler takes one model and
+returns one.
 
-Durations (``approval_timeout`` …) accept ISO-8601 strings (``"PT24H"``, ``"P1D"``) or
-numbers of seconds, as pydantic parses ``timedelta``.
+Every input is bounded here, at the edge: strings have a maximum length, lists a maximum
+count, numbers must be finite and in range, durations lie between one second and a
+year. A value outside its bound is refused with a typed error (``InvalidInput``) before
+anything changes, so no client input can make a workflow task fail in a loop, and
+everything the workflow keeps stays small enough for its queries and for
+continue-as-new. Durations accept ISO-8601 strings (``"PT24H"``) or seconds.
 """
 
 from __future__ import annotations
 
 from datetime import datetime, timedelta
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints
+
+if TYPE_CHECKING:
+    from workflows._state import ConversationData
 
 __all__ = [
+    "MAX_APPROVERS",
+    "MAX_ID_CHARS",
     "MAX_MESSAGE_CHARS",
+    "MAX_REASON_CHARS",
+    "MAX_URI_CHARS",
+    "MAX_WAIT_SECONDS",
+    "TERMINAL_TURN_STATUSES",
     "AuditEntry",
     "AuthLink",
-    "CarriedState",
     "ConnectionDecision",
     "ConversationOutcome",
     "ConversationPolicy",
     "ConversationStart",
     "ConversationState",
     "ConversationStatus",
+    "DecisionProgress",
     "DecisionRecorded",
     "EndConversation",
     "ErrorInfo",
@@ -45,8 +59,32 @@ __all__ = [
     "WaitTurn",
 ]
 
+# ---------------------------------------------------------------------- bounds
+
 MAX_MESSAGE_CHARS = 12_288
 """The Headless API's observed limit on one message; longer ones are refused up front."""
+MAX_ID_CHARS = 256
+"""Ids and names a client sends: call/attempt ids, approvers, dedupe keys, handles."""
+MAX_REASON_CHARS = 2_000
+"""A human's reason for a decision or for ending a conversation."""
+MAX_URI_CHARS = 2_048
+MAX_APPROVERS = 100
+MAX_WAIT_SECONDS = 366 * 24 * 3600.0
+"""``wait_turn`` returns after at most this long; ask again to keep waiting."""
+MIN_DURATION = timedelta(seconds=1)
+MAX_DURATION = timedelta(days=366)
+
+Id = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=MAX_ID_CHARS)]
+HeaderSafe = Annotated[
+    str,
+    StringConstraints(
+        strip_whitespace=True, min_length=1, max_length=MAX_ID_CHARS, pattern=r"^[\x20-\x7e]+$"
+    ),
+]
+"""Printable ASCII: genie handles and user ids travel in URL paths and HTTP headers, where
+an emoji or a CR/LF would only fail later, at the network layer, as a retried error."""
+Reason = Annotated[str, StringConstraints(max_length=MAX_REASON_CHARS)]
+Duration = Annotated[timedelta, Field(ge=MIN_DURATION, le=MAX_DURATION)]
 
 ConversationState = Literal[
     "starting", "idle", "running", "awaiting_approval", "awaiting_connection", "ended", "failed"
@@ -60,7 +98,8 @@ TurnStatus = Literal[
     "failed",
     "cancelled",
 ]
-
+TERMINAL_TURN_STATUSES: frozenset[TurnStatus] = frozenset({"completed", "failed", "cancelled"})
+"""A turn in one of these has ended; it never changes again."""
 
 Via = Literal["update", "signal", "policy", "api"]
 """How a decision arrived: a validated update, a signal, the policy (a timeout), or the
@@ -73,33 +112,51 @@ class _Model(BaseModel):
     model_config = ConfigDict(extra="ignore")
 
 
-class ConversationPolicy(_Model):
-    """How long humans may take, and who may decide."""
+# ---------------------------------------------------------------------- inputs
 
-    approval_timeout: timedelta = timedelta(hours=24)
-    """How long a skill confirmation waits for a decision."""
-    connection_timeout: timedelta = timedelta(hours=1)
+
+class ConversationPolicy(_Model):
+    """How long humans may take, who may decide, and how long an outage is ridden out."""
+
+    approval_timeout: Duration = timedelta(hours=24)
+    """How long a skill confirmation waits for a decision. A hard line in workflow time:
+    a decision that arrives after it is refused (``DeadlineExpired``)."""
+    connection_timeout: Duration = timedelta(hours=1)
     """How long a runtime connection waits for the user to authenticate."""
-    idle_timeout: timedelta | None = None
+    idle_timeout: Duration | None = None
     """End the conversation after this long with no message; ``None`` keeps it open."""
     on_approval_timeout: Literal["reject", "fail"] = "reject"
     """``reject``: the skill is rejected ("approval timed out") and the turn goes on.
     ``fail``: the skill is rejected at the API and the workflow fails."""
-    approvers: list[str] = Field(default_factory=list)
-    """Who may decide skills and connections; empty means anyone."""
-    max_turns_per_run: int = Field(default=200, ge=1)
+    approvers: Annotated[list[Id], Field(max_length=MAX_APPROVERS)] = Field(default_factory=list)
+    """Who may decide skills and connections; empty means anyone with write access to
+    the namespace."""
+    max_turns_per_run: int = Field(default=200, ge=1, le=10_000)
     """Continue-as-new after this many turns in one run (the server may suggest sooner)."""
-    connection_poll_interval: timedelta = timedelta(seconds=15)
+    connection_poll_interval: timedelta = Field(
+        default=timedelta(seconds=15), ge=timedelta(0), le=MAX_DURATION
+    )
     """While a connection is pending, check the API this often (backing off to 5 min)
     for a connection the user completed without anyone telling us; 0 disables."""
+    api_outage_timeout: Duration = timedelta(hours=1)
+    """How long the worker rides out an unreachable or failing API (5xx, 429, network)
+    with durable, backing-off retries before it gives up on a step. Errors the API calls
+    final (4xx) are not retried."""
+    allow_early_decisions: bool = False
+    """Accept a skill decision for a call id that has not been shown yet, while a turn
+    runs, and apply it if the genie pauses with that id. Off by default: with it, a
+    skill could run although no human has seen the request."""
 
 
 class SendMessage(_Model):
     text: str
-    client_message_id: str | None = None
-    """Idempotency key: a repeated id returns the original turn instead of a new one."""
-    attachment_uri: str | None = None
-    """``file://`` path or ``http(s)://`` URL the worker uploads before sending; the
+    """At most ``MAX_MESSAGE_CHARS``; longer is refused as ``MessageTooLong`` (and never
+    enters state)."""
+    client_message_id: Id | None = None
+    """Idempotency key: a repeated id returns the original turn instead of a new one
+    (the last ``DEDUPE_WINDOW`` keys are remembered)."""
+    attachment_uri: Annotated[str, StringConstraints(max_length=MAX_URI_CHARS)] | None = None
+    """``file://`` path or ``https://`` URL the worker uploads before sending; the
     bytes never enter workflow history."""
     wait_for: Literal["none", "attention", "completion"] = "none"
     """Also wait for the turn, as ``wait_turn`` does, and return it in
@@ -109,27 +166,57 @@ class SendMessage(_Model):
 class ConversationStart(_Model):
     """Workflow input. ``carried`` is filled only by continue-as-new."""
 
-    genie_handle: str
-    user_id: str
+    genie_handle: HeaderSafe
+    user_id: HeaderSafe
     first_message: SendMessage | None = None
     policy: ConversationPolicy = Field(default_factory=ConversationPolicy)
-    carried: CarriedState | None = None
-
-
-class MessageAccepted(_Model):
-    turn: int
-    duplicate: bool = False
-    result: TurnResult | None = None
-    """The turn, when ``SendMessage.wait_for`` asked for it."""
+    carried: ConversationData | None = None
+    """The whole state of the previous run; clients never set it."""
 
 
 class WaitTurn(_Model):
-    turn: int
-    timeout_seconds: float | None = None
-    """Return the turn as it stands after this long; ``None`` waits as long as needed."""
+    turn: int = Field(ge=1, le=2**53)
+    timeout_seconds: float | None = Field(
+        default=None, ge=0, le=MAX_WAIT_SECONDS, allow_inf_nan=False
+    )
+    """Return the turn as it stands after this long; ``None`` waits as long as needed
+    (one update in history however long that is)."""
     wait_for: Literal["attention", "completion"] = "attention"
-    """``attention``: return when the turn ends *or* first needs a human.
-    ``completion``: return only when the turn has ended."""
+    """``attention``: return when the turn ends *or* needs a human for an item not in
+    ``seen``. ``completion``: return only when the turn has ended."""
+    seen: Annotated[list[Id], Field(max_length=100)] = Field(default_factory=list)
+    """Pause ids (call or attempt ids) the caller has already shown: with ``attention``
+    a pause on one of these does not end the wait, so a caller can wait past a pause
+    it has reported without polling."""
+
+
+class SkillDecision(_Model):
+    call_id: Id
+    approved: bool
+    approver: Id
+    reason: Reason | None = None
+
+
+class ConnectionDecision(_Model):
+    attempt_id: Id
+    action: Literal["done", "reject"]
+    actor: Id
+    reason: Reason | None = None
+
+
+class RefreshAuthLink(_Model):
+    attempt_id: Id
+
+
+class EndConversation(_Model):
+    reason: Reason | None = None
+
+
+class TranscriptQuery(_Model):
+    since_turn: int | None = Field(default=None, ge=0, le=2**53)
+
+
+# ---------------------------------------------------------------------- state and answers
 
 
 class ErrorInfo(_Model):
@@ -144,15 +231,38 @@ class ErrorInfo(_Model):
     at: datetime | None = None
 
 
+class DecisionProgress(_Model):
+    """A decision taken by a human (or the policy) that the API has not confirmed yet.
+
+    Only a decision the API confirmed is applied; until then the item stays pending
+    with this attached, and a retry's last error is shown here.
+    """
+
+    verdict: Literal["approved", "rejected", "done", "reject"]
+    actor: str
+    via: Via
+    reason: str | None = None
+    at: datetime
+    state: Literal["posting", "verifying"] = "posting"
+    attempts: int = 0
+    last_error: str | None = None
+
+
 class PendingApproval(_Model):
     call_id: str
     kind: Literal["skill", "business"] = "skill"
     skill_name: str | None = None
     skill_id: str | None = None
     skill_parameters: dict[str, Any] = Field(default_factory=dict)
+    """As the genie sent them, unless over ``MAX_PARAMETER_BYTES`` of JSON: then a
+    ``{"_truncated": ...}`` marker with the start of the JSON text."""
     turn: int
     requested_at: datetime
     deadline: datetime
+    decision: DecisionProgress | None = None
+    """Set while a decision is being posted to the API."""
+    note: str | None = None
+    """Why the item is pending again (e.g. the API refused an earlier decision)."""
 
 
 class PendingConnection(_Model):
@@ -163,6 +273,8 @@ class PendingConnection(_Model):
     turn: int
     requested_at: datetime
     deadline: datetime
+    decision: DecisionProgress | None = None
+    note: str | None = None
 
 
 class PendingWork(_Model):
@@ -192,6 +304,13 @@ class TurnRecord(_Model):
     finished_at: datetime | None = None
 
 
+class MessageAccepted(_Model):
+    turn: int
+    duplicate: bool = False
+    result: TurnResult | None = None
+    """The turn, when ``SendMessage.wait_for`` asked for it."""
+
+
 class TurnResult(_Model):
     turn: int
     status: TurnStatus
@@ -202,20 +321,6 @@ class TurnResult(_Model):
     error: ErrorInfo | None = None
 
 
-class SkillDecision(_Model):
-    call_id: str
-    approved: bool
-    approver: str
-    reason: str | None = None
-
-
-class ConnectionDecision(_Model):
-    attempt_id: str
-    action: Literal["done", "reject"]
-    actor: str
-    reason: str | None = None
-
-
 class DecisionRecorded(_Model):
     id: str
     """The ``call_id`` or ``attempt_id`` decided."""
@@ -224,34 +329,31 @@ class DecisionRecorded(_Model):
     decided_at: datetime
 
 
-class RefreshAuthLink(_Model):
-    attempt_id: str
-
-
 class AuthLink(_Model):
     attempt_id: str
-    status: Literal["auth_required", "authorized"]
+    status: Literal["auth_required", "authorized", "unavailable"]
     url: str | None = None
     expires_at: datetime | None = None
     connector_name: str | None = None
 
 
-class EndConversation(_Model):
-    reason: str | None = None
+AuditKind = Literal[
+    "skill_decision",
+    "connection_decision",
+    "approval_timeout",
+    "connection_timeout",
+    "connection_detected",
+    "decision_applied",
+    "decision_failed",
+    "end_conversation",
+]
 
 
 class AuditEntry(_Model):
     """One decision (or refused decision) and who made it; shown in ``status.audit``."""
 
     at: datetime
-    kind: Literal[
-        "skill_decision",
-        "connection_decision",
-        "approval_timeout",
-        "connection_timeout",
-        "connection_detected",
-        "end_conversation",
-    ]
+    kind: AuditKind
     ref: str | None = None
     """The ``call_id`` or ``attempt_id`` it concerns."""
     actor: str | None = None
@@ -261,6 +363,10 @@ class AuditEntry(_Model):
     accepted: bool = True
     refusal: str | None = None
     """For a refused decision, the error type (e.g. ``UnknownCallId``) and why."""
+    count: int = 1
+    """Refusals alike in kind, actor, id and error are kept as one entry with a count."""
+    last_at: datetime | None = None
+    """When the last of ``count`` alike refusals arrived."""
 
 
 class ConversationStatus(_Model):
@@ -275,38 +381,22 @@ class ConversationStatus(_Model):
     pending_connections: list[PendingConnection] = Field(default_factory=list)
     awaiting_since: datetime | None = None
     last_error: ErrorInfo | None = None
+    api_unreachable_since: datetime | None = None
+    """Set while a step is retrying against a failing API (see ``api_outage_timeout``)."""
     audit: list[AuditEntry] = Field(default_factory=list)
+    """Decisions and refusals, oldest first (bounded; see ``audit_dropped``)."""
+    audit_dropped: int = 0
+    """Older entries no longer kept in state; each run's history still holds them."""
+    approvers: list[str] = Field(default_factory=list)
     ended_reason: str | None = None
-
-
-class TranscriptQuery(_Model):
-    since_turn: int | None = None
 
 
 class Transcript(_Model):
     turns: list[TurnRecord]
     first_retained_turn: int
     """Older turns were dropped from workflow state; E6 (message history) has them all."""
-
-
-class CarriedState(_Model):
-    """Everything continue-as-new carries into the next run.
-
-    The workflow continues as new only between turns, so no skill or connection wait is
-    ever in flight here; decisions that arrived early are carried by id.
-    """
-
-    conversation_id: str
-    next_turn: int
-    queue: list[TurnRecord] = Field(default_factory=list)
-    recent_turns: list[TurnRecord] = Field(default_factory=list)
-    client_message_ids: dict[str, int] = Field(default_factory=dict)
-    decided_ids: list[str] = Field(default_factory=list)
-    """Recently decided call/attempt ids, so a late duplicate is refused as already decided."""
-    audit: list[AuditEntry] = Field(default_factory=list)
-    last_error: ErrorInfo | None = None
-    last_run_id: str | None = None
-    runs: int = 1
+    next_since_turn: int | None = None
+    """The answer was cut to fit the payload limit: ask again with this ``since_turn``."""
 
 
 class ConversationOutcome(_Model):
@@ -317,5 +407,7 @@ class ConversationOutcome(_Model):
     ended_reason: str | None = None
 
 
-ConversationStart.model_rebuild()
 MessageAccepted.model_rebuild()
+
+# ``ConversationStart.carried`` is the workflow's whole state, defined in ``_state`` on top
+# of the models above; importing it completes ``ConversationStart`` (see its last lines).

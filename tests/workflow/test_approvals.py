@@ -156,14 +156,18 @@ async def test_approver_allow_list(client: Client, task_queue: str) -> None:
     assert (await api.wait(wid, turn, wait_for="completion")).status == "completed"
 
 
-async def test_decision_that_arrives_before_the_pause_is_seen_is_applied_at_once(
+async def test_early_decision_where_opted_in_is_applied_when_the_pause_shows(
     client: Client, task_queue: str, sim: SimProcess, genie: GenieClient
 ) -> None:
     """The workflow cannot see the pause (its stream is cut and every recovery path
-    fails), but the approver already knows the call id: the decision is kept and used
-    the moment the pause shows up, so the turn never waits for a human."""
+    fails), but the approver already knows the call id. Where the conversation opted in
+    (``allow_early_decisions``), the decision is kept and used the moment the pause shows
+    up, so the turn never waits for a human."""
     api = convs(client, task_queue)
-    wid = await start(api)
+    wid = await start(api, policy=ConversationPolicy(allow_early_decisions=True))
+    # The API conversation is created with the first turn.
+    first = await api.ask(wid, "hello", wait_for="completion")
+    assert first.status == "completed"
     conv_id = (await wait_state(api, wid, "idle")).conversation_id
     assert conv_id is not None
     sim.fault(endpoint="send_message", conversation_id=conv_id, drop_after_events=1)

@@ -91,10 +91,11 @@ async def test_worker_restarted_mid_turn_finishes_the_turn_once(
     api = convs(client, tq)
     async with build_worker(client, settings, genie, task_queue=tq):
         wid = await start(api)
-        conv_id = (
-            await eventually(lambda: api.status(wid), lambda s: s.state == "idle")
-        ).conversation_id
         accepted = await api.send(wid, "steps:10 delay:150")
+        # The API conversation is created by the first turn.
+        conv_id = (
+            await eventually(lambda: api.status(wid), lambda s: s.conversation_id is not None)
+        ).conversation_id
         await eventually(
             lambda: genie.get_conversation("gin-test-genie", conv_id or "", user_id=USER),
             lambda d: d.last_event is not None and (d.last_event.seq_num or 0) >= 4,

@@ -148,6 +148,9 @@ async def test_api_refusal_on_create_fails_the_workflow_with_the_api_code(
 ) -> None:
     api = convs(client, task_queue)
     wid = await api.start("gin-noclient-x", USER, workflow_id=f"test-{uuid.uuid4()}")
+    # Nothing is created at the API until the first message is accepted.
+    assert (await api.status(wid)).conversation_id is None
+    await api.send(wid, "hello")
     with pytest.raises(WorkflowFailureError) as e:
         await api.handle(wid).result()
     cause = e.value.cause

@@ -1,0 +1,427 @@
+"""The rules of human decisions, as pure functions over ``ConversationData``.
+
+A decision is a small state machine, and only its last step is final::
+
+    pending ──decide──► posting (retrying, last error) ──API confirms──► applied
+       ▲                    │
+       └── API refuses ─────┘   (pending again, with a note; decidable again)
+
+These functions hold every rule about who may decide what and when — refusals, the
+deadline as a hard line in workflow time, early decisions, and the bounded audit trail —
+and do no I/O, so they are unit-tested without a server (``tests/unit``). The workflow
+calls them from its handlers (record) and its run loop (post, apply).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any, Literal
+
+from pydantic import ValidationError
+
+from workflows import errors
+from workflows._state import (
+    AUDIT_KEPT,
+    MAX_EARLY_DECISIONS,
+    MAX_QUEUED_TURNS,
+    REFUSALS_KEPT,
+    ConversationData,
+    EarlyDecision,
+    remember_decided,
+)
+from workflows.models import (
+    MAX_ID_CHARS,
+    MAX_MESSAGE_CHARS,
+    AuditEntry,
+    AuditKind,
+    ConnectionDecision,
+    ConversationPolicy,
+    DecisionProgress,
+    SendMessage,
+    SkillDecision,
+    Via,
+)
+
+
+@dataclass(frozen=True)
+class Refusal:
+    type: str
+    """A ``workflows.errors`` constant."""
+    message: str
+
+    def __str__(self) -> str:
+        return f"{self.type}: {self.message}"
+
+
+def verdict(d: SkillDecision) -> Literal["approved", "rejected"]:
+    return "approved" if d.approved else "rejected"
+
+
+def clip(value: object, limit: int = MAX_ID_CHARS) -> str:
+    """A client-sent value made safe to keep: a string of at most ``limit`` characters."""
+    text = value if isinstance(value, str) else repr(value)
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def invalid_input(e: ValidationError) -> Refusal:
+    """A readable one-line summary of what was wrong, naming fields, never echoing values."""
+    parts = [f"{'.'.join(map(str, err['loc'])) or 'input'}: {err['msg']}" for err in e.errors()]
+    return Refusal(errors.INVALID_INPUT, clip("; ".join(parts[:10]), 1000))
+
+
+# ---------------------------------------------------------------------- messages
+
+
+def message_refusal(msg: SendMessage) -> Refusal | None:
+    """What is wrong with a message whatever the conversation's state (the Python API
+    checks this before it sends or starts anything)."""
+    if not msg.text.strip():
+        return Refusal(errors.EMPTY_MESSAGE, "the message text is empty")
+    if len(msg.text) > MAX_MESSAGE_CHARS:
+        return Refusal(
+            errors.MESSAGE_TOO_LONG,
+            f"the message has {len(msg.text)} characters; the limit is {MAX_MESSAGE_CHARS}",
+        )
+    return None
+
+
+def send_refusal(data: ConversationData, msg: SendMessage) -> Refusal | None:
+    """Why this conversation refuses ``msg`` now, or None."""
+    if data.ending or data.state in ("ended", "failed"):
+        return Refusal(errors.CONVERSATION_ENDED, "the conversation has ended")
+    shape = message_refusal(msg)
+    if shape is not None:
+        return shape
+    if len(data.queue) >= MAX_QUEUED_TURNS:
+        return Refusal(errors.QUEUE_FULL, f"{len(data.queue)} turns are already waiting")
+    return None
+
+
+# ---------------------------------------------------------------------- who may decide
+
+
+def skill_refusal(
+    data: ConversationData, policy: ConversationPolicy, d: SkillDecision, now: datetime
+) -> Refusal | None:
+    """Why ``d`` may not be recorded now, or None."""
+    common = _common_refusal(data, policy, d.approver)
+    if common:
+        return common
+    if d.call_id in data.decided:
+        return Refusal(
+            errors.ALREADY_DECIDED,
+            f"call {d.call_id} was already decided ({data.decided[d.call_id]})",
+        )
+    pending = data.approval(d.call_id)
+    if pending is not None:
+        if pending.decision is not None:
+            p = pending.decision
+            return Refusal(
+                errors.ALREADY_DECIDED,
+                f"call {d.call_id} was already decided ({p.verdict} by {p.actor}; "
+                "being posted to the API)",
+            )
+        if now >= pending.deadline:
+            return Refusal(
+                errors.DEADLINE_EXPIRED,
+                f"the deadline for call {d.call_id} passed at {pending.deadline.isoformat()}",
+            )
+        return None
+    if d.call_id in data.early:
+        return Refusal(errors.ALREADY_DECIDED, f"call {d.call_id} already has an early decision")
+    running = data.current is not None and data.current.status == "running"
+    if policy.allow_early_decisions and running and len(data.early) < MAX_EARLY_DECISIONS:
+        return None  # kept until the genie pauses with this id, or the turn ends
+    waiting = ", ".join(p.call_id for p in data.approvals) or "none"
+    return Refusal(
+        errors.UNKNOWN_CALL_ID,
+        f"no pending confirmation has call id {d.call_id} (pending: {waiting})",
+    )
+
+
+def connection_refusal(
+    data: ConversationData, policy: ConversationPolicy, d: ConnectionDecision, now: datetime
+) -> Refusal | None:
+    common = _common_refusal(data, policy, d.actor)
+    if common:
+        return common
+    if d.attempt_id in data.decided:
+        return Refusal(
+            errors.ALREADY_DECIDED,
+            f"attempt {d.attempt_id} was already decided ({data.decided[d.attempt_id]})",
+        )
+    pending = data.connection(d.attempt_id)
+    if pending is None:
+        return Refusal(errors.UNKNOWN_ATTEMPT_ID, unknown_attempt(data, d.attempt_id))
+    if pending.decision is not None:
+        return Refusal(
+            errors.ALREADY_DECIDED,
+            f"attempt {d.attempt_id} was already decided ({pending.decision.verdict} by "
+            f"{pending.decision.actor}; {pending.decision.state})",
+        )
+    if now >= pending.deadline:
+        return Refusal(
+            errors.DEADLINE_EXPIRED,
+            f"the deadline for attempt {d.attempt_id} passed at {pending.deadline.isoformat()}",
+        )
+    return None
+
+
+def _common_refusal(
+    data: ConversationData, policy: ConversationPolicy, actor: str
+) -> Refusal | None:
+    if data.ending or data.state in ("ended", "failed"):
+        return Refusal(errors.CONVERSATION_ENDED, "the conversation has ended")
+    if policy.approvers and actor not in policy.approvers:
+        return Refusal(
+            errors.APPROVER_NOT_ALLOWED, f"{actor!r} may not decide in this conversation"
+        )
+    return None
+
+
+def unknown_attempt(data: ConversationData, attempt_id: str) -> str:
+    waiting = ", ".join(c.attempt_id for c in data.connections) or "none"
+    return f"no pending connection has attempt id {attempt_id} (pending: {waiting})"
+
+
+# ---------------------------------------------------------------------- recording
+
+
+def record_skill(data: ConversationData, d: SkillDecision, via: Via, now: datetime) -> None:
+    """Take an accepted decision: on its pending item, or as an early decision."""
+    pending = data.approval(d.call_id)
+    if pending is not None:
+        pending.decision = DecisionProgress(
+            verdict=verdict(d),
+            actor=d.approver,
+            via=via,
+            reason=d.reason,
+            at=now,
+        )
+        pending.note = None
+    else:
+        data.early[d.call_id] = EarlyDecision(decision=d, via=via, at=now)
+    audit(data, _entry(now, "skill_decision", d.call_id, d.approver, verdict(d), d.reason, via))
+
+
+def record_connection(
+    data: ConversationData, d: ConnectionDecision, via: Via, now: datetime
+) -> None:
+    pending = data.connection(d.attempt_id)
+    assert pending is not None, "refusal rules guarantee a pending connection"
+    pending.decision = DecisionProgress(
+        verdict=d.action,
+        actor=d.actor,
+        via=via,
+        reason=d.reason,
+        at=now,
+        state="verifying" if d.action == "done" else "posting",
+    )
+    pending.note = None
+    audit(data, _entry(now, "connection_decision", d.attempt_id, d.actor, d.action, d.reason, via))
+
+
+def take_early(data: ConversationData, call_id: str) -> None:
+    """The genie paused on ``call_id``: an early decision for it becomes its decision."""
+    early = data.early.pop(call_id, None)
+    pending = data.approval(call_id)
+    if early is None or pending is None:
+        return
+    pending.decision = DecisionProgress(
+        verdict=verdict(early.decision),
+        actor=early.decision.approver,
+        via=early.via,
+        reason=early.decision.reason,
+        at=early.at,
+    )
+
+
+def drop_unused_early(data: ConversationData, turn: int, now: datetime) -> None:
+    """At a turn's end, early decisions whose pause never came are refused, audited."""
+    for call_id, early in list(data.early.items()):
+        del data.early[call_id]
+        audit_refusal(
+            data,
+            "skill_decision",
+            call_id,
+            early.decision.approver,
+            verdict(early.decision),
+            early.via,
+            Refusal(
+                errors.UNKNOWN_CALL_ID,
+                f"turn {turn} ended without a confirmation with this call id",
+            ),
+            now,
+        )
+
+
+def applied(data: ConversationData, ref: str, progress: DecisionProgress, now: datetime) -> None:
+    """The API confirmed the decision on ``ref``: final."""
+    remember_decided(data, ref, f"{progress.verdict} by {progress.actor}")
+    audit(data, _entry(now, "decision_applied", ref, progress.actor, progress.verdict, None, "api"))
+
+
+def refused_by_api(item: Any, data: ConversationData, message: str, now: datetime) -> None:
+    """The API would not take the decision on ``item``: it is pending again, with why."""
+    progress: DecisionProgress = item.decision
+    ref = getattr(item, "call_id", None) or item.attempt_id
+    item.decision = None
+    item.note = clip(
+        f"{progress.verdict} by {progress.actor} was not applied: {message}; decide again "
+        "or end the conversation",
+        1000,
+    )
+    audit(
+        data,
+        _entry(
+            now, "decision_failed", ref, progress.actor, progress.verdict, clip(message, 500), "api"
+        ),
+    )
+
+
+# ---------------------------------------------------------------------- audit
+
+
+def _entry(
+    at: datetime,
+    kind: AuditKind,
+    ref: str | None,
+    actor: str | None,
+    decision: str | None,
+    reason: str | None,
+    via: Via,
+) -> AuditEntry:
+    return AuditEntry(
+        at=at, kind=kind, ref=ref, actor=actor, decision=decision, reason=reason, via=via
+    )
+
+
+def audit(data: ConversationData, entry: AuditEntry) -> None:
+    """Keep an accepted decision or a system event (bounded: AUDIT_KEPT)."""
+    data.audit.append(entry)
+    if len(data.audit) > AUDIT_KEPT:
+        data.audit_dropped += len(data.audit) - AUDIT_KEPT
+        del data.audit[:-AUDIT_KEPT]
+
+
+def system_event(
+    data: ConversationData,
+    kind: AuditKind,
+    ref: str | None,
+    actor: str,
+    decision: str | None,
+    reason: str | None,
+    via: Via,
+    now: datetime,
+) -> None:
+    audit(data, _entry(now, kind, ref, actor, decision, reason, via))
+
+
+def audit_refusal(
+    data: ConversationData,
+    kind: AuditKind,
+    ref: object,
+    actor: object,
+    decision: str | None,
+    via: Via,
+    refusal: Refusal,
+    now: datetime,
+) -> None:
+    """Keep a refusal. Alike refusals (kind, actor, error, via) share one entry with a
+    count, and refusals are kept apart from accepted decisions, so a flood of bad
+    guesses can neither grow state nor push a real decision out of the trail."""
+    actor_s = clip(actor)
+    for e in data.refusals:
+        if (e.kind, e.actor, e.via) == (kind, actor_s, via) and (e.refusal or "").startswith(
+            refusal.type + ":"
+        ):
+            e.count += 1
+            e.last_at = now
+            e.ref, e.refusal = clip(ref), clip(str(refusal), 1000)
+            return
+    data.refusals.append(
+        AuditEntry(
+            at=now,
+            kind=kind,
+            ref=clip(ref),
+            actor=actor_s,
+            decision=decision,
+            via=via,
+            accepted=False,
+            refusal=clip(str(refusal), 1000),
+        )
+    )
+    if len(data.refusals) > REFUSALS_KEPT:
+        data.audit_dropped += 1
+        del data.refusals[0]
+
+
+def audit_trail(data: ConversationData) -> list[AuditEntry]:
+    """Accepted entries and refusals, oldest first."""
+    return sorted([*data.audit, *data.refusals], key=lambda e: e.at)
+
+
+# ---------------------------------------------------------------------- from any client
+
+
+def check_skill(
+    data: ConversationData, policy: ConversationPolicy, d: SkillDecision, via: Via, now: datetime
+) -> Refusal | None:
+    """``skill_refusal``, with a refusal audited (every refusal is, by update or signal)."""
+    refusal = skill_refusal(data, policy, d, now)
+    if refusal is not None:
+        audit_refusal(data, "skill_decision", d.call_id, d.approver, verdict(d), via, refusal, now)
+    return refusal
+
+
+def check_connection(
+    data: ConversationData,
+    policy: ConversationPolicy,
+    d: ConnectionDecision,
+    via: Via,
+    now: datetime,
+) -> Refusal | None:
+    refusal = connection_refusal(data, policy, d, now)
+    if refusal is not None:
+        audit_refusal(
+            data, "connection_decision", d.attempt_id, d.actor, d.action, via, refusal, now
+        )
+    return refusal
+
+
+def skill_signal(
+    data: ConversationData, policy: ConversationPolicy, raw: object, now: datetime
+) -> bool:
+    """A skill decision sent as a signal: recorded, or audited as refused and dropped."""
+    try:
+        d = SkillDecision.model_validate(raw)
+    except ValidationError as e:
+        ref, actor = _field(raw, "call_id"), _field(raw, "approver")
+        audit_refusal(data, "skill_decision", ref, actor, None, "signal", invalid_input(e), now)
+        return False
+    if check_skill(data, policy, d, "signal", now) is not None:
+        return False
+    record_skill(data, d, "signal", now)
+    return True
+
+
+def connection_signal(
+    data: ConversationData, policy: ConversationPolicy, raw: object, now: datetime
+) -> bool:
+    try:
+        d = ConnectionDecision.model_validate(raw)
+    except ValidationError as e:
+        ref, actor = _field(raw, "attempt_id"), _field(raw, "actor")
+        audit_refusal(
+            data, "connection_decision", ref, actor, None, "signal", invalid_input(e), now
+        )
+        return False
+    if check_connection(data, policy, d, "signal", now) is not None:
+        return False
+    record_connection(data, d, "signal", now)
+    return True
+
+
+def _field(raw: object, name: str) -> object:
+    return raw.get(name) if isinstance(raw, dict) else None

@@ -1,0 +1,189 @@
+"""The whole state of a conversation workflow, as one model carried across continue-as-new.
+
+The workflow keeps nothing outside ``ConversationData``: handlers and the run loop read
+and change it (through the pure rules in ``_decisions``), and continue-as-new passes it
+on whole, so no field can be forgotten at the seam. Every collection here has a bound,
+enforced where it grows; ``bounded_for_carry`` applies the size bounds before a seam.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from workflows.models import (
+    AuditEntry,
+    ConversationStart,
+    ConversationState,
+    ErrorInfo,
+    PendingApproval,
+    PendingConnection,
+    PendingWork,
+    SkillDecision,
+    Transcript,
+    TurnRecord,
+    TurnResult,
+    Via,
+)
+
+RETAINED_TURNS = 20
+"""Finished turns kept in state for ``transcript``; the API's message history has all."""
+RETAINED_TURN_CHARS = 400_000
+"""Text of the retained finished turns, at most (older turns go first, then intermediate
+messages); keeps state and every query answer well under the 2 MB payload limit."""
+MAX_QUEUED_TURNS = 100
+"""More waiting turns than this is a caller bug; refuse rather than grow history."""
+DEDUPE_WINDOW = 500
+"""``client_message_id`` keys remembered (most recent first to go is the oldest)."""
+DECIDED_WINDOW = 500
+"""Decided call/attempt ids remembered, so a late duplicate is refused as decided."""
+AUDIT_KEPT = 200
+"""Accepted decisions and system events kept in state; refusals never displace them."""
+REFUSALS_KEPT = 50
+"""Distinct refusals kept (alike ones are counted in one entry)."""
+MAX_EARLY_DECISIONS = 20
+
+
+class EarlyDecision(BaseModel):
+    decision: SkillDecision
+    via: Via
+    at: datetime
+
+
+class ConversationData(BaseModel):
+    """Everything the conversation knows. Carried whole across continue-as-new."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    conversation_id: str | None = None
+    state: ConversationState = "starting"
+    awaiting_since: datetime | None = None
+    next_turn: int = 1
+    queue: list[TurnRecord] = Field(default_factory=list)
+    turns: list[TurnRecord] = Field(default_factory=list)
+    """Finished turns kept for ``transcript`` (bounded by RETAINED_TURNS/_CHARS)."""
+    current: TurnRecord | None = None
+    approvals: list[PendingApproval] = Field(default_factory=list)
+    connections: list[PendingConnection] = Field(default_factory=list)
+    early: dict[str, EarlyDecision] = Field(default_factory=dict)
+    """Decisions for call ids not shown yet (only with ``allow_early_decisions``)."""
+    client_ids: dict[str, int] = Field(default_factory=dict)
+    """``client_message_id`` → turn, oldest first (DEDUPE_WINDOW)."""
+    decided: dict[str, str] = Field(default_factory=dict)
+    """call/attempt id → what was decided, by whom (DECIDED_WINDOW)."""
+    detected: list[str] = Field(default_factory=list)
+    """Attempt ids the API showed as completed without anyone saying so."""
+    audit: list[AuditEntry] = Field(default_factory=list)
+    refusals: list[AuditEntry] = Field(default_factory=list)
+    audit_dropped: int = 0
+    last_error: ErrorInfo | None = None
+    api_unreachable_since: datetime | None = None
+    last_run_id: str | None = None
+    end_reason: str | None = None
+    left_at_api: str | None = None
+    """What an end left behind at the API (a run it could not stop)."""
+    runs: int = 1
+
+    # ------------------------------------------------------------------ lookups
+
+    def turn(self, n: int) -> TurnRecord | None:
+        if self.current is not None and self.current.turn == n:
+            return self.current
+        for t in (*self.queue, *self.turns):
+            if t.turn == n:
+                return t
+        return None
+
+    def first_known_turn(self) -> int:
+        known = [t.turn for t in (*self.turns, *self.queue)]
+        if self.current is not None:
+            known.append(self.current.turn)
+        return min(known, default=self.next_turn)
+
+    def approval(self, call_id: str) -> PendingApproval | None:
+        return next((p for p in self.approvals if p.call_id == call_id), None)
+
+    def connection(self, attempt_id: str) -> PendingConnection | None:
+        return next((c for c in self.connections if c.attempt_id == attempt_id), None)
+
+    @property
+    def ending(self) -> bool:
+        return self.end_reason is not None
+
+
+ConversationStart.model_rebuild(_types_namespace={"ConversationData": ConversationData})
+
+
+def retain_finished(data: ConversationData, turn: TurnRecord) -> None:
+    """Keep ``turn`` for ``transcript``, dropping what no longer fits the bounds."""
+    data.turns.append(turn)
+    del data.turns[:-RETAINED_TURNS]
+    total = sum(_chars(t) for t in data.turns)
+    # Oldest turns first lose their intermediate messages, then go entirely; the newest
+    # turn always stays (its texts are bounded by the activity and the message limit).
+    for t in data.turns[:-1]:
+        if total <= RETAINED_TURN_CHARS:
+            break
+        if len(t.messages) > 1:
+            total -= sum(map(len, t.messages[:-1]))
+            t.messages = t.messages[-1:]
+            t.messages_truncated = True
+    while total > RETAINED_TURN_CHARS and len(data.turns) > 1:
+        total -= _chars(data.turns.pop(0))
+
+
+def _chars(t: TurnRecord) -> int:
+    return len(t.text) + sum(map(len, t.messages)) + len(t.reply or "")
+
+
+def remember_client_id(data: ConversationData, key: str, turn: int) -> None:
+    data.client_ids[key] = turn
+    while len(data.client_ids) > DEDUPE_WINDOW:
+        del data.client_ids[next(iter(data.client_ids))]
+
+
+def remember_decided(data: ConversationData, ref: str, what: str) -> None:
+    data.decided[ref] = what
+    while len(data.decided) > DECIDED_WINDOW:
+        del data.decided[next(iter(data.decided))]
+
+
+def transcript(data: ConversationData, since: int, budget_bytes: int) -> Transcript:
+    """Turns from ``since`` on, cut to ``budget_bytes`` of JSON (then ``next_since_turn``)."""
+    turns = [*data.turns, *([data.current] if data.current else []), *data.queue]
+    out: list[TurnRecord] = []
+    size, next_since = 0, None
+    for t in sorted((t for t in turns if t.turn >= since), key=lambda t: t.turn):
+        size += len(t.model_dump_json())
+        if out and size > budget_bytes:
+            next_since = t.turn
+            break
+        out.append(t)
+    return Transcript(
+        turns=out, first_retained_turn=data.first_known_turn(), next_since_turn=next_since
+    )
+
+
+def turn_result(data: ConversationData, n: int) -> TurnResult:
+    t = data.turn(n)
+    assert t is not None, "handlers validate the turn number first"
+    return TurnResult(
+        turn=n,
+        status=t.status,
+        reply=t.reply,
+        messages=list(t.messages),
+        messages_truncated=t.messages_truncated,
+        pending=PendingWork(
+            approvals=[p for p in data.approvals if p.turn == n],
+            connections=[c for c in data.connections if c.turn == n],
+        ),
+        error=t.error,
+    )
+
+
+def unanswered(data: ConversationData, n: int) -> list[str]:
+    """Ids of turn ``n``'s pauses that still wait for a human's decision."""
+    return [p.call_id for p in data.approvals if p.turn == n and p.decision is None] + [
+        c.attempt_id for c in data.connections if c.turn == n and c.decision is None
+    ]

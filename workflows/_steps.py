@@ -1,0 +1,183 @@
+"""How the workflow calls the API: one activity per step, options defined once per kind.
+
+Two layers of retries, each bounded in *time*, never in attempts alone:
+
+- Temporal's own retry policy rides out blips inside one scheduled activity (about a
+  minute and a half of backing-off attempts; see ``_KINDS``).
+- When that is spent on an error that may heal (5xx, 429, network, timeouts), the
+  workflow itself keeps going: it records "API unreachable since …" for the details
+  card and ``status``, sleeps a durable, backing-off timer (30 s doubling to 5 min) and
+  schedules the step again, until ``policy.api_outage_timeout`` (default 1 h) has passed
+  since the first failure. A worker restart, a deploy or a Temporal restart in between
+  loses nothing: the timer and the step are in history.
+
+An error the API calls final (4xx, a refused attachment, malformed data that stays
+malformed) is raised at once. Every call can also be cut short by the conversation
+ending (``cancel_when``): the running activity is cancelled — it heartbeats, so the
+cancellation reaches it within seconds — and ``StepCancelled`` is raised.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any, TypeVar
+
+from temporalio import workflow
+from temporalio.common import RetryPolicy
+from temporalio.exceptions import ActivityError, ApplicationError, RetryState
+
+from workflows.models import ErrorInfo
+
+T = TypeVar("T")
+
+
+@dataclass(frozen=True)
+class _Kind:
+    start_to_close: timedelta
+    heartbeat: timedelta
+    retry: RetryPolicy
+
+
+# Every activity heartbeats while its call is in flight, so a worker that dies mid-call
+# (say, right after the API applied a decision) is noticed in seconds; the retry then
+# finds the work done (the activities reconcile with the API before repeating a write).
+_HEARTBEAT = timedelta(seconds=10)
+_BLIP = RetryPolicy(
+    initial_interval=timedelta(seconds=1),
+    backoff_coefficient=2.0,
+    maximum_interval=timedelta(seconds=30),
+    maximum_attempts=7,  # 1+2+4+8+16+30 s of waiting between attempts: ~1.5 min
+)
+CONTROL = _Kind(timedelta(seconds=60), _HEARTBEAT, _BLIP)
+"""Short, idempotent calls: create, upload, post a decision, reject a connection."""
+STREAM = _Kind(timedelta(hours=2), _HEARTBEAT, _BLIP)
+"""A stream segment lasts as long as the genie works, so it is bounded by heartbeats;
+a retry resumes from the heartbeat cursor."""
+PROBE = _Kind(timedelta(seconds=60), _HEARTBEAT, RetryPolicy(maximum_attempts=2))
+"""Best-effort look-ups (has the user connected? a fresh auth link): the next probe,
+or a human, decides; never ridden through an outage."""
+
+OUTAGE_FIRST_WAIT = timedelta(seconds=30)
+OUTAGE_MAX_WAIT = timedelta(minutes=5)
+
+
+class StepCancelled(Exception):
+    """The conversation is ending; the step was cancelled (or never scheduled)."""
+
+
+class OutageExceeded(Exception):
+    """The API kept failing for longer than ``api_outage_timeout``; ``cause`` says how."""
+
+    def __init__(self, cause: ActivityError, since: datetime) -> None:
+        super().__init__(str(cause))
+        self.cause = cause
+        self.since = since
+
+
+def heals(e: ActivityError) -> bool:
+    """Could the same step succeed later? True for exhausted retries of a retryable
+    error and for timeouts; False for errors the activity marked final."""
+    if isinstance(e.cause, ApplicationError) and e.cause.non_retryable:
+        return False
+    return e.retry_state in (RetryState.MAXIMUM_ATTEMPTS_REACHED, RetryState.TIMEOUT)
+
+
+def error_info(e: BaseException, *, turn: int | None, at: datetime) -> ErrorInfo:
+    """Flatten an activity failure into what ops need: type, code, request id."""
+    cause = e.cause if isinstance(e, ActivityError | OutageExceeded) else e
+    if isinstance(cause, ActivityError):
+        cause = cause.cause
+    if isinstance(cause, ApplicationError):
+        details: dict[str, Any] = {}
+        if cause.details and isinstance(cause.details[0], dict):
+            details = cause.details[0]
+        return ErrorInfo(
+            type=cause.type or "ApplicationError",
+            message=cause.message[:2000],
+            status=details.get("status"),
+            error_code=details.get("error_code"),
+            request_id=details.get("request_id"),
+            turn=turn,
+            at=at,
+        )
+    message = str(cause) if cause is not None else str(e)
+    return ErrorInfo(type=type(cause or e).__name__, message=message[:2000], turn=turn, at=at)
+
+
+class Steps:
+    """Runs activities for one workflow, riding out outages as described above."""
+
+    def __init__(
+        self,
+        *,
+        outage_timeout: Callable[[], timedelta],
+        on_outage: Callable[[datetime | None, ErrorInfo | None], None],
+    ) -> None:
+        self._outage_timeout = outage_timeout
+        self._on_outage = on_outage
+        self.unreachable_since: datetime | None = None
+
+    async def call(
+        self,
+        kind: _Kind,
+        activity: Callable[..., Awaitable[T]],
+        arg: Any,
+        *,
+        summary: str,
+        turn: int | None = None,
+        cancel_when: Callable[[], bool] | None = None,
+        ride_outage: bool = True,
+        on_retry: Callable[[ErrorInfo], None] | None = None,
+    ) -> T:
+        wait = OUTAGE_FIRST_WAIT
+        while True:
+            if cancel_when is not None and cancel_when():
+                raise StepCancelled
+            handle = workflow.start_activity_method(
+                activity,
+                arg,
+                start_to_close_timeout=kind.start_to_close,
+                heartbeat_timeout=kind.heartbeat,
+                retry_policy=kind.retry,
+                summary=summary,
+            )
+            try:
+                if cancel_when is not None:
+                    await workflow.wait_condition(lambda h=handle: h.done() or cancel_when())  # type: ignore[misc]
+                    if not handle.done():
+                        handle.cancel()
+                result: T = await handle
+            except ActivityError as e:
+                if cancel_when is not None and cancel_when():
+                    raise StepCancelled from None
+                now = workflow.now()
+                if not (ride_outage and heals(e)):
+                    raise
+                since = self.unreachable_since or now
+                if now - since >= self._outage_timeout():
+                    self._set(None, None)
+                    raise OutageExceeded(e, since) from None
+                info = error_info(e, turn=turn, at=now)
+                self._set(since, info)
+                if on_retry is not None:
+                    on_retry(info)
+                ended = cancel_when or (lambda: False)
+                # A durable timer, visible in the UI; an end cuts it short.
+                with contextlib.suppress(TimeoutError):
+                    await workflow.wait_condition(
+                        ended,
+                        timeout=min(wait, self._outage_timeout()),
+                        timeout_summary=f"API unreachable since {since:%H:%M:%S}: retry {summary}",
+                    )
+                wait = min(wait * 2, OUTAGE_MAX_WAIT)
+                continue
+            if self.unreachable_since is not None:
+                self._set(None, None)
+            return result
+
+    def _set(self, since: datetime | None, info: ErrorInfo | None) -> None:
+        self.unreachable_since = since
+        self._on_outage(since, info)

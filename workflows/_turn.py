@@ -1,0 +1,418 @@
+"""One turn of a conversation: send, stream, and the human waits in between.
+
+``TurnRunner`` is the I/O half of ``GenieConversation`` (the handlers and queries are in
+``conversation.py``). A turn is a sequence of stream segments; each ends at a pause for a
+human or at the end of the genie's run. At a pause the runner waits in *workflow* time,
+holding no activity, socket or worker memory, until a decision is recorded, the deadline
+passes, or the conversation ends; then it posts the decision and streams on.
+
+Both human waits use one deadline helper (``_until``): the deadline is a hard line in
+workflow time, and the handlers refuse any decision recorded at or after it
+(``DeadlineExpired``), so a decision and a fired timer handled in the same workflow task
+can never both count.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+from collections.abc import Callable
+from datetime import datetime, timedelta
+from typing import Any, Literal
+
+from temporalio import workflow
+from temporalio.exceptions import ActivityError
+
+with workflow.unsafe.imports_passed_through():
+    from activities import GenieActivities
+    from activities.models import (
+        MAX_TURN_MESSAGE_CHARS,
+        ConnectionRequest,
+        CreateConversationInput,
+        PostSkillDecisionInput,
+        ProbeConnectionInput,
+        RejectConnectionInput,
+        SkillConfirmation,
+        StreamSegmentInput,
+        StreamSegmentResult,
+        UploadAttachmentInput,
+    )
+    from genie_api import RunCursor
+
+from workflows import _decisions as rules
+from workflows._state import ConversationData
+from workflows._steps import CONTROL, PROBE, STREAM, OutageExceeded, Steps, error_info
+from workflows._visibility import Visibility
+from workflows.models import (
+    ConversationPolicy,
+    ConversationStart,
+    DecisionProgress,
+    PendingApproval,
+    PendingConnection,
+    TurnRecord,
+)
+
+MAX_PARAMETER_BYTES = 16_000
+"""Skill parameters kept per pending item (as JSON); larger ones keep a marked prefix."""
+MAX_CONNECTION_POLL = timedelta(minutes=5)
+VERIFY_DELAYS = (timedelta(seconds=2), timedelta(seconds=5))
+"""After a human says a connection is done, the run may take a moment to move on:
+probe again after these delays before calling the claim false."""
+
+
+class ApprovalTimeoutFailure(Exception):
+    """``on_approval_timeout="fail"``: unwinds the turn so ``run`` can fail the workflow."""
+
+
+class TurnRunner(Visibility):
+    """The run loop's I/O; state lives in ``self._d`` (one ``ConversationData``)."""
+
+    _d: ConversationData
+    _start: ConversationStart
+    _policy: ConversationPolicy
+    _steps: Steps
+
+    # ------------------------------------------------------------------ helpers
+
+    def _scope(self) -> dict[str, str]:
+        return {"genie_handle": self._start.genie_handle, "user_id": self._start.user_id}
+
+    def _ending(self) -> bool:
+        return self._d.ending
+
+    async def _until(self, cond: Callable[[], bool], deadline: datetime, summary: str) -> bool:
+        """Wait for ``cond`` until ``deadline`` in workflow time; whether it holds."""
+        remaining = deadline - workflow.now()
+        if remaining > timedelta(0) and not cond():
+            with contextlib.suppress(TimeoutError):
+                await workflow.wait_condition(cond, timeout=remaining, timeout_summary=summary)
+        return cond()
+
+    # ------------------------------------------------------------------ API steps
+
+    async def _create_conversation(self) -> str:
+        created = await self._steps.call(
+            CONTROL,
+            GenieActivities.create_conversation,
+            CreateConversationInput(**self._scope()),
+            summary="create conversation (E1)",
+        )
+        return created.conversation_id
+
+    async def _upload(self, turn: TurnRecord) -> str:
+        assert self._d.conversation_id is not None and turn.attachment_uri is not None
+        up = await self._steps.call(
+            CONTROL,
+            GenieActivities.upload_attachment,
+            UploadAttachmentInput(
+                **self._scope(),
+                conversation_id=self._d.conversation_id,
+                attachment_uri=turn.attachment_uri,
+            ),
+            summary=f"turn {turn.turn}: upload attachment (E7)",
+            turn=turn.turn,
+            cancel_when=self._ending,
+        )
+        return up.file_id
+
+    async def _segment(
+        self,
+        turn: TurnRecord,
+        mode: Literal["send", "resume"],
+        *,
+        file_id: str | None = None,
+        cursor: RunCursor | None = None,
+    ) -> StreamSegmentResult:
+        assert self._d.conversation_id is not None
+        what = "send and stream (E5)" if mode == "send" else "resume stream (E8/E9)"
+        return await self._steps.call(
+            STREAM,
+            GenieActivities.stream_segment,
+            StreamSegmentInput(
+                **self._scope(),
+                conversation_id=self._d.conversation_id,
+                turn=turn.turn,
+                mode=mode,
+                message=turn.text if mode == "send" else None,
+                file_id=file_id,
+                cursor=cursor,
+                previous_run_id=self._d.last_run_id,
+                messages_so_far=turn.message_count,
+            ),
+            summary=f"turn {turn.turn}: {what}",
+            turn=turn.turn,
+            cancel_when=self._ending,
+        )
+
+    def _absorb(self, turn: TurnRecord, seg: StreamSegmentResult) -> None:
+        turn.genie_run_id = seg.cursor.genie_run_id or turn.genie_run_id
+        if seg.messages:
+            turn.message_count += len(seg.messages)
+            turn.messages.extend(seg.messages)
+            turn.reply = seg.messages[-1]
+        turn.messages_truncated = turn.messages_truncated or seg.messages_truncated
+        # Keep the turn's texts bounded across segments too (the reply always survives).
+        while len(turn.messages) > 1 and sum(map(len, turn.messages)) > MAX_TURN_MESSAGE_CHARS:
+            turn.messages.pop(0)
+            turn.messages_truncated = True
+
+    async def _post(
+        self, turn: TurnRecord, item: Any, activity: Any, arg: Any, summary: str
+    ) -> str | None:
+        """Post ``item``'s decision; None once the API confirmed it, else why it did not.
+
+        Retries ride out outages (``Steps``) while the card shows the last error; a final
+        refusal, or an outage longer than the policy allows, hands the item back.
+        """
+        progress: DecisionProgress = item.decision
+
+        def on_retry(info: Any) -> None:
+            progress.attempts += 1
+            progress.last_error = f"{info.type}: {info.message}"[:500]
+            self._refresh_details()
+
+        try:
+            await self._steps.call(
+                CONTROL, activity, arg, summary=summary, turn=turn.turn, on_retry=on_retry
+            )
+        except OutageExceeded as e:
+            info = error_info(e, turn=turn.turn, at=workflow.now())
+            return f"the API stayed unreachable past api_outage_timeout ({info.message})"
+        except ActivityError as e:
+            info = error_info(e, turn=turn.turn, at=workflow.now())
+            code = f" ({info.status} {info.error_code})" if info.status else ""
+            return f"the API refused it{code}: {info.message}"
+        return None
+
+    # ------------------------------------------------------------------ skill confirmation
+
+    async def _await_skill(self, turn: TurnRecord, conf: SkillConfirmation) -> bool:
+        """Wait for a decision on ``conf`` and get it applied; False if the conversation ends."""
+        d, now = self._d, workflow.now()
+        p = PendingApproval(
+            call_id=conf.call_id,
+            kind=conf.kind,
+            skill_name=conf.skill_name,
+            skill_id=conf.skill_id,
+            skill_parameters=_bounded_parameters(conf.skill_parameters),
+            turn=turn.turn,
+            requested_at=now,
+            deadline=now + self._policy.approval_timeout,
+        )
+        d.approvals.append(p)
+        rules.take_early(d, conf.call_id)
+        timed_out = False
+        while True:
+            turn.status = "awaiting_approval"
+            self._set_state("awaiting_approval")
+            decided = await self._until(
+                lambda: p.decision is not None or d.ending,
+                p.deadline,
+                f"approval of {conf.skill_name or 'skill'} ({conf.call_id})",
+            )
+            if p.decision is None:
+                timed_out = not d.ending
+                reason = (
+                    "approval timed out" if timed_out else f"conversation ended: {d.end_reason}"
+                )
+                p.decision = DecisionProgress(
+                    verdict="rejected",
+                    actor="policy",
+                    via="policy",
+                    reason=reason,
+                    at=workflow.now(),
+                )
+                if timed_out:
+                    self._count("genie_approval_timeouts")
+                    rules.system_event(
+                        d,
+                        "approval_timeout",
+                        conf.call_id,
+                        "policy",
+                        "rejected",
+                        reason,
+                        "policy",
+                        workflow.now(),
+                    )
+            elif decided:
+                self._count("genie_approvals", {"decision": p.decision.verdict})
+            turn.status = "running"
+            self._set_state("running")
+            progress = p.decision
+            assert d.conversation_id is not None
+            failure = await self._post(
+                turn,
+                p,
+                GenieActivities.post_skill_decision,
+                PostSkillDecisionInput(
+                    **self._scope(),
+                    conversation_id=d.conversation_id,
+                    call_id=conf.call_id,
+                    approved=progress.verdict == "approved",
+                    reason=progress.reason,
+                    kind=conf.kind,
+                ),
+                f"turn {turn.turn}: post {progress.verdict} for {conf.call_id} (E10)",
+            )
+            if failure is None:
+                d.approvals.remove(p)
+                rules.applied(d, conf.call_id, progress, workflow.now())
+                break
+            rules.refused_by_api(p, d, failure, workflow.now())
+            if progress.via == "policy":
+                # Nobody is left to decide again: the turn fails with the reason.
+                d.approvals.remove(p)
+                raise OutageOrRefusal(failure)
+        if timed_out and self._policy.on_approval_timeout == "fail":
+            raise ApprovalTimeoutFailure
+        return not d.ending
+
+    # ------------------------------------------------------------------ runtime connection
+
+    async def _await_connection(
+        self, turn: TurnRecord, req: ConnectionRequest, cursor: RunCursor
+    ) -> bool:
+        """Wait until the user has authenticated (or not); False if the conversation ends.
+
+        Production does not reliably send ``runtime_connection.auth_success``, so besides
+        waiting for a human, the runner probes the API on a backing-off timer; and a
+        human's "done" is believed only if the API does not still show the run parked.
+        """
+        d, now, aid = self._d, workflow.now(), req.attempt_id
+        c = PendingConnection(
+            attempt_id=aid,
+            connector_name=req.connector_name,
+            auth_url=req.auth_url,
+            auth_expires_at=req.auth_expires_at,
+            turn=turn.turn,
+            requested_at=now,
+            deadline=now + self._policy.connection_timeout,
+        )
+        d.connections.append(c)
+        interval = self._policy.connection_poll_interval
+        while True:
+            turn.status = "awaiting_connection"
+            self._set_state("awaiting_connection")
+            settled: Callable[[], bool] = lambda: (  # noqa: E731
+                c.decision is not None or aid in d.detected or d.ending
+            )
+            while not settled() and workflow.now() < c.deadline:
+                tick = (
+                    c.deadline
+                    if interval <= timedelta(0)
+                    else min(c.deadline, workflow.now() + interval)
+                )
+                if not await self._until(settled, tick, f"connection {aid}") and tick < c.deadline:
+                    if await self._probe(turn, aid, cursor) == "moved_on" and c.decision is None:
+                        d.detected.append(aid)
+                        rules.system_event(
+                            d,
+                            "connection_detected",
+                            aid,
+                            "api",
+                            "done",
+                            "the run moved on",
+                            "api",
+                            workflow.now(),
+                        )
+                    interval = min(interval * 2, MAX_CONNECTION_POLL)
+            turn.status = "running"
+            self._set_state("running")
+            if aid in d.detected:
+                d.detected.remove(aid)
+                d.connections.remove(c)
+                rules.applied(
+                    d,
+                    aid,
+                    DecisionProgress(verdict="done", actor="api", via="api", at=workflow.now()),
+                    workflow.now(),
+                )
+                return not d.ending
+            if c.decision is None:
+                timed_out = not d.ending
+                reason = (
+                    "connection timed out" if timed_out else f"conversation ended: {d.end_reason}"
+                )
+                c.decision = DecisionProgress(
+                    verdict="reject", actor="policy", via="policy", reason=reason, at=workflow.now()
+                )
+                if timed_out:
+                    self._count("genie_connection_timeouts")
+                    rules.system_event(
+                        d,
+                        "connection_timeout",
+                        aid,
+                        "policy",
+                        "reject",
+                        reason,
+                        "policy",
+                        workflow.now(),
+                    )
+            progress = c.decision
+            if progress.verdict == "done":
+                failure = await self._verify_done(turn, aid, cursor)
+            else:
+                failure = await self._post(
+                    turn,
+                    c,
+                    GenieActivities.reject_connection,
+                    RejectConnectionInput(**self._scope(), attempt_id=aid, reason=progress.reason),
+                    f"turn {turn.turn}: reject connection {aid} (E12)",
+                )
+            if failure is None:
+                d.connections.remove(c)
+                rules.applied(d, aid, progress, workflow.now())
+                return not d.ending
+            rules.refused_by_api(c, d, failure, workflow.now())
+            if progress.via == "policy":
+                d.connections.remove(c)
+                raise OutageOrRefusal(failure)
+
+    async def _verify_done(self, turn: TurnRecord, aid: str, cursor: RunCursor) -> str | None:
+        """None if the API does not contradict "done"; else why the claim is false."""
+        for delay in (timedelta(0), *VERIFY_DELAYS):
+            if delay:
+                await workflow.sleep(delay, summary=f"verify connection {aid}")
+            if await self._probe(turn, aid, cursor) != "parked":
+                return None
+        return "the API still waits for this connection (the run is parked on it)"
+
+    async def _probe(self, turn: TurnRecord, aid: str, cursor: RunCursor) -> str:
+        """``parked`` | ``moved_on`` | ``unknown``: where the run stands on ``aid``."""
+        assert self._d.conversation_id is not None
+        try:
+            probe = await self._steps.call(
+                PROBE,
+                GenieActivities.probe_connection,
+                ProbeConnectionInput(
+                    **self._scope(),
+                    conversation_id=self._d.conversation_id,
+                    attempt_id=aid,
+                    genie_run_id=cursor.genie_run_id,
+                    messages_so_far=turn.message_count,
+                ),
+                summary=f"turn {turn.turn}: has the user connected? (E3)",
+                ride_outage=False,
+            )
+        except ActivityError:
+            return "unknown"  # a failed probe is just a probe: the next one, or a human, decides
+        return probe_status(probe)
+
+
+class OutageOrRefusal(Exception):
+    """A policy decision (timeout, end) could not be applied: the turn fails with this."""
+
+
+def probe_status(probe: Any) -> str:
+    """The probe activity's answer as ``parked`` | ``moved_on`` | ``unknown``."""
+    status = getattr(probe, "status", None)
+    if isinstance(status, str):
+        return status
+    return "moved_on" if getattr(probe, "resolved", False) else "parked"
+
+
+def _bounded_parameters(params: dict[str, Any]) -> dict[str, Any]:
+    text = json.dumps(params, ensure_ascii=False, default=str, sort_keys=True)
+    if len(text.encode()) <= MAX_PARAMETER_BYTES:
+        return params
+    return {"_truncated": text[: MAX_PARAMETER_BYTES // 4] + "…"}

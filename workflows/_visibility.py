@@ -1,0 +1,92 @@
+"""What ops see without asking: search attributes, the details card, metrics.
+
+A mixin of ``GenieConversation``. Search attributes change once per state transition
+(each upsert is a history event); the card (``workflow.set_current_details``) is free
+to refresh, since it lives in memory and is read by the Web UI through a query.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from temporalio import workflow
+
+from workflows._state import ConversationData
+from workflows._ui import details_card
+from workflows.models import ConversationPolicy, ConversationStart, ConversationState, ErrorInfo
+from workflows.search_attributes import GENIE_AWAITING_SINCE, GENIE_STATE
+
+
+class Visibility:
+    _d: ConversationData
+    _start: ConversationStart
+    _policy: ConversationPolicy
+
+    def _on_outage(self, since: datetime | None, info: ErrorInfo | None) -> None:
+        self._d.api_unreachable_since = since
+        if info is not None:
+            self._d.last_error = info
+        self._refresh_details()
+
+    def _set_state(self, state: ConversationState) -> None:
+        d = self._d
+        previous, d.state = d.state, state
+        awaiting = state in ("awaiting_approval", "awaiting_connection")
+        if state != previous or not awaiting:
+            d.awaiting_since = workflow.now() if awaiting else None
+        if state != previous:
+            workflow.upsert_search_attributes(
+                [
+                    GENIE_STATE.value_set(state),
+                    GENIE_AWAITING_SINCE.value_set(d.awaiting_since)
+                    if d.awaiting_since
+                    else GENIE_AWAITING_SINCE.value_unset(),
+                ]
+            )
+        self._refresh_details()
+
+    def _refresh_details(self) -> None:
+        d = self._d
+        notes: dict[str, str] = {}
+        for p in d.approvals:
+            if p.decision is not None or p.note:
+                notes[p.call_id] = _note(p)
+        for c in d.connections:
+            if c.decision is not None or c.note:
+                notes[c.attempt_id] = _note(c)
+        api_note = d.left_at_api
+        if d.api_unreachable_since is not None:
+            api_note = (
+                f"API unreachable since {d.api_unreachable_since:%Y-%m-%d %H:%M:%S} UTC, retrying"
+            )
+        workflow.set_current_details(
+            details_card(
+                workflow_id=workflow.info().workflow_id,
+                state=d.state,
+                genie_handle=self._start.genie_handle,
+                conversation_id=d.conversation_id,
+                turn=d.next_turn - 1,
+                queued=len(d.queue),
+                since=d.awaiting_since,
+                approvals=list(d.approvals),
+                connections=list(d.connections),
+                last_error=d.last_error,
+                approvers=list(self._policy.approvers),
+                decision_notes=notes,
+                api_note=api_note,
+            )
+        )
+
+    def _count(self, name: str, attrs: dict[str, str] | None = None) -> None:
+        workflow.metric_meter().create_counter(name).add(1, attrs or {})
+
+
+def _note(item: Any) -> str:
+    """One line for an item with a decision in flight, or one handed back."""
+    p = item.decision
+    if p is None:
+        return str(item.note)
+    what = "checking with the API" if p.state == "verifying" else "posting to the API"
+    retry = f", retrying (attempt {p.attempts}, last error: {p.last_error})" if p.last_error else ""
+    return f"{p.verdict} by {p.actor}: {what}{retry}"
