@@ -311,6 +311,41 @@ class _Handler:
     line: int
 
 
+def _validated_models(fn: Any, depth: int = 2) -> list[type[BaseModel]]:
+    """The models a handler parses its raw input into, with ``Model.model_validate(...)``.
+
+    A signal that must audit even a malformed payload takes ``Any`` and validates it
+    itself, so its signature does not name its model; its source (and that of the
+    functions it calls, ``depth`` levels down) does.
+    """
+    try:
+        tree = ast.parse(textwrap.dedent(inspect.getsource(fn)))
+    except (OSError, TypeError, SyntaxError):
+        return []
+    scope: dict[str, Any] = getattr(fn, "__globals__", {})
+    found: list[type[BaseModel]] = []
+    callees: list[Any] = []
+    for node in ast.walk(tree):
+        if not isinstance(node, ast.Call) or not isinstance(node.func, ast.Attribute):
+            if isinstance(node, ast.Call) and isinstance(node.func, ast.Name):
+                callees.append(scope.get(node.func.id))
+            continue
+        owner = node.func.value
+        if not isinstance(owner, ast.Name):
+            continue
+        target = scope.get(owner.id)
+        if node.func.attr == "model_validate":
+            if isinstance(target, type) and issubclass(target, BaseModel):
+                found.append(target)
+        elif isinstance(target, ModuleType):
+            callees.append(getattr(target, node.func.attr, None))
+    if not found and depth > 0:
+        for callee in callees:
+            if inspect.isfunction(callee):
+                found += _validated_models(callee, depth - 1)
+    return list(dict.fromkeys(found))
+
+
 def _handlers(defn: workflow._Definition) -> list[_Handler]:
     found: list[_Handler] = []
 
@@ -320,6 +355,10 @@ def _handlers(defn: workflow._Definition) -> list[_Handler]:
         inputs = [
             (hints.get(p.name, Any), p.default is not inspect.Parameter.empty) for p in params
         ]
+        if any(tp is Any for tp, _ in inputs):
+            parsed = _validated_models(fn)
+            if parsed:
+                inputs = [(parsed[0] if tp is Any else tp, opt) for tp, opt in inputs]
         ret = hints.get("return") if kind != "signal" else None
         found.append(
             _Handler(
