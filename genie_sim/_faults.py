@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import time
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass
 from typing import Literal
@@ -52,6 +53,8 @@ class Fault:
         malformed: Inject a malformed frame after ``after_events`` events.
         after_events: See ``malformed``.
         html_200: Answer ``200 text/html`` with an HTML page.
+        for_seconds: Apply to every matching request for this long (an outage), instead
+            of ``times`` requests.
     """
 
     fault_id: int
@@ -66,6 +69,9 @@ class Fault:
     malformed: MalformedKind | None = None
     after_events: int = 0
     html_200: bool = False
+    for_seconds: float | None = None
+    expires_at: float | None = None
+    """Monotonic deadline of a ``for_seconds`` fault."""
 
     @property
     def replaces_answer(self) -> bool:
@@ -118,7 +124,7 @@ def parse_fault(spec: Mapping[str, object], fault_id: int) -> Fault:
     Raises:
         ValueError: The body is not a valid fault (the admin answer is a ``400``).
     """
-    known = {f for f in Fault.__dataclass_fields__ if f != "fault_id"}
+    known = {f for f in Fault.__dataclass_fields__ if f not in ("fault_id", "expires_at")}
     unknown = set(spec) - known
     if unknown:
         raise ValueError(f"unknown fault fields: {sorted(unknown)}")
@@ -149,6 +155,13 @@ def parse_fault(spec: Mapping[str, object], fault_id: int) -> Fault:
     if malformed is not None and malformed not in MALFORMED_KINDS:
         raise ValueError(f"malformed must be one of {list(MALFORMED_KINDS)}")
     after_events = _opt_int(spec, "after_events", minimum=0) or 0
+    for_seconds = spec.get("for_seconds")
+    if for_seconds is not None and (
+        isinstance(for_seconds, bool)
+        or not isinstance(for_seconds, int | float)
+        or for_seconds <= 0
+    ):
+        raise ValueError("for_seconds must be a positive number of seconds")
     kinds = [status is not None, drop is not None, malformed is not None, html_200]
     if sum(kinds) != 1:
         raise ValueError("exactly one of status, drop_after_events, malformed, html_200")
@@ -169,6 +182,8 @@ def parse_fault(spec: Mapping[str, object], fault_id: int) -> Fault:
         malformed=malformed,
         after_events=after_events,
         html_200=html_200,
+        for_seconds=float(for_seconds) if for_seconds is not None else None,
+        expires_at=time.monotonic() + float(for_seconds) if for_seconds is not None else None,
     )
 
 
@@ -198,11 +213,15 @@ class FaultBook:
 
     def take(self, endpoint: str, conversation_id: str | None) -> Fault | None:
         """Consume one use of the oldest fault matching this request, if any."""
+        now = time.monotonic()
+        self._faults = [f for f in self._faults if f.expires_at is None or f.expires_at > now]
         for fault in self._faults:
             if fault.endpoint != endpoint:
                 continue
             if fault.conversation_id is not None and fault.conversation_id != conversation_id:
                 continue
+            if fault.expires_at is not None:
+                return fault  # an outage: every request until it expires
             fault.times -= 1
             if fault.times <= 0:
                 self._faults.remove(fault)

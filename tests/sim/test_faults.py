@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import asyncio
 import json
+import time
 from typing import Any
 
 import httpx
 import pytest
 
+from genie_sim._faults import FaultBook
 from tests.services import SimProcess
 from tests.sim.conftest import TIMEOUT, Api, data_of, stats_of, types
 from tests.sim.test_conversations import assert_error
@@ -250,3 +252,13 @@ async def test_invalid_fault_spec_is_400(sim: SimProcess) -> None:
         assert len((await c.get(f"{sim.base_url}/_sim/faults")).json()["faults"]) == 1
         assert (await c.delete(f"{sim.base_url}/_sim/faults")).status_code == 200
         assert (await c.get(f"{sim.base_url}/_sim/faults")).json() == {"faults": []}
+
+
+def test_a_timed_fault_is_an_outage_that_ends_by_itself() -> None:
+    """``for_seconds``: every matching request fails until the time is up, then none."""
+    book = FaultBook()
+    book.add({"endpoint": "events", "status": 503, "for_seconds": 0.3})
+    assert all(book.take("events", "c") is not None for _ in range(50))
+    time.sleep(0.35)
+    assert book.take("events", "c") is None
+    assert book.active() == []
