@@ -311,6 +311,30 @@ class _Handler:
     line: int
 
 
+def _public_model(tp: Any) -> Any:
+    """The public model a private decoding subclass stands for.
+
+    Handlers may declare a subclass from a private module (``workflows._inputs``) that
+    only changes how validation fails; its JSON is the public base class's, and that
+    is the name clients know.
+    """
+    if not (isinstance(tp, type) and issubclass(tp, BaseModel)):
+        return tp
+    if not tp.__module__.rsplit(".", 1)[-1].startswith("_"):
+        return tp
+    for base in tp.__mro__[1:]:
+        if (
+            isinstance(base, type)
+            and issubclass(base, BaseModel)
+            and base is not BaseModel
+            and not base.__name__.startswith("_")
+            and not base.__module__.rsplit(".", 1)[-1].startswith("_")
+            and base.model_fields.keys() == tp.model_fields.keys()
+        ):
+            return base
+    return tp
+
+
 def _validated_models(fn: Any, depth: int = 2) -> list[type[BaseModel]]:
     """The models a handler parses its raw input into, with ``Model.model_validate(...)``.
 
@@ -353,7 +377,8 @@ def _handlers(defn: workflow._Definition) -> list[_Handler]:
         params = list(inspect.signature(fn).parameters.values())[1:]  # drop self
         hints = inspect.get_annotations(fn, eval_str=True)
         inputs = [
-            (hints.get(p.name, Any), p.default is not inspect.Parameter.empty) for p in params
+            (_public_model(hints.get(p.name, Any)), p.default is not inspect.Parameter.empty)
+            for p in params
         ]
         if any(tp is Any for tp, _ in inputs):
             parsed = _validated_models(fn)
@@ -507,9 +532,10 @@ workflow id again (`GenieConversations.wait` does this).
   signals to the namespace. The name in a decision is what the caller says it is: the
   audit trail records it, and Temporal's own access control decides who can send.
 - A decision is accepted once. A repeat is refused (`AlreadyDecided`); one for an id
-  this conversation is not waiting on is refused with the ids it *is* waiting on. A
-  decision that arrives while the turn is still running, before its pause has been
-  seen, is kept until the pause shows up or the turn ends.
+  this conversation is not waiting on is refused with the ids it *is* waiting on; one
+  that arrives after the item's deadline is refused too, and the policy's timeout action
+  applies. Only with `policy.allow_early_decisions` is a decision for a pause not shown
+  yet kept, until that pause shows up or the turn ends.
 - Every decision, refused signal, timeout and detected connection is in `status.audit`.
 """
 
@@ -528,7 +554,7 @@ def render_contract() -> str:
     handlers = _handlers(defn)
     run_hints = inspect.get_annotations(defn.run_fn, eval_str=True)
     run_params = list(inspect.signature(defn.run_fn).parameters.values())[1:]
-    start_type = run_hints.get(run_params[0].name) if run_params else None
+    start_type = _public_model(run_hints.get(run_params[0].name)) if run_params else None
     result_type = run_hints.get("return")
     roots: list[Any] = [start_type]
     for h in handlers:

@@ -2,15 +2,23 @@
 
 from __future__ import annotations
 
+import re
 import subprocess
 import sys
 from pathlib import Path
 
+from pydantic import BaseModel
 from temporalio import workflow
 
 from geniectl._contract import REGENERATE, render_contract
 from tests.services import REPO_ROOT
-from workflows import GenieConversation
+from workflows import (
+    ConversationPolicy,
+    ConversationStatus,
+    GenieConversation,
+    SendMessage,
+    WaitTurn,
+)
 
 CONTRACT = REPO_ROOT / "docs" / "contract.md"
 GENIECTL = str(Path(sys.executable).parent / "geniectl")
@@ -41,6 +49,22 @@ def test_every_handler_and_every_field_is_on_the_page() -> None:
                 assert len(section) == 2, f"{kind} {name}: model {ret.__name__} has no section"
                 for field in getattr(ret, "model_fields", {}):
                     assert f"| `{field}` |" in section[1], (ret.__name__, field)
+
+
+def test_the_prose_names_only_fields_that_exist() -> None:
+    """The hand-written paragraphs refer to fields; a renamed field must not leave them
+    pointing at nothing."""
+    page = render_contract()
+    owners: dict[str, type[BaseModel]] = {
+        "policy": ConversationPolicy,
+        "status": ConversationStatus,
+        "SendMessage": SendMessage,
+        "WaitTurn": WaitTurn,
+    }
+    named = re.findall(r"`(policy|status|SendMessage|WaitTurn)\.(\w+)`", page)
+    assert named
+    for owner, field in named:
+        assert field in owners[owner].model_fields, f"{owner}.{field} is not a field"
 
 
 def test_the_page_renders_the_same_twice() -> None:
