@@ -37,13 +37,14 @@ with workflow.unsafe.imports_passed_through():
         StreamSegmentResult,
         UploadAttachmentInput,
     )
-    from genie_api import RunCursor
+    from genie_api import PauseStatus, RunCursor
 
 from workflows import _decisions as rules
 from workflows._state import ConversationData
 from workflows._steps import CONTROL, PROBE, STREAM, OutageExceeded, Steps, error_info
 from workflows._visibility import Visibility
 from workflows.models import (
+    AuditKind,
     ConversationPolicy,
     ConversationStart,
     DecisionProgress,
@@ -203,43 +204,19 @@ class TurnRunner(Visibility):
         rules.take_early(d, conf.call_id)
         timed_out = False
         while True:
-            turn.status = "awaiting_approval"
-            self._set_state("awaiting_approval")
-            decided = await self._until(
+            self._awaiting(turn, "awaiting_approval")
+            await self._until(
                 lambda: p.decision is not None or d.ending,
                 p.deadline,
                 f"approval of {conf.skill_name or 'skill'} ({conf.call_id})",
             )
             if p.decision is None:
-                timed_out = not d.ending
-                reason = (
-                    "approval timed out" if timed_out else f"conversation ended: {d.end_reason}"
-                )
-                p.decision = DecisionProgress(
-                    verdict="rejected",
-                    actor="policy",
-                    via="policy",
-                    reason=reason,
-                    at=workflow.now(),
-                )
-                if timed_out:
-                    self._count("genie_approval_timeouts")
-                    rules.system_event(
-                        d,
-                        "approval_timeout",
-                        conf.call_id,
-                        "policy",
-                        "rejected",
-                        reason,
-                        "policy",
-                        workflow.now(),
-                    )
-            elif decided:
+                timed_out = self._policy_decision(p, conf.call_id, "rejected", "approval")
+            else:
                 self._count("genie_approvals", {"decision": p.decision.verdict})
-            turn.status = "running"
-            self._set_state("running")
+            self._awaiting(turn, None)
             progress = p.decision
-            assert d.conversation_id is not None
+            assert progress is not None and d.conversation_id is not None
             failure = await self._post(
                 turn,
                 p,
@@ -254,18 +231,48 @@ class TurnRunner(Visibility):
                 ),
                 f"turn {turn.turn}: post {progress.verdict} for {conf.call_id} (E10)",
             )
-            if failure is None:
-                d.approvals.remove(p)
-                rules.applied(d, conf.call_id, progress, workflow.now())
+            if self._settle(d.approvals, p, conf.call_id, progress, failure):
                 break
-            rules.refused_by_api(p, d, failure, workflow.now())
-            if progress.via == "policy":
-                # Nobody is left to decide again: the turn fails with the reason.
-                d.approvals.remove(p)
-                raise OutageOrRefusal(failure)
         if timed_out and self._policy.on_approval_timeout == "fail":
             raise ApprovalTimeoutFailure
         return not d.ending
+
+    def _awaiting(
+        self, turn: TurnRecord, state: Literal["awaiting_approval", "awaiting_connection"] | None
+    ) -> None:
+        turn.status = state or "running"
+        self._set_state(state or "running")
+
+    def _policy_decision(self, item: Any, ref: str, verdict: Any, what: str) -> bool:
+        """Nobody decided before the deadline, or the conversation is ending: the policy
+        decides (a rejection). Whether it was the deadline."""
+        d = self._d
+        timed_out = not d.ending
+        reason = f"{what} timed out" if timed_out else f"conversation ended: {d.end_reason}"
+        now = workflow.now()
+        item.decision = DecisionProgress(
+            verdict=verdict, actor="policy", via="policy", reason=reason, at=now
+        )
+        if timed_out:
+            self._count(f"genie_{what}_timeouts")
+            kind: AuditKind = "approval_timeout" if what == "approval" else "connection_timeout"
+            rules.system_event(d, kind, ref, "policy", verdict, reason, "policy", now)
+        return timed_out
+
+    def _settle(
+        self, items: list[Any], item: Any, ref: str, progress: DecisionProgress, failure: str | None
+    ) -> bool:
+        """After a post: applied (True), or handed back to be decided again (False)."""
+        if failure is None:
+            items.remove(item)
+            rules.applied(self._d, ref, progress, workflow.now())
+            return True
+        rules.refused_by_api(item, self._d, failure, workflow.now())
+        if progress.via == "policy":
+            # Nobody is left to decide again: the turn fails with the reason.
+            items.remove(item)
+            raise OutageOrRefusal(failure)
+        return False
 
     # ------------------------------------------------------------------ runtime connection
 
@@ -274,9 +281,8 @@ class TurnRunner(Visibility):
     ) -> bool:
         """Wait until the user has authenticated (or not); False if the conversation ends.
 
-        Production does not reliably send ``runtime_connection.auth_success``, so besides
-        waiting for a human, the runner probes the API on a backing-off timer; and a
-        human's "done" is believed only if the API does not still show the run parked.
+        A human's "done" is believed only if the API does not still show the run parked
+        on this connection; a false one puts the item back, with a note.
         """
         d, now, aid = self._d, workflow.now(), req.attempt_id
         c = PendingConnection(
@@ -289,67 +295,22 @@ class TurnRunner(Visibility):
             deadline=now + self._policy.connection_timeout,
         )
         d.connections.append(c)
-        interval = self._policy.connection_poll_interval
         while True:
-            turn.status = "awaiting_connection"
-            self._set_state("awaiting_connection")
-            settled: Callable[[], bool] = lambda: (  # noqa: E731
-                c.decision is not None or aid in d.detected or d.ending
-            )
-            while not settled() and workflow.now() < c.deadline:
-                tick = (
-                    c.deadline
-                    if interval <= timedelta(0)
-                    else min(c.deadline, workflow.now() + interval)
-                )
-                if not await self._until(settled, tick, f"connection {aid}") and tick < c.deadline:
-                    if await self._probe(turn, aid, cursor) == "moved_on" and c.decision is None:
-                        d.detected.append(aid)
-                        rules.system_event(
-                            d,
-                            "connection_detected",
-                            aid,
-                            "api",
-                            "done",
-                            "the run moved on",
-                            "api",
-                            workflow.now(),
-                        )
-                    interval = min(interval * 2, MAX_CONNECTION_POLL)
-            turn.status = "running"
-            self._set_state("running")
+            self._awaiting(turn, "awaiting_connection")
+            await self._wait_connection(turn, c, cursor)
+            self._awaiting(turn, None)
             if aid in d.detected:
                 d.detected.remove(aid)
-                d.connections.remove(c)
-                rules.applied(
-                    d,
-                    aid,
-                    DecisionProgress(verdict="done", actor="api", via="api", at=workflow.now()),
-                    workflow.now(),
-                )
-                return not d.ending
-            if c.decision is None:
-                timed_out = not d.ending
-                reason = (
-                    "connection timed out" if timed_out else f"conversation ended: {d.end_reason}"
-                )
                 c.decision = DecisionProgress(
-                    verdict="reject", actor="policy", via="policy", reason=reason, at=workflow.now()
+                    verdict="done", actor="api", via="api", at=workflow.now()
                 )
-                if timed_out:
-                    self._count("genie_connection_timeouts")
-                    rules.system_event(
-                        d,
-                        "connection_timeout",
-                        aid,
-                        "policy",
-                        "reject",
-                        reason,
-                        "policy",
-                        workflow.now(),
-                    )
+            elif c.decision is None:
+                self._policy_decision(c, aid, "reject", "connection")
             progress = c.decision
-            if progress.verdict == "done":
+            assert progress is not None
+            if progress.via == "api":
+                failure = None
+            elif progress.verdict == "done":
                 failure = await self._verify_done(turn, aid, cursor)
             else:
                 failure = await self._post(
@@ -359,26 +320,54 @@ class TurnRunner(Visibility):
                     RejectConnectionInput(**self._scope(), attempt_id=aid, reason=progress.reason),
                     f"turn {turn.turn}: reject connection {aid} (E12)",
                 )
-            if failure is None:
-                d.connections.remove(c)
-                rules.applied(d, aid, progress, workflow.now())
+            if self._settle(d.connections, c, aid, progress, failure):
                 return not d.ending
-            rules.refused_by_api(c, d, failure, workflow.now())
-            if progress.via == "policy":
-                d.connections.remove(c)
-                raise OutageOrRefusal(failure)
+
+    async def _wait_connection(
+        self, turn: TurnRecord, c: PendingConnection, cursor: RunCursor
+    ) -> None:
+        """Until a decision, the deadline or an end. Production does not reliably send
+        ``runtime_connection.auth_success``, so the API is also probed on a backing-off
+        timer for a user who connected without anyone saying so."""
+        d, aid = self._d, c.attempt_id
+        interval = self._policy.connection_poll_interval
+
+        def settled() -> bool:
+            return c.decision is not None or aid in d.detected or d.ending
+
+        while not settled() and workflow.now() < c.deadline:
+            if interval <= timedelta(0):
+                await self._until(settled, c.deadline, f"connection {aid}")
+                return
+            tick = min(c.deadline, workflow.now() + interval)
+            if await self._until(settled, tick, f"connection {aid}") or tick >= c.deadline:
+                return
+            moved = await self._probe(turn, aid, cursor) == PauseStatus.MOVED_ON
+            if moved and c.decision is None:
+                d.detected.append(aid)
+                rules.system_event(
+                    d,
+                    "connection_detected",
+                    aid,
+                    "api",
+                    "done",
+                    "the run moved on",
+                    "api",
+                    workflow.now(),
+                )
+            interval = min(interval * 2, MAX_CONNECTION_POLL)
 
     async def _verify_done(self, turn: TurnRecord, aid: str, cursor: RunCursor) -> str | None:
         """None if the API does not contradict "done"; else why the claim is false."""
         for delay in (timedelta(0), *VERIFY_DELAYS):
             if delay:
                 await workflow.sleep(delay, summary=f"verify connection {aid}")
-            if await self._probe(turn, aid, cursor) != "parked":
+            if await self._probe(turn, aid, cursor) != PauseStatus.PARKED:
                 return None
         return "the API still waits for this connection (the run is parked on it)"
 
-    async def _probe(self, turn: TurnRecord, aid: str, cursor: RunCursor) -> str:
-        """``parked`` | ``moved_on`` | ``unknown``: where the run stands on ``aid``."""
+    async def _probe(self, turn: TurnRecord, aid: str, cursor: RunCursor) -> PauseStatus:
+        """Where the run stands on ``aid``, per the API; ``unknown`` if it cannot say."""
         assert self._d.conversation_id is not None
         try:
             probe = await self._steps.call(
@@ -395,20 +384,13 @@ class TurnRunner(Visibility):
                 ride_outage=False,
             )
         except ActivityError:
-            return "unknown"  # a failed probe is just a probe: the next one, or a human, decides
-        return probe_status(probe)
+            # A failed probe is just a probe: the next one, or a human, decides.
+            return PauseStatus.UNKNOWN
+        return probe.status
 
 
 class OutageOrRefusal(Exception):
     """A policy decision (timeout, end) could not be applied: the turn fails with this."""
-
-
-def probe_status(probe: Any) -> str:
-    """The probe activity's answer as ``parked`` | ``moved_on`` | ``unknown``."""
-    status = getattr(probe, "status", None)
-    if isinstance(status, str):
-        return status
-    return "moved_on" if getattr(probe, "resolved", False) else "parked"
 
 
 def _bounded_parameters(params: dict[str, Any]) -> dict[str, Any]:

@@ -183,6 +183,7 @@ def details_card(
     workflow_id: str,
     state: str,
     genie_handle: str = "?",
+    user_id: str | None = None,
     conversation_id: str | None = None,
     turn: int = 0,
     queued: int = 0,
@@ -206,7 +207,9 @@ def details_card(
 
     head = [
         f"### {_TITLES.get(state) or _text(state.replace('_', ' ').capitalize(), 60)}",
-        f"genie {_code(_clip(genie_handle, _MAX_NAME_CHARS))} · conversation "
+        f"genie {_code(_clip(genie_handle, _MAX_NAME_CHARS))} · "
+        + (f"user {_code(_clip(user_id, _MAX_NAME_CHARS))} · " if user_id else "")
+        + "conversation "
         f"{_code(_clip(conversation_id or '-', _MAX_NAME_CHARS))} · turn {turn}"
         + (f" · {queued} queued" if queued else ""),
     ]

@@ -65,6 +65,7 @@ class Visibility:
                 workflow_id=workflow.info().workflow_id,
                 state=d.state,
                 genie_handle=self._start.genie_handle,
+                user_id=self._start.user_id,
                 conversation_id=d.conversation_id,
                 turn=d.next_turn - 1,
                 queued=len(d.queue),
