@@ -85,7 +85,15 @@ def build_worker(
         # A new conversation's first workflow task comes from the shared queue, which the
         # SDK's default 5 pollers serve with one poller; a burst of starts queued there.
         workflow_task_poller_behavior=PollerBehaviorSimpleMaximum(WORKFLOW_TASK_POLLERS),
+        # A stream segment's heartbeat carries the messages so far, which `geniectl ask`
+        # and the Python API read through describe to show progress live. The SDK would
+        # otherwise hold heartbeats back to 80% of the heartbeat timeout (8 s). Heartbeats
+        # are server calls, not history events, so this costs no history.
+        max_heartbeat_throttle_interval=HEARTBEAT_THROTTLE,
     )
+
+
+HEARTBEAT_THROTTLE = timedelta(seconds=1)
 
 
 def workflow_runner(*, sandboxed: bool) -> WorkflowRunner:

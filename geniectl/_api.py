@@ -97,8 +97,9 @@ def static_summary(genie_handle: str, user_id: str) -> str:
 class GenieConversations:
     """Start, drive and decide genie conversations.
 
-    Updates are called by their contract names (``shared/DESIGN.md``) with explicit
-    result types: the same wire calls a client in any other language makes.
+    Every update, query and signal is called by its contract name (``docs/contract.md``)
+    with an explicit result type: the same wire calls a client in any other language
+    makes, so this facade exercises exactly the public contract.
     """
 
     def __init__(self, client: Client, *, task_queue: str = DEFAULT_TASK_QUEUE) -> None:
@@ -308,22 +309,23 @@ class GenieConversations:
 
     async def status(self, workflow_id: str) -> ConversationStatus:
         try:
-            return await self.handle(workflow_id).query(GenieConversation.status)
+            res = await self.handle(workflow_id).query("status", result_type=ConversationStatus)
         except RPCError as e:
             raise _translate(e, workflow_id) from None
+        return _typed(res, ConversationStatus)
 
     async def transcript(self, workflow_id: str, since_turn: int | None = None) -> Transcript:
         try:
-            return await self.handle(workflow_id).query(
-                GenieConversation.transcript, _model(TranscriptQuery, since_turn=since_turn)
-            )
+            req = _model(TranscriptQuery, since_turn=since_turn)
+            res = await self.handle(workflow_id).query("transcript", req, result_type=Transcript)
         except RPCError as e:
             raise _translate(e, workflow_id) from None
+        return _typed(res, Transcript)
 
     async def end(self, workflow_id: str, reason: str | None = None) -> None:
         try:
             await self.handle(workflow_id).signal(
-                GenieConversation.end_conversation, _model(EndConversation, reason=reason)
+                "end_conversation", _model(EndConversation, reason=reason)
             )
         except RPCError as e:
             raise _translate(e, workflow_id) from None

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import json
 import shlex
 from collections.abc import Awaitable, Callable
@@ -15,7 +17,7 @@ from rich.panel import Panel
 from rich.table import Table
 
 from geniectl._api import GenieConversations, PendingItem
-from workflows import PendingApproval, PendingConnection, TurnResult
+from workflows import TERMINAL_TURN_STATUSES, PendingApproval, PendingConnection, TurnResult
 
 out = Console()
 # Errors are read by scripts and pasted into tickets as often as by eyes: Rich would
@@ -192,28 +194,80 @@ async def follow_turn(
     quiet: bool = False,
     prefix: str = "geniectl",
 ) -> TurnResult:
-    """Wait for a turn to end, printing each state change and every pause once."""
+    """Wait for a turn to end, printing the genie's messages as they arrive, each state
+    change and every pause once. ``quiet`` (``--json``) prints one JSON object per
+    message instead, for the caller to print the result after.
+
+    Waiting costs one ``wait_turn`` update per pause, however long it lasts; the live
+    messages are read from the stream activity's heartbeat (describe), which writes no
+    history at all.
+    """
     shown: set[str] = set()
     last = ""
-    while True:
-        res = await api.wait(wid, turn, wait_for="attention", timeout_seconds=2.0)
-        if res.status != last and not quiet:
-            out.print(f"[dim]{when(datetime.now(UTC))}[/] turn {turn}: {res.status}")
-            last = res.status
-        if res.status in ("completed", "failed", "cancelled"):
-            return res
-        ids = {p.call_id for p in res.pending.approvals} | {
-            c.attempt_id for c in res.pending.connections
-        }
-        if ids - shown:
-            shown |= ids
-            if not quiet:
-                pause_panel(wid, res, prefix)
-            if on_pause is not None:
-                await on_pause(res)
-        if res.status.startswith("awaiting_"):
-            # Someone else decides; wait for the turn to move on without spinning.
-            await api.wait(wid, turn, wait_for="completion", timeout_seconds=2.0)
+    live = LiveMessages(api, wid, turn, quiet=quiet)
+    watcher = asyncio.create_task(live.watch())
+    try:
+        while True:
+            res = await api.wait(wid, turn, wait_for="attention", seen=sorted(shown))
+            live.catch_up(res.messages)
+            if res.status != last and not quiet:
+                out.print(f"[dim]{when(datetime.now(UTC))}[/] turn {turn}: {res.status}")
+                last = res.status
+            if res.status in TERMINAL_TURN_STATUSES:
+                return res
+            ids = {p.call_id for p in res.pending.approvals if p.decision is None} | {
+                c.attempt_id for c in res.pending.connections if c.decision is None
+            }
+            if ids - shown:
+                shown |= ids
+                if not quiet:
+                    pause_panel(wid, res, prefix)
+                if on_pause is not None:
+                    await on_pause(res)
+    finally:
+        watcher.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await watcher
+
+
+class LiveMessages:
+    """Prints a turn's messages once each: live from heartbeats, then from results."""
+
+    POLL_SECONDS = 0.5
+
+    def __init__(self, api: GenieConversations, wid: str, turn: int, *, quiet: bool) -> None:
+        self._api, self._wid, self._turn, self._quiet = api, wid, turn, quiet
+        self._printed = 0
+        self._from_segment: dict[str, int] = {}
+        self._catch_ups = 0
+
+    async def watch(self) -> None:
+        while True:
+            await asyncio.sleep(self.POLL_SECONDS)
+            catch_ups = self._catch_ups
+            try:
+                segment = await self._api.live_messages(self._wid)
+            except Exception:
+                continue
+            # A result that arrived meanwhile already printed what this poll saw.
+            if segment is not None and catch_ups == self._catch_ups:
+                key, messages = segment
+                for text in messages[self._from_segment.get(key, 0) :]:
+                    self._emit(text)
+                self._from_segment[key] = len(messages)
+
+    def catch_up(self, messages: list[str]) -> None:
+        """Messages a finished segment delivered between two polls."""
+        self._catch_ups += 1
+        for text in messages[self._printed :]:
+            self._emit(text)
+
+    def _emit(self, text: str) -> None:
+        self._printed += 1
+        if self._quiet:
+            print(json.dumps({"turn": self._turn, "message": text}, ensure_ascii=False), flush=True)
+        else:
+            out.print(f"[dim]genie:[/] {escape(text)}", highlight=False)
 
 
 # ---------------------------------------------------------------------- commands

@@ -217,7 +217,9 @@ def ask(
     user: UserOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
-    """Send a message and wait for the reply, showing progress and any pause."""
+    """Send a message and wait for the reply, showing the genie's messages as they
+    arrive and any pause. With --json: JSON Lines, one {"turn", "message"} object per
+    message as it arrives, then the turn result on the last line."""
     start_with = _start_with(genie, user)
 
     async def go(api: GenieConversations) -> TurnResult:
@@ -232,7 +234,7 @@ def ask(
 
     res = _run(go, if_missing=_ask_hint(workflow_id, text))
     if as_json:
-        _print_json(res)
+        print(res.model_dump_json())
     else:
         print_result(res)
     if res.status != "completed":

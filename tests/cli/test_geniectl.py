@@ -79,7 +79,10 @@ async def test_ask_prints_the_reply(cli_env: dict[str, str]) -> None:
     assert "You said: hello from the shell" in r.stdout
     j = await geniectl(cli_env, "ask", wid, "again", "--json")
     assert j.code == 0
-    assert j.json()["status"] == "completed" and j.json()["turn"] == 2
+    # JSON Lines: each message as it arrived, then the result.
+    *messages, result = [json.loads(line) for line in j.stdout.splitlines()]
+    assert messages == [{"turn": 2, "message": "You said: again"}]
+    assert result["status"] == "completed" and result["turn"] == 2
 
 
 async def test_ask_with_update_with_start_creates_the_conversation(cli_env: dict[str, str]) -> None:
