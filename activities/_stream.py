@@ -173,7 +173,7 @@ class StreamSegment:
         """Post the message, or resume the run an earlier attempt (or segment) started."""
         inp = self._inp
         if inp.mode == "send" and self._p.cursor.genie_run_id is None:
-            if self._attempt > 1 or self._resumed_from_heartbeat:
+            if self._attempt > 1 or self._resumed_from_heartbeat or inp.may_have_posted:
                 run_id = await self._runs.run_newer_than(inp.previous_run_id)
                 if run_id is not None:
                     log.info(

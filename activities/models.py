@@ -86,6 +86,9 @@ class StreamSegmentInput(_Scope):
     messages_so_far: int = 0
     """``agent.message`` events of this run already delivered by earlier segments, so a
     reply recovered from E6 skips exactly those."""
+    may_have_posted: bool = False
+    """An earlier activity of this turn (scheduled again after an outage outlasted its
+    retries) may have posted the message: ask the API before posting (``send`` only)."""
 
 
 SegmentOutcome = Literal[

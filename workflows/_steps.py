@@ -131,7 +131,10 @@ class Steps:
         cancel_when: Callable[[], bool] | None = None,
         ride_outage: bool = True,
         on_retry: Callable[[ErrorInfo], None] | None = None,
+        again: Any = None,
     ) -> T:
+        """Run ``activity(arg)``; ``again`` is the argument when the step is scheduled
+        again after an outage (e.g. a send that must first ask whether it was posted)."""
         wait = OUTAGE_FIRST_WAIT
         while True:
             if cancel_when is not None and cancel_when():
@@ -173,6 +176,7 @@ class Steps:
                         timeout_summary=f"API unreachable since {since:%H:%M:%S}: retry {summary}",
                     )
                 wait = min(wait * 2, OUTAGE_MAX_WAIT)
+                arg = again if again is not None else arg
                 continue
             if self.unreachable_since is not None:
                 self._set(None, None)

@@ -126,23 +126,25 @@ class TurnRunner(Visibility):
     ) -> StreamSegmentResult:
         assert self._d.conversation_id is not None
         what = "send and stream (E5)" if mode == "send" else "resume stream (E8/E9)"
+        inp = StreamSegmentInput(
+            **self._scope(),
+            conversation_id=self._d.conversation_id,
+            turn=turn.turn,
+            mode=mode,
+            message=turn.text if mode == "send" else None,
+            file_id=file_id,
+            cursor=cursor,
+            previous_run_id=self._d.last_run_id,
+            messages_so_far=turn.message_count,
+        )
         return await self._steps.call(
             STREAM,
             GenieActivities.stream_segment,
-            StreamSegmentInput(
-                **self._scope(),
-                conversation_id=self._d.conversation_id,
-                turn=turn.turn,
-                mode=mode,
-                message=turn.text if mode == "send" else None,
-                file_id=file_id,
-                cursor=cursor,
-                previous_run_id=self._d.last_run_id,
-                messages_so_far=turn.message_count,
-            ),
+            inp,
             summary=f"turn {turn.turn}: {what}",
             turn=turn.turn,
             cancel_when=self._ending,
+            again=inp.model_copy(update={"may_have_posted": True}) if mode == "send" else None,
         )
 
     def _absorb(self, turn: TurnRecord, seg: StreamSegmentResult) -> None:

@@ -43,7 +43,7 @@ from workflows._state import (
     turn_result,
     unanswered,
 )
-from workflows._steps import PROBE, OutageExceeded, StepCancelled, Steps, error_info
+from workflows._steps import PROBE, STREAM, OutageExceeded, StepCancelled, Steps, error_info
 from workflows._turn import ApprovalTimeoutFailure, OutageOrRefusal, TurnRunner
 from workflows.models import (
     TERMINAL_TURN_STATUSES,
@@ -72,6 +72,8 @@ with workflow.unsafe.imports_passed_through():
     from activities.models import AuthLinkInput
 
 WORKFLOW_TYPE = "GenieConversation"
+STREAM_HEARTBEAT_TIMEOUT = STREAM.heartbeat
+"""A worker that dies mid-stream is noticed within this; the retry resumes the cursor."""
 QUERY_BUDGET_BYTES = 1_000_000
 """A query answer stays under this (the server's payload limit is 2 MB)."""
 
