@@ -38,6 +38,8 @@ from workflows.models import (
     ConnectionDecision,
     ConversationPolicy,
     DecisionProgress,
+    PendingApproval,
+    PendingConnection,
     SendMessage,
     SkillDecision,
     Via,
@@ -105,29 +107,12 @@ def skill_refusal(
     data: ConversationData, policy: ConversationPolicy, d: SkillDecision, now: datetime
 ) -> Refusal | None:
     """Why ``d`` may not be recorded now, or None."""
-    common = _common_refusal(data, policy, d.approver)
-    if common:
-        return common
-    if d.call_id in data.decided:
-        return Refusal(
-            errors.ALREADY_DECIDED,
-            f"call {d.call_id} was already decided ({data.decided[d.call_id]})",
-        )
+    refusal = _common_refusal(data, policy, d.approver) or _decided(data, "call", d.call_id)
+    if refusal is not None:
+        return refusal
     pending = data.approval(d.call_id)
     if pending is not None:
-        if pending.decision is not None:
-            p = pending.decision
-            return Refusal(
-                errors.ALREADY_DECIDED,
-                f"call {d.call_id} was already decided ({p.verdict} by {p.actor}; "
-                "being posted to the API)",
-            )
-        if now >= pending.deadline:
-            return Refusal(
-                errors.DEADLINE_EXPIRED,
-                f"the deadline for call {d.call_id} passed at {pending.deadline.isoformat()}",
-            )
-        return None
+        return _pending_refusal("call", d.call_id, pending, now)
     if d.call_id in data.early:
         return Refusal(errors.ALREADY_DECIDED, f"call {d.call_id} already has an early decision")
     running = data.current is not None and data.current.status == "running"
@@ -143,27 +128,38 @@ def skill_refusal(
 def connection_refusal(
     data: ConversationData, policy: ConversationPolicy, d: ConnectionDecision, now: datetime
 ) -> Refusal | None:
-    common = _common_refusal(data, policy, d.actor)
-    if common:
-        return common
-    if d.attempt_id in data.decided:
-        return Refusal(
-            errors.ALREADY_DECIDED,
-            f"attempt {d.attempt_id} was already decided ({data.decided[d.attempt_id]})",
-        )
+    refusal = _common_refusal(data, policy, d.actor) or _decided(data, "attempt", d.attempt_id)
+    if refusal is not None:
+        return refusal
     pending = data.connection(d.attempt_id)
     if pending is None:
         return Refusal(errors.UNKNOWN_ATTEMPT_ID, unknown_attempt(data, d.attempt_id))
-    if pending.decision is not None:
+    return _pending_refusal("attempt", d.attempt_id, pending, now)
+
+
+def _decided(data: ConversationData, what: str, ref: str) -> Refusal | None:
+    if ref in data.decided:
+        return Refusal(
+            errors.ALREADY_DECIDED, f"{what} {ref} was already decided ({data.decided[ref]})"
+        )
+    return None
+
+
+def _pending_refusal(
+    what: str, ref: str, pending: PendingApproval | PendingConnection, now: datetime
+) -> Refusal | None:
+    """A pending item takes one decision, before its deadline."""
+    p = pending.decision
+    if p is not None:
+        being = "being checked with" if p.state == "verifying" else "being posted to"
         return Refusal(
             errors.ALREADY_DECIDED,
-            f"attempt {d.attempt_id} was already decided ({pending.decision.verdict} by "
-            f"{pending.decision.actor}; {pending.decision.state})",
+            f"{what} {ref} was already decided ({p.verdict} by {p.actor}; {being} the API)",
         )
     if now >= pending.deadline:
         return Refusal(
             errors.DEADLINE_EXPIRED,
-            f"the deadline for attempt {d.attempt_id} passed at {pending.deadline.isoformat()}",
+            f"the deadline for {what} {ref} passed at {pending.deadline.isoformat()}",
         )
     return None
 
