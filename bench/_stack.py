@@ -1,7 +1,7 @@
 """The shared harness: a real local stack, measured from the outside.
 
-``BenchStack`` starts, as child processes (``geniectl._dev.Stack``, logs under
-``bench/results/logs/<bench>/``):
+``BenchStack`` starts a ``genie_stack.LocalStack`` on free ports, logs under
+``bench/results/logs/<bench>/``:
 
 - ``temporal server start-dev --headless`` (in memory, our search attributes),
 - ``python -m genie_sim``,
@@ -17,7 +17,6 @@ against the same simulator, the baseline). Helpers at the bottom print tables an
 from __future__ import annotations
 
 import asyncio
-import atexit
 import contextlib
 import importlib.util
 import json
@@ -38,17 +37,16 @@ from typing import Any
 
 import httpx
 from temporalio.client import Client
-from temporalio.contrib.pydantic import pydantic_data_converter
 
 from genie_api import ApiKeyAuth, ClientTimeouts, GenieClient, RunReader
-from geniectl._api import GenieConversations
-from geniectl._dev import Child, Stack, _free_port, _until
+from genie_stack import LocalStack, free_port
+from geniectl import GenieConversations
 from workflows import DEFAULT_TASK_QUEUE
-from workflows.search_attributes import dev_server_flags
 
 if importlib.util.find_spec("sniffio") is None:
-    # The same fast-failing import the worker sets up (worker._fast_fail_sniffio), so the
-    # bare baseline is not slowed by httpcore re-searching sys.path for sniffio per request.
+    # sniffio is a dependency (pyproject.toml, httpcore#1103); in an environment without
+    # it, fail its import fast, so the bare baseline is not slowed by httpcore searching
+    # sys.path for it again on every request.
     sys.modules["sniffio"] = None  # type: ignore[assignment]
 
 REPO = Path(__file__).resolve().parent.parent
@@ -115,6 +113,7 @@ class BenchStack:
     name: str
     sim_args: Sequence[str] = ()
     worker_env: dict[str, str] = field(default_factory=dict)
+    """Extra environment for the worker (passed through as given)."""
     task_queue: str = DEFAULT_TASK_QUEUE
     worker_cmd: Sequence[str] = ("-m", "worker")
     """Arguments to the interpreter that runs the worker (an experiment may wrap it)."""
@@ -124,12 +123,16 @@ class BenchStack:
         self.logs.mkdir(parents=True, exist_ok=True)
         for old in self.logs.glob("*.log"):
             old.unlink()
-        self.stack = Stack(self.logs)
-        self.temporal_address = f"127.0.0.1:{_free_port()}"
-        self.sim_url = f"http://127.0.0.1:{_free_port()}"
-        self.metrics_port = _free_port()
-        self.worker: Child | None = None
-        self.worker_starts = 0
+        self.stack = LocalStack.in_dir(
+            self.logs,
+            api_key=API_KEY,
+            sim_args=("--log-level", "warning", *self.sim_args),
+            metrics_port=free_port(),
+            task_queue=self.task_queue,
+            worker_settings={"log_level": "WARNING"},
+            worker_extra_env=self.worker_env,
+            worker_argv=self.worker_cmd,
+        )
         self._client: Client | None = None
         self._genie: GenieClient | None = None
 
@@ -137,15 +140,25 @@ class BenchStack:
 
     async def __aenter__(self) -> BenchStack:
         # Children run in sessions of their own, so a SIGTERM (``timeout``, ``make``) or a
-        # hang-up must unwind through ``__aexit__`` (and atexit) to stop them.
+        # hang-up must unwind through ``__aexit__`` to stop them in order.
         for sig in (signal.SIGTERM, signal.SIGHUP):
             signal.signal(sig, _exit_on_signal)
-        atexit.register(self.stack.stop)
+        t0 = time.monotonic()
+        await self.stack.start()
         try:
-            await self._start()
+            self._client = await self.stack.temporal.connect()
         except BaseException:
             self.stack.stop()
             raise
+        sim_url = self.stack.simulator.base_url
+        self._genie = GenieClient(
+            sim_url, ApiKeyAuth(API_KEY), timeouts=ClientTimeouts(stream_read=120)
+        )
+        log(
+            f"  stack up in {time.monotonic() - t0:.1f}s: temporal {self.stack.temporal.address} "
+            f"(pid {self.temporal_pid}), simulator {sim_url} (pid {self.sim_pid}), "
+            f"worker pid {self.worker_pid}; logs in {self.logs.relative_to(REPO)}/"
+        )
         return self
 
     async def __aexit__(self, *exc: object) -> None:
@@ -153,105 +166,15 @@ class BenchStack:
             await self._genie.aclose()
         self.stack.stop()
 
-    async def _start(self) -> None:
-        t0 = time.monotonic()
-        port = self.temporal_address.rsplit(":", 1)[1]
-        temporal = self.stack.spawn(
-            "temporal",
-            [
-                str(Path(sys.executable).parent / "temporal"),
-                "server",
-                "start-dev",
-                "--headless",
-                "--ip",
-                "127.0.0.1",
-                "--port",
-                port,
-                "--http-port",
-                str(_free_port()),
-                "--metrics-port",
-                str(_free_port()),
-                "--log-level",
-                "error",
-                *dev_server_flags(),
-            ],
-        )
-        sim = self.stack.spawn(
-            "simulator",
-            [
-                sys.executable,
-                "-m",
-                "genie_sim",
-                "--host",
-                "127.0.0.1",
-                "--port",
-                self.sim_url.rsplit(":", 1)[1],
-                "--api-key",
-                API_KEY,
-                "--log-level",
-                "warning",
-                *self.sim_args,
-            ],
-        )
-
-        async def temporal_up() -> bool:
-            self._client = await Client.connect(
-                self.temporal_address, data_converter=pydantic_data_converter
-            )
-            return True
-
-        async def sim_up() -> bool:
-            async with httpx.AsyncClient(timeout=1) as h:
-                return (await h.get(f"{self.sim_url}/_sim/health")).status_code == 200
-
-        await asyncio.gather(_until(temporal, temporal_up), _until(sim, sim_up))
-        self.sim_pid = sim.proc.pid
-        self.temporal_pid = temporal.proc.pid
-        self._genie = GenieClient(
-            self.sim_url, ApiKeyAuth(API_KEY), timeouts=ClientTimeouts(stream_read=120)
-        )
-        await self.start_worker()
-        log(
-            f"  stack up in {time.monotonic() - t0:.1f}s: temporal {self.temporal_address} "
-            f"(pid {self.temporal_pid}), simulator {self.sim_url} (pid {self.sim_pid}), "
-            f"worker pid {self.worker_pid}; logs in {self.logs.relative_to(REPO)}/"
-        )
-
     async def start_worker(self) -> float:
-        """Start ``python -m worker``; seconds until its metrics endpoint answers."""
+        """Start the worker again; seconds until its metrics endpoint answers."""
         t0 = time.monotonic()
-        self.worker_starts += 1
-        self.worker = self.stack.spawn(
-            "worker",
-            [sys.executable, *self.worker_cmd],
-            env={
-                "TEMPORAL_ADDRESS": self.temporal_address,
-                "TEMPORAL_NAMESPACE": "default",
-                "GENIE_API_BASE_URL": self.sim_url,
-                "GENIE_API_KEY": API_KEY,
-                "GENIE_METRICS_PORT": str(self.metrics_port),
-                "GENIE_TASK_QUEUE": self.task_queue,
-                "GENIE_LOG_LEVEL": "WARNING",
-                **self.worker_env,
-            },
-        )
-
-        async def up() -> bool:
-            async with httpx.AsyncClient(timeout=1) as h:
-                return (await h.get(self.metrics_url)).status_code == 200
-
-        await _until(self.worker, up)
+        await self.stack.worker.start()
         return time.monotonic() - t0
 
     def kill_worker(self) -> None:
-        """SIGKILL the worker (no shutdown hooks run) and forget it."""
-        assert self.worker is not None
-        w = self.worker
-        w.proc.send_signal(signal.SIGKILL)
-        w.proc.wait()
-        w.log.close()
-        self.stack.children.remove(w)
-        self.worker = None
+        """SIGKILL the worker (no shutdown hooks run)."""
+        self.stack.worker.kill()
 
     # -- accessors
 
@@ -270,13 +193,22 @@ class BenchStack:
         return self._genie
 
     @property
+    def temporal_pid(self) -> int:
+        return self.stack.temporal.pid
+
+    @property
+    def sim_pid(self) -> int:
+        return self.stack.simulator.pid
+
+    @property
     def worker_pid(self) -> int:
-        assert self.worker is not None
-        return self.worker.proc.pid
+        return self.stack.worker.pid
 
     @property
     def metrics_url(self) -> str:
-        return f"http://127.0.0.1:{self.metrics_port}/metrics"
+        url = self.stack.worker.metrics_url
+        assert url is not None
+        return url
 
     def worker_rss_mib(self) -> float:
         return proc_status_kib(self.worker_pid, "VmRSS") / 1024
@@ -303,7 +235,8 @@ class BenchStack:
 
     async def sim_stats(self) -> dict[str, Any]:
         async with httpx.AsyncClient(timeout=10) as h:
-            stats: dict[str, Any] = (await h.get(f"{self.sim_url}/_sim/stats")).json()
+            url = f"{self.stack.simulator.base_url}/_sim/stats"
+            stats: dict[str, Any] = (await h.get(url)).json()
         return stats
 
     # -- the two ways of doing one turn

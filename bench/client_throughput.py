@@ -22,7 +22,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import os
 import platform
 import statistics
 import sys
@@ -34,8 +33,9 @@ from pathlib import Path
 
 import httpx
 
+from bench._stack import API_KEY, cpu_seconds
 from genie_api import ApiKeyAuth, ClientTimeouts, GenieClient, RunCursor, RunReader
-from tests.services import SimProcess, running_sim
+from genie_stack import Simulator
 
 GENIE = "gin-bench-01"
 USER = "bench-user"
@@ -45,14 +45,8 @@ TIMEOUTS = ClientTimeouts(stream_read=120)
 
 
 def _cpu_seconds(pid: int | None) -> float:
-    """CPU time (user + system) used so far by process ``pid`` (Linux ``/proc``)."""
-    if pid is None:
-        return 0.0
-    try:
-        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    except OSError:
-        return 0.0
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    """CPU time (user + system) used so far by process ``pid``; 0 for no process."""
+    return 0.0 if pid is None else cpu_seconds(pid)
 
 
 async def _timed(
@@ -124,7 +118,7 @@ async def _reader_replay(client: GenieClient, conv: str, run: str) -> int:
     return n
 
 
-async def _record_sse(sim: SimProcess, conv: str, run: str) -> bytes:
+async def _record_sse(sim: Simulator, conv: str, run: str) -> bytes:
     path = f"/api/v1/genies/{GENIE}/chat/conversations/{conv}/genie-runs/{run}"
     headers = {"Authorization": f"Bearer {sim.api_key}", "X-IDP-User-Id": USER}
     async with httpx.AsyncClient(base_url=sim.base_url, timeout=120) as http:
@@ -181,42 +175,42 @@ async def _measure(
 async def main(steps: int, reps: int) -> dict[str, object]:
     message = f"steps:{steps}"
     table: dict[str, dict[str, object]] = {}
-    with running_sim("--ping-interval", "600", "--log-level", "warning") as sim:
-        async with GenieClient(sim.base_url, ApiKeyAuth(sim.api_key), timeouts=TIMEOUTS) as client:
-            await _raw_stream(client, "steps:100")  # warm-up (imports, pool, JIT-less caches)
-            pid = sim.proc.pid if sim.proc else None
-            print(f"{steps + 3:,} events per run, median of {reps} runs")
-            print(f"  {'path':<40} {'events/s':>9} {'ev/client-CPU-s':>12}  sim CPU")
-            await _measure(
-                "stream_message (E5, live run)",
-                reps,
-                lambda: _raw_stream(client, message),
-                table,
-                pid,
-            )
-            await _measure(
-                "RunReader.send (E5, live run)",
-                reps,
-                lambda: _reader_send(client, message),
-                table,
-                pid,
-            )
-            conv, run = await _finished_run(client, message)
-            await _measure(
-                "reconnect_run (E8 replay)",
-                reps,
-                lambda: _raw_replay(client, conv, run),
-                table,
-                pid,
-            )
-            await _measure(
-                "RunReader.resume (E8 replay)",
-                reps,
-                lambda: _reader_replay(client, conv, run),
-                table,
-                pid,
-            )
-            body = await _record_sse(sim, conv, run)
+    sim = Simulator(api_key=API_KEY, args=("--ping-interval", "600", "--log-level", "warning"))
+    async with sim, GenieClient(sim.base_url, ApiKeyAuth(API_KEY), timeouts=TIMEOUTS) as client:
+        await _raw_stream(client, "steps:100")  # warm-up (imports, pool, JIT-less caches)
+        pid = sim.proc.pid if sim.proc else None
+        print(f"{steps + 3:,} events per run, median of {reps} runs")
+        print(f"  {'path':<40} {'events/s':>9} {'ev/client-CPU-s':>12}  sim CPU")
+        await _measure(
+            "stream_message (E5, live run)",
+            reps,
+            lambda: _raw_stream(client, message),
+            table,
+            pid,
+        )
+        await _measure(
+            "RunReader.send (E5, live run)",
+            reps,
+            lambda: _reader_send(client, message),
+            table,
+            pid,
+        )
+        conv, run = await _finished_run(client, message)
+        await _measure(
+            "reconnect_run (E8 replay)",
+            reps,
+            lambda: _raw_replay(client, conv, run),
+            table,
+            pid,
+        )
+        await _measure(
+            "RunReader.resume (E8 replay)",
+            reps,
+            lambda: _reader_replay(client, conv, run),
+            table,
+            pid,
+        )
+        body = await _record_sse(sim, conv, run)
     async with _mock_client(body) as mock:
         await _measure(
             "client only: stream (MockTransport)",

@@ -19,9 +19,7 @@ import importlib.util
 import json
 import os
 import platform
-import socket
 import ssl
-import subprocess
 import sys
 import threading
 import time
@@ -30,6 +28,9 @@ from pathlib import Path
 
 import httpx
 from httpx_sse import aconnect_sse
+
+from bench._stack import cpu_seconds, proc_status_kib
+from genie_stack import Simulator
 
 if importlib.util.find_spec("sniffio") is None:
     # httpcore retries `import sniffio` on every lock it creates when sniffio is absent
@@ -80,42 +81,6 @@ class Tally:
         self.errors += 1
         if len(self.error_samples) < 5:
             self.error_samples.append(text)
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def proc_status(pid: int, key: str) -> int:
-    """A ``kB`` value from ``/proc/<pid>/status`` (e.g. ``VmHWM``, the peak RSS)."""
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith(key + ":"):
-            return int(line.split()[1])
-    return 0
-
-
-def cpu_seconds(pid: int) -> float:
-    """User + system CPU time consumed so far by a process."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
-def start_sim(port: int) -> subprocess.Popen[bytes]:
-    cmd = [sys.executable, "-m", "genie_sim", "--port", str(port), "--api-key", API_KEY]
-    proc = subprocess.Popen(cmd, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    deadline = time.monotonic() + 20
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise RuntimeError(f"simulator exited with {proc.returncode}")
-        try:
-            if httpx.get(f"http://127.0.0.1:{port}/_sim/health", timeout=1).status_code == 200:
-                return proc
-        except httpx.HTTPError:
-            time.sleep(0.05)
-    proc.kill()
-    raise TimeoutError("simulator did not start")
 
 
 def report_progress(sim_url: str, tally: Tally, started: float, stop: threading.Event) -> None:
@@ -218,7 +183,7 @@ async def run(
         async with httpx.AsyncClient(timeout=10) as admin:
             stats = (await admin.get(f"{sim_url}/_sim/stats")).json()
         measured["open_streams_at_barrier"] = stats["open_streams"]
-        measured["rss_at_barrier_kib"] = proc_status(sim_pid, "VmRSS")
+        measured["rss_at_barrier_kib"] = proc_status_kib(sim_pid, "VmRSS")
         print(
             f"  barrier: {stats['open_streams']} streams open on the simulator after "
             f"{measured['open_seconds']:.2f}s; simulator RSS "
@@ -243,9 +208,9 @@ def main() -> None:
     parser.add_argument("--delay-ms", type=int, default=50)
     args = parser.parse_args()
 
-    port = free_port()
-    sim = start_sim(port)
-    sim_url = f"http://127.0.0.1:{port}"
+    sim = Simulator(api_key=API_KEY)
+    sim.start_sync(within=20)
+    sim_url = sim.base_url
     print(
         f"simulator pid {sim.pid} on {sim_url}; {args.streams} streams of "
         f"'confirm:go delay:{args.delay_ms} steps:{args.steps}'",
@@ -263,16 +228,11 @@ def main() -> None:
             run(args.streams, args.steps, args.delay_ms, sim_url, sim.pid, tally)
         )
         sim_cpu = cpu_seconds(sim.pid) - cpu_before
-        rss_kib = proc_status(sim.pid, "VmHWM")
+        rss_kib = proc_status_kib(sim.pid, "VmHWM")
     finally:
         stop.set()
         reporter.join()
-        sim.terminate()
-        try:
-            sim.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            sim.kill()
-            sim.wait()
+        sim.stop()
 
     expected_events = args.streams * (args.steps + 6)
     wall = measured["wall_seconds"]

