@@ -31,6 +31,7 @@ COPY genie_config/ ./genie_config/
 COPY workflows/ ./workflows/
 COPY activities/ ./activities/
 COPY geniectl/ ./geniectl/
+COPY genie_stack/ ./genie_stack/
 # Runtime dependencies only: no [dev] extras. The pip cache is a build cache mount, so
 # it never lands in a layer.
 RUN --mount=type=cache,target=/root/.cache/pip \

@@ -123,6 +123,7 @@ class GenieConversations:
         user_id: str,
         policy: ConversationPolicy | None,
         first_message: SendMessage | None = None,
+        create_at_start: bool = False,
     ) -> dict[str, Any]:
         """What both a plain start and an update-with-start send: one definition, so the
         two ways of starting a conversation cannot drift apart."""
@@ -133,6 +134,7 @@ class GenieConversations:
                 user_id=user_id,
                 policy=policy or ConversationPolicy(),
                 first_message=first_message,
+                create_at_start=create_at_start,
             ),
             "id": workflow_id,
             "task_queue": self.task_queue,
@@ -149,10 +151,16 @@ class GenieConversations:
         workflow_id: str | None = None,
         policy: ConversationPolicy | None = None,
         first_message: SendMessage | None = None,
+        create_at_start: bool = False,
     ) -> str:
-        """Start a conversation (or attach to the open one with this id); its workflow id."""
+        """Start a conversation (or attach to the open one with this id); its workflow id.
+
+        The API conversation is created with the first accepted message, or at once with
+        ``create_at_start``."""
         wid = workflow_id or new_workflow_id()
-        opts = self._start_options(wid, genie_handle, user_id, policy, first_message)
+        opts = self._start_options(
+            wid, genie_handle, user_id, policy, first_message, create_at_start
+        )
         await self.client.start_workflow(GenieConversation.run, **opts)
         return wid
 

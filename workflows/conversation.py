@@ -112,6 +112,8 @@ class GenieConversation(TurnRunner):
             workflow.upsert_search_attributes(
                 [GENIE_HANDLE.value_set(start.genie_handle), GENIE_USER_ID.value_set(start.user_id)]
             )
+        if start.create_at_start and d.conversation_id is None:
+            await self._create()
         if d.state == "starting":
             self._set_state("idle")
         while await self._wait_for_work():

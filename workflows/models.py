@@ -170,6 +170,9 @@ class ConversationStart(_Model):
     user_id: HeaderSafe
     first_message: SendMessage | None = None
     policy: ConversationPolicy = Field(default_factory=ConversationPolicy)
+    create_at_start: bool = False
+    """Create the API conversation at once instead of with the first accepted message,
+    for callers that need its id before they send (``status.conversation_id``)."""
     carried: ConversationData | None = None
     """The whole state of the previous run; clients never set it."""
 

@@ -251,8 +251,14 @@ class FaultStack:
 
     async def conversation(self, *, policy: ConversationPolicy | None = None) -> Conversation:
         """Start a conversation and wait until the API has created it (E1)."""
+        # Created at start: cases scope simulator faults to the conversation before they
+        # send its first message.
         wid = await self.api.start(
-            GENIE, USER, workflow_id=f"fault-{uuid.uuid4().hex[:12]}", policy=policy
+            GENIE,
+            USER,
+            workflow_id=f"fault-{uuid.uuid4().hex[:12]}",
+            policy=policy,
+            create_at_start=True,
         )
         # Read from the server (search attributes), not by query: a query is a task for
         # the worker, which is busy enough running every case of the module at once.
@@ -432,6 +438,11 @@ ROWS: dict[str, tuple[str, str]] = {
     "malformed": (
         "malformed input from the API",
         "non-JSON `data:`, unknown event type, missing ids, a 200 with an HTML body",
+    ),
+    "attachments": (
+        "attachment URI naming the worker's own network (SSRF), default settings",
+        "a loopback metadata URL plainly, IPv4-mapped, decimal, behind userinfo, over https; "
+        "an allowed-looking URL, and one redirecting to loopback",
     ),
     "trust": (
         "decisions and input at the edge of the contract, long API outages",

@@ -16,19 +16,9 @@ import pytest
 
 from activities import ATTACHMENT_REFUSED
 from tests.activities.loopback_server import CREDENTIALS, LOOPBACK, LoopbackServer
-from tests.faults._harness import GENIE, ROWS, USER, Conversation, FaultStack, case, cases_of
+from tests.faults._harness import GENIE, USER, Conversation, FaultStack, case, cases_of
 
 ROW = "attachments"
-# The table's row for this module; the harness's ROWS is where it belongs (the report
-# renders from it), and until it is there this keeps the cases registrable.
-ROWS.setdefault(
-    ROW,
-    (
-        "attachment URI naming the worker's own network (SSRF), default settings",
-        "a loopback metadata URL plainly, IPv4-mapped, decimal, behind userinfo, over https; "
-        "an allowed-looking URL, and one redirecting to loopback",
-    ),
-)
 
 
 def _uploads(stack: FaultStack) -> int:

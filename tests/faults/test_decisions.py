@@ -140,29 +140,28 @@ async def case_unknown(stack: FaultStack) -> None:
     )
 
 
-@case("decisions", "for an unknown call id while the turn is still running (kept as early)")
+@case("decisions", "for an unknown call id while the turn is still running")
 async def case_unknown_early(stack: FaultStack) -> None:
     conv = await stack.conversation()
-    turn = (await stack.api.send(conv.wid, "delay:200 steps:3")).turn
-    # While the run streams, a call id may be a confirmation not seen yet: it is kept, and
-    # refused when the turn ends without it.
-    early = asyncio.create_task(stack.api.approve(conv.wid, "call_early_bogus", approver="al"))
+    turn = (await stack.api.send(conv.wid, "delay:2000 steps:3")).turn
+    # While the run streams, a guessed call id is refused at once: nobody has been shown
+    # a confirmation with it (early decisions need the policy's allow_early_decisions).
+    with pytest.raises(Refused) as info:
+        await stack.api.approve(conv.wid, "call_early_bogus", approver="al")
+    assert info.value.type == errors.UNKNOWN_CALL_ID, info.value
     await stack.api.handle(conv.wid).signal(
         GenieConversation.skill_decision,
         SkillDecision(call_id="call_early_signal", approved=True, approver="al"),
     )
     await _settled(stack, conv, turn)
-    with pytest.raises(Refused) as info:
-        await early
-    assert info.value.type == errors.UNKNOWN_CALL_ID, info.value
     st = await stack.api.status(conv.wid)
     refused = {a.ref for a in st.audit if not a.accepted}
     assert {"call_early_bogus", "call_early_signal"} <= refused, st.audit
     await stack.check_decisions(conv, {})
     stack.record(
         "unknown_early",
-        "held while the turn ran, then refused UnknownCallId when it ended without that "
-        "confirmation (update failed, signal audited); nothing posted, turn completed",
+        "refused UnknownCallId at once while the turn ran (update failed, signal audited); "
+        "nothing posted, turn completed",
     )
 
 
