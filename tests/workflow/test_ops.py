@@ -11,6 +11,7 @@ from typing import Any
 import pytest
 from temporalio.api.sdk.v1 import WorkflowMetadata
 from temporalio.client import Client
+from temporalio.common import RawValue
 from temporalio.testing import WorkflowEnvironment
 
 from tests.services import SIM_API_KEY, SimProcess, temporal_cli
@@ -170,6 +171,23 @@ async def test_the_official_temporal_cli_alone_can_drive_a_conversation(
 
     st = await eventually(poll, lambda s: s["state"] == "awaiting_approval", what="pause")
     call_id = st["pending_approvals"][0]["call_id"]
+    # On the wire, lists are lists, never null (the CLI itself prints an empty JSON list
+    # as null when it renders a query result; the payload it received holds []).
+    raw = await temporal_env.client.get_workflow_handle(wid).query("status", result_type=RawValue)
+    wire = json.loads(raw.payload.data)
+    assert wire["pending_connections"] == [] and wire["audit"] == [] and wire["approvers"] == []
+    # Started without geniectl, the card still names the genie and the user.
+    meta = await _cli(
+        temporal_env,
+        "workflow",
+        "query",
+        "--workflow-id",
+        wid,
+        "--name",
+        "__temporal_workflow_metadata",
+    )
+    details = meta["queryResult"][0]["currentDetails"]
+    assert f"genie `{GENIE}`" in details and f"user `{USER}`" in details, details
 
     async def listed() -> list[str]:
         out = await _cli(
@@ -206,8 +224,6 @@ async def test_the_official_temporal_cli_alone_can_drive_a_conversation(
             wid,
             "--name",
             "transcript",
-            "--input",
-            "{}",
         )
     )["queryResult"][0]
     assert transcript["turns"][0]["status"] == "completed"
