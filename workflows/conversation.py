@@ -323,8 +323,14 @@ class GenieConversation(TurnRunner):
 
     # ------------------------------------------------------------------ decisions
 
-    @workflow.update(description="Approve or reject a skill confirmation (validated).")
+    @workflow.update(description="Approve or reject a skill confirmation; refusals are audited.")
     async def decide_skill(self, d: SkillInput) -> DecisionRecorded:
+        # Refused here, not in a validator: a validator's rejection leaves no event in
+        # history, so an audit entry it wrote would vanish on replay. Accepted first, a
+        # refused decision is in history and in the audit trail for good.
+        refusal = rules.check_skill(self._d, self._policy, d, "update", workflow.now())
+        if refusal is not None:
+            _refuse(refusal)
         rules.record_skill(self._d, d, "update", workflow.now())
         self._refresh_details()
         if d.call_id in self._d.early:
@@ -342,31 +348,22 @@ class GenieConversation(TurnRunner):
             decided_at=workflow.now(),
         )
 
-    @decide_skill.validator
-    def _validate_decide_skill(self, d: SkillInput) -> None:
-        refusal = rules.check_skill(self._d, self._policy, d, "update", workflow.now())
-        if refusal is not None:
-            _refuse(refusal)
-
     @workflow.signal(description="Approve or reject a skill confirmation; refusals are audited.")
     def skill_decision(self, raw: Any) -> None:
         # Decoded leniently (``Any``) so that even a malformed signal is audited.
         if rules.skill_signal(self._d, self._policy, raw, workflow.now()):
             self._refresh_details()
 
-    @workflow.update(description="Say a runtime connection is done, or reject it (validated).")
+    @workflow.update(description="Connection done/reject; refusals are audited.")
     def decide_connection(self, d: ConnectionInput) -> DecisionRecorded:
+        refusal = rules.check_connection(self._d, self._policy, d, "update", workflow.now())
+        if refusal is not None:
+            _refuse(refusal)  # in the handler, for a durable audit (see decide_skill)
         rules.record_connection(self._d, d, "update", workflow.now())
         self._refresh_details()
         return DecisionRecorded(
             id=d.attempt_id, decision=d.action, decided_by=d.actor, decided_at=workflow.now()
         )
-
-    @decide_connection.validator
-    def _validate_decide_connection(self, d: ConnectionInput) -> None:
-        refusal = rules.check_connection(self._d, self._policy, d, "update", workflow.now())
-        if refusal is not None:
-            _refuse(refusal)
 
     @workflow.signal(description="Connection done/reject; refusals are audited.")
     def connection_decision(self, raw: Any) -> None:

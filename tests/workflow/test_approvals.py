@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import uuid
 from datetime import timedelta
 
 import pytest
@@ -9,8 +10,10 @@ from temporalio.client import Client, WorkflowFailureError
 
 from genie_api import GenieClient
 from geniectl import Refused
+from tests.conftest import worker_settings
 from tests.services import SimProcess
 from tests.workflow.helpers import USER, convs, eventually, start, wait_state
+from worker import build_worker
 from workflows import ConversationPolicy, GenieConversation, SkillDecision, errors
 
 
@@ -192,3 +195,23 @@ async def test_early_decision_where_opted_in_is_applied_when_the_pause_shows(
     entry = next(a for a in st.audit if a.ref == call_id)
     assert (entry.actor, entry.accepted) == ("early-bird", True)
     assert sim.stats()["conversations"][conv_id]["skill_decision_posts"] == {call_id: 1}  # type: ignore[index]
+
+
+async def test_a_refused_update_is_audited_for_good(
+    client: Client, sim: SimProcess, genie: GenieClient
+) -> None:
+    """A refused ``decide_skill`` is in history, so its audit entry survives the worker
+    that refused it: a new worker, replaying from scratch, shows the same trail."""
+    tq = f"test-audit-{uuid.uuid4()}"
+    api = convs(client, tq)
+    async with build_worker(client, worker_settings(sim), genie, task_queue=tq):
+        wid = await start(api, policy=ConversationPolicy(approvers=["alice"]))
+        _, pending = await _paused(api, wid)
+        with pytest.raises(Refused) as e:
+            await api.approve(wid, pending.call_id, approver="mallory")
+        assert e.value.type == errors.APPROVER_NOT_ALLOWED
+        before = [a for a in (await api.status(wid)).audit if a.actor == "mallory"]
+        assert len(before) == 1 and not before[0].accepted, before
+    async with build_worker(client, worker_settings(sim), genie, task_queue=tq):
+        after = [a for a in (await api.status(wid)).audit if a.actor == "mallory"]
+        assert after == before
