@@ -1,0 +1,215 @@
+"""The HTTP core under ``GenieClient``: one pooled ``httpx.AsyncClient``, auth headers per
+user, typed errors, and response validation. The endpoints live in ``_client``."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from types import TracebackType
+from typing import Any, Self, TypeVar
+from urllib.parse import quote
+
+import httpx
+from pydantic import BaseModel, ValidationError
+
+from genie_api._auth import ApiKeyAuth, OAuthAuth
+from genie_api._errors import ProtocolError, truncate
+from genie_api._http import (
+    RequestContext,
+    error_from_response,
+    logger,
+    parse_json_body,
+    transport_error,
+)
+
+__all__ = ["ClientTimeouts", "Transport", "format_timestamp"]
+
+_M = TypeVar("_M", bound=BaseModel)
+
+_USER_AGENT = "genie-worker-genie_api/0.1"
+
+
+@dataclass(frozen=True, slots=True)
+class ClientTimeouts:
+    """Timeouts in seconds.
+
+    Attributes:
+        connect: Establishing a connection.
+        read: Waiting for the next bytes of an ordinary (non-streaming) response.
+        write: Sending the request body.
+        pool: Waiting for a free pooled connection.
+        stream_read: Longest silence tolerated on an SSE stream. The server pings about
+            every 15-30 s, so a longer silence means a dead connection: the read times
+            out and :class:`RunReader` re-attaches. (A consumer that must prove liveness
+            meanwhile, like a Temporal activity, heartbeats from its own timer.)
+    """
+
+    connect: float = 5.0
+    read: float = 30.0
+    write: float = 30.0
+    pool: float = 10.0
+    stream_read: float = 45.0
+
+    def rest(self) -> httpx.Timeout:
+        """Timeouts for ordinary requests."""
+        return httpx.Timeout(connect=self.connect, read=self.read, write=self.write, pool=self.pool)
+
+    def stream(self) -> httpx.Timeout:
+        """Timeouts for SSE requests."""
+        return httpx.Timeout(
+            connect=self.connect, read=self.stream_read, write=self.write, pool=self.pool
+        )
+
+
+def format_timestamp(value: datetime) -> str:
+    """Format a timestamp as the API writes them: UTC, microseconds, ``Z``.
+
+    Naive datetimes are taken to be UTC.
+    """
+    if value.tzinfo is None:
+        value = value.replace(tzinfo=UTC)
+    return value.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+def _q(segment: str) -> str:
+    # Ids are opaque: never let one add a path segment or a query.
+    return quote(segment, safe="")
+
+
+class Transport:
+    """Connection, auth and error mapping shared by every endpoint method."""
+
+    def __init__(
+        self,
+        base_url: str,
+        auth: ApiKeyAuth | OAuthAuth,
+        *,
+        timeouts: ClientTimeouts | None = None,
+        transport: httpx.AsyncBaseTransport | None = None,
+        max_connections: int = 1000,
+    ) -> None:
+        self._auth = auth
+        self._timeouts = timeouts or ClientTimeouts()
+        self._stream_timeout = self._timeouts.stream()
+        self._base_url = base_url.rstrip("/")
+        self._http = httpx.AsyncClient(
+            base_url=self._base_url,
+            timeout=self._timeouts.rest(),
+            transport=transport,
+            limits=httpx.Limits(
+                max_connections=max_connections,
+                max_keepalive_connections=min(max_connections, 200),
+            ),
+            headers={"User-Agent": _USER_AGENT},
+            follow_redirects=False,
+        )
+
+    @property
+    def base_url(self) -> str:
+        """The API host this client talks to."""
+        return self._base_url
+
+    @property
+    def timeouts(self) -> ClientTimeouts:
+        """The configured timeouts."""
+        return self._timeouts
+
+    def __repr__(self) -> str:
+        return f"GenieClient(base_url={self._base_url!r}, auth={self._auth!r})"
+
+    async def __aenter__(self) -> Self:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.aclose()
+
+    async def aclose(self) -> None:
+        """Close the connection pool."""
+        await self._http.aclose()
+
+    # ------------------------------------------------------------------ internals
+
+    def redact(self, text: str) -> str:
+        """Replace any credential in ``text`` with ``***``."""
+        for secret in self._auth.secrets():
+            if secret and secret in text:
+                text = text.replace(secret, "***")
+        return text
+
+    def _ctx(
+        self,
+        endpoint: str,
+        genie_handle: str,
+        conversation_id: str | None = None,
+        genie_run_id: str | None = None,
+    ) -> RequestContext:
+        return RequestContext(
+            endpoint=endpoint,
+            genie_handle=genie_handle,
+            conversation_id=conversation_id,
+            genie_run_id=genie_run_id,
+            redact=self.redact,
+        )
+
+    @staticmethod
+    def _path(genie_handle: str, *segments: str) -> str:
+        tail = "/".join(_q(s) for s in segments)
+        return f"/api/v1/genies/{_q(genie_handle)}/chat/{tail}"
+
+    async def _request(
+        self,
+        method: str,
+        path: str,
+        ctx: RequestContext,
+        *,
+        user_id: str | None,
+        json: Any = None,
+        params: dict[str, Any] | None = None,
+        files: Any = None,
+    ) -> Any:
+        headers = await self._auth.headers(user_id)
+        if params:
+            params = {k: v for k, v in params.items() if v is not None}
+        started = time.perf_counter()
+        try:
+            response = await self._http.request(
+                method, path, headers=headers, json=json, params=params or None, files=files
+            )
+        except httpx.HTTPError as exc:
+            logger.debug("%s failed: %s", ctx.describe(), type(exc).__name__)
+            raise transport_error(exc, ctx) from exc
+        logger.debug(
+            "%s %s -> %d in %.1f ms",
+            method,
+            ctx.endpoint,
+            response.status_code,
+            (time.perf_counter() - started) * 1000,
+        )
+        if response.status_code >= 300:
+            raise error_from_response(response, ctx)
+        return parse_json_body(response, ctx)
+
+    @staticmethod
+    def _validate(model: type[_M], body: Any, ctx: RequestContext) -> _M:
+        try:
+            return model.model_validate({} if body is None else body)
+        except ValidationError as exc:
+            fields = ", ".join(".".join(map(str, e["loc"])) or "<body>" for e in exc.errors())
+            raise ProtocolError(
+                f"unexpected {model.__name__} body from {ctx.describe()}: "
+                f"invalid or missing {truncate(fields, 120)}",
+                retryable=False,
+                **ctx.error_kwargs(),
+            ) from None
+        except ProtocolError as exc:  # an embedded event without a type, …
+            raise ProtocolError(
+                f"{exc.message} in {model.__name__} from {ctx.describe()}",
+                retryable=False,
+                **ctx.error_kwargs(),
+            ) from None
