@@ -229,3 +229,18 @@ async def test_the_approver_comes_from_the_flag_the_environment_or_the_login(
     assert r.code == 0, r.stderr
     # The default is never silent: the output says the name is the login name.
     assert "(your login name; --approver or GENIECTL_APPROVER to change)" in r.stdout
+
+
+@pytest.mark.parametrize("text", ["", "   ", "x" * (MAX_MESSAGE_CHARS + 1)])
+async def test_a_refused_first_message_starts_nothing(
+    worker_env: dict[str, str], temporal_env: WorkflowEnvironment, text: str
+) -> None:
+    """`ask` that would start a conversation with a refused message: exit 1, and no
+    workflow exists afterwards (so nothing was created at the API either)."""
+    wid = f"cli-refused-{uuid.uuid4()}"
+    r = await _geniectl(worker_env, "ask", wid, text, "--genie", "gin-cli", "--user", "u1")
+    assert r.code == EXIT_REFUSED, r.stderr
+    listed = [w.id async for w in temporal_env.client.list_workflows(f'WorkflowId = "{wid}"')]
+    assert listed == []
+    status = await _geniectl(worker_env, "status", wid)
+    assert status.code == EXIT_NOT_FOUND, status.stderr
