@@ -60,6 +60,13 @@ PROBE = _Kind(timedelta(seconds=60), _HEARTBEAT, RetryPolicy(maximum_attempts=2)
 """Best-effort look-ups (has the user connected? a fresh auth link): the next probe,
 or a human, decides; never ridden through an outage."""
 
+LINK = _Kind(
+    timedelta(seconds=60),
+    _HEARTBEAT,
+    RetryPolicy(initial_interval=timedelta(seconds=1), maximum_attempts=3),
+)
+"""A fresh auth link, asked for by an update whose caller is waiting: a few quick tries."""
+
 OUTAGE_FIRST_WAIT = timedelta(seconds=30)
 OUTAGE_MAX_WAIT = timedelta(minutes=5)
 
@@ -129,12 +136,14 @@ class Steps:
         summary: str,
         turn: int | None = None,
         cancel_when: Callable[[], bool] | None = None,
-        ride_outage: bool = True,
+        ride_outage: bool | Callable[[], bool] = True,
         on_retry: Callable[[ErrorInfo], None] | None = None,
         again: Any = None,
     ) -> T:
         """Run ``activity(arg)``; ``again`` is the argument when the step is scheduled
-        again after an outage (e.g. a send that must first ask whether it was posted)."""
+        again after an outage (e.g. a send that must first ask whether it was posted).
+        ``ride_outage`` may be a callable, asked after each failure: a step that must
+        not outlive an ending conversation stops riding once it ends."""
         wait = OUTAGE_FIRST_WAIT
         while True:
             if cancel_when is not None and cancel_when():
@@ -157,7 +166,12 @@ class Steps:
                 if cancel_when is not None and cancel_when():
                     raise StepCancelled from None
                 now = workflow.now()
-                if not (ride_outage and heals(e)):
+                riding = ride_outage() if callable(ride_outage) else ride_outage
+                if not heals(e):
+                    if self.unreachable_since is not None:
+                        self._set(None, None)  # a final answer: the API is reachable
+                    raise
+                if not riding:
                     raise
                 since = self.unreachable_since or now
                 if now - since >= self._outage_timeout():
@@ -167,11 +181,10 @@ class Steps:
                 self._set(since, info)
                 if on_retry is not None:
                     on_retry(info)
-                ended = cancel_when or (lambda: False)
                 # A durable timer, visible in the UI; an end cuts it short.
                 with contextlib.suppress(TimeoutError):
                     await workflow.wait_condition(
-                        ended,
+                        lambda: _stop(cancel_when, ride_outage),
                         timeout=min(wait, self._outage_timeout()),
                         timeout_summary=f"API unreachable since {since:%H:%M:%S}: retry {summary}",
                     )
@@ -185,3 +198,10 @@ class Steps:
     def _set(self, since: datetime | None, info: ErrorInfo | None) -> None:
         self.unreachable_since = since
         self._on_outage(since, info)
+
+
+def _stop(cancel_when: Callable[[], bool] | None, ride_outage: bool | Callable[[], bool]) -> bool:
+    """Whether a step waiting out an outage should stop waiting now."""
+    if cancel_when is not None and cancel_when():
+        return True
+    return callable(ride_outage) and not ride_outage()

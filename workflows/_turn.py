@@ -175,8 +175,16 @@ class TurnRunner(Visibility):
             self._refresh_details()
 
         try:
+            # Ending, a decision (often the end's own rejection) gets the activity's
+            # own retries but no outage riding, so an end is never held for long.
             await self._steps.call(
-                CONTROL, activity, arg, summary=summary, turn=turn.turn, on_retry=on_retry
+                CONTROL,
+                activity,
+                arg,
+                summary=summary,
+                turn=turn.turn,
+                on_retry=on_retry,
+                ride_outage=lambda: not self._d.ending,
             )
         except OutageExceeded as e:
             info = error_info(e, turn=turn.turn, at=workflow.now())

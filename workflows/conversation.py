@@ -43,7 +43,7 @@ from workflows._state import (
     turn_result,
     unanswered,
 )
-from workflows._steps import PROBE, STREAM, OutageExceeded, StepCancelled, Steps, error_info
+from workflows._steps import LINK, STREAM, OutageExceeded, StepCancelled, Steps, error_info
 from workflows._turn import ApprovalTimeoutFailure, OutageOrRefusal, TurnRunner
 from workflows.models import (
     TERMINAL_TURN_STATUSES,
@@ -374,7 +374,7 @@ class GenieConversation(TurnRunner):
     async def refresh_auth_link(self, req: LinkInput) -> AuthLink:
         try:
             link = await self._steps.call(
-                PROBE,
+                LINK,
                 GenieActivities.get_auth_link,
                 AuthLinkInput(**self._scope(), attempt_id=req.attempt_id),
                 summary=f"fresh auth link for {req.attempt_id} (E11)",

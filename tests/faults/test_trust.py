@@ -420,6 +420,7 @@ async def case_outage_mid_stream(stack: FaultStack) -> None:
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(600)  # the cases run at once; the longest sits out minutes of outage
 @pytest.mark.parametrize("case_id", cases_of(__name__))
 async def test_trust(launched: dict[str, asyncio.Task[None]], case_id: str) -> None:
     await launched[case_id]

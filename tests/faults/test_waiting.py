@@ -101,6 +101,7 @@ async def case_wait_python_callers(stack: FaultStack) -> None:
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(600)  # the cases run at once; the longest sits out minutes of outage
 @pytest.mark.parametrize("case_id", cases_of(__name__))
 async def test_waiting(launched: dict[str, asyncio.Task[None]], case_id: str) -> None:
     await launched[case_id]

@@ -272,8 +272,11 @@ async def _check_kill_at_pause(stack: FaultStack, rnd: KillRound) -> None:
     k, took = await _recovered(stack, rnd, "kill_at_pause")
     segs = await _stream_attempts(stack, k.conv)
     assert [n for _, n, _ in segs] == [1, 1], segs
-    audit = [a for a in (await stack.api.status(k.conv.wid)).audit if a.ref == k.call_id]
+    st = await stack.api.status(k.conv.wid)
+    audit = [a for a in st.audit if a.ref == k.call_id and a.kind == "skill_decision"]
     assert [(a.actor, a.accepted) for a in audit] == [("ops", True), ("ops-2", False)], audit
+    applied = [a for a in st.audit if a.ref == k.call_id and a.kind == "decision_applied"]
+    assert [a.actor for a in applied] == ["ops"], st.audit
     stack.record(
         "kill_at_pause",
         f"completed {took:.0f} s after the kill: nothing was in flight; of the two approvals "
