@@ -40,7 +40,7 @@ START = {"genie_handle": "gin", "user_id": "u1"}
 
 
 def with_(base: dict[str, Any], **changes: Any) -> dict[str, Any]:
-    out = json.loads(json.dumps(base))
+    out: dict[str, Any] = json.loads(json.dumps(base))
     for path, value in changes.items():
         node = out
         *parents, leaf = path.split("__")
@@ -158,7 +158,7 @@ def test_the_whole_state_survives_continue_as_new() -> None:
                 "via": "signal",
                 "at": at,
             }
-        },  # type: ignore[dict-item]
+        },
         client_ids={"k": 1},
         decided={"c0": "approved by a"},
         detected=["a0"],
