@@ -14,9 +14,10 @@ calls them from its handlers (record) and its run loop (post, apply).
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar
 
 from pydantic import ValidationError
 
@@ -390,32 +391,58 @@ def skill_signal(
     data: ConversationData, policy: ConversationPolicy, raw: object, now: datetime
 ) -> bool:
     """A skill decision sent as a signal: recorded, or audited as refused and dropped."""
-    try:
-        d = SkillDecision.model_validate(raw)
-    except ValidationError as e:
-        ref, actor = _field(raw, "call_id"), _field(raw, "approver")
-        audit_refusal(data, "skill_decision", ref, actor, None, "signal", invalid_input(e), now)
-        return False
-    if check_skill(data, policy, d, "signal", now) is not None:
-        return False
-    record_skill(data, d, "signal", now)
-    return True
+    return _signal(
+        SkillDecision,
+        "skill_decision",
+        ("call_id", "approver"),
+        data,
+        raw,
+        now,
+        lambda d: check_skill(data, policy, d, "signal", now),
+        lambda d: record_skill(data, d, "signal", now),
+    )
 
 
 def connection_signal(
     data: ConversationData, policy: ConversationPolicy, raw: object, now: datetime
 ) -> bool:
+    """A connection decision sent as a signal: recorded, or audited as refused."""
+    return _signal(
+        ConnectionDecision,
+        "connection_decision",
+        ("attempt_id", "actor"),
+        data,
+        raw,
+        now,
+        lambda d: check_connection(data, policy, d, "signal", now),
+        lambda d: record_connection(data, d, "signal", now),
+    )
+
+
+_D = TypeVar("_D", SkillDecision, ConnectionDecision)
+
+
+def _signal(
+    model: type[_D],
+    kind: AuditKind,
+    fields: tuple[str, str],
+    data: ConversationData,
+    raw: object,
+    now: datetime,
+    check: Callable[[_D], Refusal | None],
+    record: Callable[[_D], None],
+) -> bool:
+    # Signals cannot be refused to their sender, so whatever is wrong, even a payload
+    # that does not parse, is kept in the audit trail instead.
     try:
-        d = ConnectionDecision.model_validate(raw)
+        d = model.model_validate(raw)
     except ValidationError as e:
-        ref, actor = _field(raw, "attempt_id"), _field(raw, "actor")
-        audit_refusal(
-            data, "connection_decision", ref, actor, None, "signal", invalid_input(e), now
-        )
+        ref, actor = _field(raw, fields[0]), _field(raw, fields[1])
+        audit_refusal(data, kind, ref, actor, None, "signal", invalid_input(e), now)
         return False
-    if check_connection(data, policy, d, "signal", now) is not None:
+    if check(d) is not None:
         return False
-    record_connection(data, d, "signal", now)
+    record(d)
     return True
 
 
