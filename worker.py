@@ -29,6 +29,7 @@ from temporalio.worker import (
 from temporalio.worker.workflow_sandbox import SandboxedWorkflowRunner, SandboxRestrictions
 
 from activities import GenieActivities, UrlPolicy, UserIdPolicy
+from activities.models import DecisionKeys
 from genie_api import ApiKeyAuth, GenieClient
 from genie_config import (
     ConfigError,
@@ -71,6 +72,10 @@ def build_worker(
             pattern=settings.user_id_pattern, allowed=frozenset(settings.user_ids)
         ),
         silence_check_seconds=settings.stream_silence_check_seconds,
+        decision_keys=DecisionKeys(
+            keys=dict(settings.decision_keys),
+            max_age_seconds=settings.decision_max_age_seconds,
+        ),
     )
     return Worker(
         client,

@@ -23,7 +23,12 @@ from activities._errors import (
 )
 from activities._stream import run_segment
 from activities._users import UserIdPolicy
-from activities.models import StreamSegmentInput, StreamSegmentResult
+from activities.models import (
+    DecisionKeys,
+    DecisionKeysInput,
+    StreamSegmentInput,
+    StreamSegmentResult,
+)
 from genie_api import GenieClient
 
 __all__ = [
@@ -51,6 +56,7 @@ class GenieActivities(ControlActivities):
         attachment_urls: UrlPolicy | None = None,
         user_ids: UserIdPolicy | None = None,
         silence_check_seconds: float = 10.0,
+        decision_keys: DecisionKeys | None = None,
     ) -> None:
         super().__init__(
             client,
@@ -61,6 +67,13 @@ class GenieActivities(ControlActivities):
         # After this long without a run event a segment asks the API (E3) whether the
         # run ended without the stream saying so.
         self._silence_check = silence_check_seconds
+        self._decision_keys = decision_keys or DecisionKeys()
+
+    @activity.defn(name="decision_keys")
+    async def decision_keys(self, inp: DecisionKeysInput) -> DecisionKeys:
+        """The deployment's trusted decision keys (public), read by each conversation once,
+        at start, as a local activity, so the choice is recorded in its history."""
+        return self._decision_keys
 
     @activity.defn(name="stream_segment")
     async def stream_segment(self, inp: StreamSegmentInput) -> StreamSegmentResult:
@@ -76,4 +89,5 @@ class GenieActivities(ControlActivities):
             self.get_auth_link,
             self.reject_connection,
             self.probe_connection,
+            self.decision_keys,
         ]

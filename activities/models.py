@@ -21,6 +21,8 @@ __all__ = [
     "ConnectionRequest",
     "CreateConversationInput",
     "CreateConversationResult",
+    "DecisionKeys",
+    "DecisionKeysInput",
     "DecisionOutcome",
     "PostDecisionResult",
     "PostSkillDecisionInput",
@@ -205,3 +207,15 @@ class ProbeConnectionResult(_Model):
             status = PauseStatus.MOVED_ON if data["resolved"] else PauseStatus.UNKNOWN
             return {**data, "status": status.value}
         return data
+
+
+class DecisionKeysInput(_Model):
+    pass
+
+
+class DecisionKeys(_Model):
+    """Trusted Ed25519 public keys for signed decisions (``GENIE_DECISION_KEYS``)."""
+
+    keys: dict[str, str] = Field(default_factory=dict)
+    """key id → raw 32-byte public key in base64; empty: decisions need no signature."""
+    max_age_seconds: float = 300.0

@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+import base64
+import binascii
 import ipaddress
 import os
 import re
@@ -66,6 +68,13 @@ class GenieSettings(BaseSettings):
     user_ids: Annotated[list[str], NoDecode] = Field(default_factory=list)
     """The only user ids conversations may be started for (comma-separated; empty: any).
     With ``user_id_pattern`` too, an id must satisfy both."""
+    decision_keys: Annotated[dict[str, str], NoDecode] = Field(default_factory=dict)
+    """Public keys whose signatures make a decision count, as ``id:base64`` pairs
+    (comma-separated; the raw 32-byte Ed25519 key in base64). Set: every skill and
+    connection decision must carry a valid signature from one of them (the inbox signs);
+    empty (the default): decisions are accepted unsigned, as their sender names them."""
+    decision_max_age_seconds: float = Field(default=300.0, gt=0, le=86_400)
+    """How old a signed decision may be when the workflow takes it."""
     stream_silence_check_seconds: float = Field(default=10.0, gt=0)
     """A stream silent this long makes the segment check the conversation state (E3)."""
     max_concurrent_activities: int = Field(default=1000, ge=1)
@@ -98,6 +107,24 @@ class GenieSettings(BaseSettings):
     @classmethod
     def _hosts(cls, v: list[str]) -> list[str]:
         return [_host_pattern(h) for h in v]
+
+    @field_validator("decision_keys", mode="before")
+    @classmethod
+    def _keys(cls, v: Any) -> Any:
+        if not isinstance(v, str):
+            return v
+        keys: dict[str, str] = {}
+        for item in filter(None, (p.strip() for p in v.split(","))):
+            kid, _, text = item.partition(":")
+            try:
+                raw = base64.b64decode(text, validate=True)
+            except (ValueError, binascii.Error):
+                raw = b""
+            if not kid or len(raw) != 32:
+                # Never echo the value: name the key id only.
+                raise ValueError(f"key {kid or '?'!r} is not id:base64 of a 32-byte Ed25519 key")
+            keys[kid] = text
+        return keys
 
     @field_validator("user_id_pattern", mode="before")
     @classmethod

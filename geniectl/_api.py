@@ -34,6 +34,7 @@ from workflows import (
     ConversationPolicy,
     ConversationStart,
     ConversationStatus,
+    DecisionProof,
     DecisionRecorded,
     EndConversation,
     GenieConversation,
@@ -271,32 +272,70 @@ class GenieConversations:
         return await self.wait(workflow_id, accepted.turn, wait_for=wait_for)
 
     async def approve(
-        self, workflow_id: str, call_id: str, *, approver: str, reason: str | None = None
+        self,
+        workflow_id: str,
+        call_id: str,
+        *,
+        approver: str,
+        reason: str | None = None,
+        proof: DecisionProof | None = None,
     ) -> DecisionRecorded:
-        return await self._decide_skill(workflow_id, call_id, True, approver, reason)
+        """``proof``: the inbox's signature, where the deployment requires one."""
+        return await self._decide_skill(workflow_id, call_id, True, approver, reason, proof)
 
     async def reject(
-        self, workflow_id: str, call_id: str, *, approver: str, reason: str | None = None
+        self,
+        workflow_id: str,
+        call_id: str,
+        *,
+        approver: str,
+        reason: str | None = None,
+        proof: DecisionProof | None = None,
     ) -> DecisionRecorded:
-        return await self._decide_skill(workflow_id, call_id, False, approver, reason)
+        return await self._decide_skill(workflow_id, call_id, False, approver, reason, proof)
 
     async def _decide_skill(
-        self, workflow_id: str, call_id: str, approved: bool, approver: str, reason: str | None
+        self,
+        workflow_id: str,
+        call_id: str,
+        approved: bool,
+        approver: str,
+        reason: str | None,
+        proof: DecisionProof | None,
     ) -> DecisionRecorded:
         d = _model(
-            SkillDecision, call_id=call_id, approved=approved, approver=approver, reason=reason
+            SkillDecision,
+            call_id=call_id,
+            approved=approved,
+            approver=approver,
+            reason=reason,
+            proof=proof,
         )
         return await self._update(workflow_id, "decide_skill", d, DecisionRecorded)
 
     async def connect_done(
-        self, workflow_id: str, attempt_id: str, *, actor: str, reason: str | None = None
+        self,
+        workflow_id: str,
+        attempt_id: str,
+        *,
+        actor: str,
+        reason: str | None = None,
+        proof: DecisionProof | None = None,
     ) -> DecisionRecorded:
-        return await self._decide_connection(workflow_id, attempt_id, "done", actor, reason)
+        return await self._decide_connection(workflow_id, attempt_id, "done", actor, reason, proof)
 
     async def connect_reject(
-        self, workflow_id: str, attempt_id: str, *, actor: str, reason: str | None = None
+        self,
+        workflow_id: str,
+        attempt_id: str,
+        *,
+        actor: str,
+        reason: str | None = None,
+        proof: DecisionProof | None = None,
     ) -> DecisionRecorded:
-        return await self._decide_connection(workflow_id, attempt_id, "reject", actor, reason)
+        return await self._decide_connection(
+            workflow_id, attempt_id, "reject", actor, reason, proof
+        )
 
     async def _decide_connection(
         self,
@@ -305,9 +344,15 @@ class GenieConversations:
         action: Literal["done", "reject"],
         actor: str,
         reason: str | None,
+        proof: DecisionProof | None,
     ) -> DecisionRecorded:
         d = _model(
-            ConnectionDecision, attempt_id=attempt_id, action=action, actor=actor, reason=reason
+            ConnectionDecision,
+            attempt_id=attempt_id,
+            action=action,
+            actor=actor,
+            reason=reason,
+            proof=proof,
         )
         return await self._update(workflow_id, "decide_connection", d, DecisionRecorded)
 

@@ -39,12 +39,14 @@ from workflows.models import (
     ConnectionDecision,
     ConversationPolicy,
     DecisionProgress,
+    DecisionProof,
     PendingApproval,
     PendingConnection,
     SendMessage,
     SkillDecision,
     Via,
 )
+from workflows.signing import verify_decision
 
 
 @dataclass(frozen=True)
@@ -105,10 +107,18 @@ def send_refusal(data: ConversationData, msg: SendMessage) -> Refusal | None:
 
 
 def skill_refusal(
-    data: ConversationData, policy: ConversationPolicy, d: SkillDecision, now: datetime
+    data: ConversationData,
+    policy: ConversationPolicy,
+    d: SkillDecision,
+    now: datetime,
+    workflow_id: str = "",
 ) -> Refusal | None:
     """Why ``d`` may not be recorded now, or None."""
-    refusal = _common_refusal(data, policy, d.approver) or _decided(data, "call", d.call_id)
+    refusal = (
+        _common_refusal(data, policy, d.approver)
+        or _proof_refusal(data, workflow_id, d.call_id, verdict(d), d.approver, d.proof, now)
+        or _decided(data, "call", d.call_id)
+    )
     if refusal is not None:
         return refusal
     pending = data.approval(d.call_id)
@@ -127,15 +137,52 @@ def skill_refusal(
 
 
 def connection_refusal(
-    data: ConversationData, policy: ConversationPolicy, d: ConnectionDecision, now: datetime
+    data: ConversationData,
+    policy: ConversationPolicy,
+    d: ConnectionDecision,
+    now: datetime,
+    workflow_id: str = "",
 ) -> Refusal | None:
-    refusal = _common_refusal(data, policy, d.actor) or _decided(data, "attempt", d.attempt_id)
+    refusal = (
+        _common_refusal(data, policy, d.actor)
+        or _proof_refusal(data, workflow_id, d.attempt_id, d.action, d.actor, d.proof, now)
+        or _decided(data, "attempt", d.attempt_id)
+    )
     if refusal is not None:
         return refusal
     pending = data.connection(d.attempt_id)
     if pending is None:
         return Refusal(errors.UNKNOWN_ATTEMPT_ID, unknown_attempt(data, d.attempt_id))
     return _pending_refusal("attempt", d.attempt_id, pending, now)
+
+
+def _proof_refusal(
+    data: ConversationData,
+    workflow_id: str,
+    ref: str,
+    verdict: str,
+    actor: str,
+    proof: DecisionProof | None,
+    now: datetime,
+) -> Refusal | None:
+    """With signing configured, only a valid, fresh signature from a trusted key counts."""
+    if data.signing is None or not data.signing.required:
+        return None
+    why = verify_decision(
+        data.signing,
+        proof,
+        workflow_id=workflow_id,
+        ref=ref,
+        verdict=verdict,
+        approver=actor,
+        now=now,
+    )
+    return Refusal(errors.INVALID_SIGNATURE, why) if why else None
+
+
+def auth_of(proof: DecisionProof | None) -> str | None:
+    """How a decision's actor was authenticated, for the audit trail."""
+    return f"{proof.auth_method} (key {proof.key_id})" if proof else None
 
 
 def _decided(data: ConversationData, what: str, ref: str) -> Refusal | None:
@@ -199,7 +246,9 @@ def record_skill(data: ConversationData, d: SkillDecision, via: Via, now: dateti
         pending.note = None
     else:
         data.early[d.call_id] = EarlyDecision(decision=d, via=via, at=now)
-    audit(data, _entry(now, "skill_decision", d.call_id, d.approver, verdict(d), d.reason, via))
+    entry = _entry(now, "skill_decision", d.call_id, d.approver, verdict(d), d.reason, via)
+    entry.auth = auth_of(d.proof)
+    audit(data, entry)
 
 
 def record_connection(
@@ -216,7 +265,9 @@ def record_connection(
         state="verifying" if d.action == "done" else "posting",
     )
     pending.note = None
-    audit(data, _entry(now, "connection_decision", d.attempt_id, d.actor, d.action, d.reason, via))
+    entry = _entry(now, "connection_decision", d.attempt_id, d.actor, d.action, d.reason, via)
+    entry.auth = auth_of(d.proof)
+    audit(data, entry)
 
 
 def take_early(data: ConversationData, call_id: str) -> None:
@@ -363,10 +414,15 @@ def audit_trail(data: ConversationData) -> list[AuditEntry]:
 
 
 def check_skill(
-    data: ConversationData, policy: ConversationPolicy, d: SkillDecision, via: Via, now: datetime
+    data: ConversationData,
+    policy: ConversationPolicy,
+    d: SkillDecision,
+    via: Via,
+    now: datetime,
+    workflow_id: str = "",
 ) -> Refusal | None:
     """``skill_refusal``, with a refusal audited (every refusal is, by update or signal)."""
-    refusal = skill_refusal(data, policy, d, now)
+    refusal = skill_refusal(data, policy, d, now, workflow_id)
     if refusal is not None:
         audit_refusal(data, "skill_decision", d.call_id, d.approver, verdict(d), via, refusal, now)
     return refusal
@@ -378,8 +434,9 @@ def check_connection(
     d: ConnectionDecision,
     via: Via,
     now: datetime,
+    workflow_id: str = "",
 ) -> Refusal | None:
-    refusal = connection_refusal(data, policy, d, now)
+    refusal = connection_refusal(data, policy, d, now, workflow_id)
     if refusal is not None:
         audit_refusal(
             data, "connection_decision", d.attempt_id, d.actor, d.action, via, refusal, now
@@ -388,7 +445,11 @@ def check_connection(
 
 
 def skill_signal(
-    data: ConversationData, policy: ConversationPolicy, raw: object, now: datetime
+    data: ConversationData,
+    policy: ConversationPolicy,
+    raw: object,
+    now: datetime,
+    workflow_id: str = "",
 ) -> bool:
     """A skill decision sent as a signal: recorded, or audited as refused and dropped."""
     return _signal(
@@ -398,13 +459,17 @@ def skill_signal(
         data,
         raw,
         now,
-        lambda d: check_skill(data, policy, d, "signal", now),
+        lambda d: check_skill(data, policy, d, "signal", now, workflow_id),
         lambda d: record_skill(data, d, "signal", now),
     )
 
 
 def connection_signal(
-    data: ConversationData, policy: ConversationPolicy, raw: object, now: datetime
+    data: ConversationData,
+    policy: ConversationPolicy,
+    raw: object,
+    now: datetime,
+    workflow_id: str = "",
 ) -> bool:
     """A connection decision sent as a signal: recorded, or audited as refused."""
     return _signal(
@@ -414,7 +479,7 @@ def connection_signal(
         data,
         raw,
         now,
-        lambda d: check_connection(data, policy, d, "signal", now),
+        lambda d: check_connection(data, policy, d, "signal", now, workflow_id),
         lambda d: record_connection(data, d, "signal", now),
     )
 

@@ -26,6 +26,7 @@ from workflows.models import (
     TurnResult,
     Via,
 )
+from workflows.signing import SigningPolicy
 
 RETAINED_TURNS = 20
 """Finished turns kept in state for ``transcript``; the API's message history has all."""
@@ -84,6 +85,8 @@ class ConversationData(BaseModel):
     left_at_api: str | None = None
     """What an end left behind at the API (a run it could not stop)."""
     runs: int = 1
+    signing: SigningPolicy | None = None
+    """Trusted decision keys, read once from the worker at start (``workflows.signing``)."""
 
     # ------------------------------------------------------------------ lookups
 

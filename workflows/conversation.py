@@ -66,14 +66,17 @@ from workflows.search_attributes import (
     GENIE_HANDLE,
     GENIE_USER_ID,
 )
+from workflows.signing import SigningPolicy
 
 with workflow.unsafe.imports_passed_through():
     from activities import GenieActivities
-    from activities.models import AuthLinkInput
+    from activities.models import AuthLinkInput, DecisionKeysInput
 
 WORKFLOW_TYPE = "GenieConversation"
 STREAM_HEARTBEAT_TIMEOUT = STREAM.heartbeat
 """A worker that dies mid-stream is noticed within this; the retry resumes the cursor."""
+PATCH_DECISION_KEYS = "decision-keys"
+"""``workflow.patched`` id of the trusted-keys look-up at start."""
 QUERY_BUDGET_BYTES = 1_000_000
 """A query answer stays under this (the server's payload limit is 2 MB)."""
 
@@ -112,6 +115,9 @@ class GenieConversation(TurnRunner):
             workflow.upsert_search_attributes(
                 [GENIE_HANDLE.value_set(start.genie_handle), GENIE_USER_ID.value_set(start.user_id)]
             )
+        # Conversations recorded before signing existed replay without the look-up.
+        if d.signing is None and workflow.patched(PATCH_DECISION_KEYS):
+            d.signing = await self._signing_policy()
         if start.create_at_start and d.conversation_id is None:
             await self._create()
         if d.state == "starting":
@@ -137,6 +143,17 @@ class GenieConversation(TurnRunner):
                         )
                     )
         return await self._finish()
+
+    async def _signing_policy(self) -> SigningPolicy:
+        """The worker's trusted decision keys, once per conversation: a local activity,
+        so the answer is in history (replay-safe) and carried across continue-as-new."""
+        keys = await workflow.execute_local_activity_method(
+            GenieActivities.decision_keys,
+            DecisionKeysInput(),
+            start_to_close_timeout=timedelta(seconds=10),
+            summary="trusted decision keys",
+        )
+        return SigningPolicy(keys=keys.keys, max_age=timedelta(seconds=keys.max_age_seconds))
 
     async def _wait_for_work(self) -> bool:
         """Wait for a queued turn; False when the conversation should end."""
@@ -328,7 +345,7 @@ class GenieConversation(TurnRunner):
         # Refused here, not in a validator: a validator's rejection leaves no event in
         # history, so an audit entry it wrote would vanish on replay. Accepted first, a
         # refused decision is in history and in the audit trail for good.
-        refusal = rules.check_skill(self._d, self._policy, d, "update", workflow.now())
+        refusal = rules.check_skill(self._d, self._policy, d, "update", workflow.now(), _wid())
         if refusal is not None:
             _refuse(refusal)
         rules.record_skill(self._d, d, "update", workflow.now())
@@ -351,12 +368,12 @@ class GenieConversation(TurnRunner):
     @workflow.signal(description="Approve or reject a skill confirmation; refusals are audited.")
     def skill_decision(self, raw: Any) -> None:
         # Decoded leniently (``Any``) so that even a malformed signal is audited.
-        if rules.skill_signal(self._d, self._policy, raw, workflow.now()):
+        if rules.skill_signal(self._d, self._policy, raw, workflow.now(), _wid()):
             self._refresh_details()
 
     @workflow.update(description="Connection done/reject; refusals are audited.")
     def decide_connection(self, d: ConnectionInput) -> DecisionRecorded:
-        refusal = rules.check_connection(self._d, self._policy, d, "update", workflow.now())
+        refusal = rules.check_connection(self._d, self._policy, d, "update", workflow.now(), _wid())
         if refusal is not None:
             _refuse(refusal)  # in the handler, for a durable audit (see decide_skill)
         rules.record_connection(self._d, d, "update", workflow.now())
@@ -367,7 +384,7 @@ class GenieConversation(TurnRunner):
 
     @workflow.signal(description="Connection done/reject; refusals are audited.")
     def connection_decision(self, raw: Any) -> None:
-        if rules.connection_signal(self._d, self._policy, raw, workflow.now()):
+        if rules.connection_signal(self._d, self._policy, raw, workflow.now(), _wid()):
             self._refresh_details()
 
     @workflow.update(description="Fetch a fresh auth link for a pending connection (E11).")
@@ -455,6 +472,10 @@ class GenieConversation(TurnRunner):
         # The input is optional, so `temporal workflow query --name transcript` works.
         since = (req.since_turn if req else None) or 0
         return transcript(self._d, since, QUERY_BUDGET_BYTES)
+
+
+def _wid() -> str:
+    return workflow.info().workflow_id
 
 
 def _refuse(refusal: rules.Refusal) -> NoReturn:

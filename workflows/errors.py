@@ -21,6 +21,7 @@ __all__ = [
     "EMPTY_MESSAGE",
     "INVALID_DECISION",
     "INVALID_INPUT",
+    "INVALID_SIGNATURE",
     "MESSAGE_TOO_LONG",
     "QUEUE_FULL",
     "UNKNOWN_ATTEMPT_ID",
@@ -62,3 +63,6 @@ DECISION_PENDING: Final = "DecisionPending"
 """An update waited for a decision the API refused: the item is pending again."""
 API_UNREACHABLE: Final = "ApiUnreachable"
 """A step kept failing against the API for longer than ``policy.api_outage_timeout``."""
+INVALID_SIGNATURE: Final = "InvalidSignature"
+"""Decision signing is on and this decision has no valid, fresh signature from a trusted
+key (missing, unknown key, tampered, or older than the configured age)."""

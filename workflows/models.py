@@ -40,6 +40,7 @@ __all__ = [
     "ConversationState",
     "ConversationStatus",
     "DecisionProgress",
+    "DecisionProof",
     "DecisionRecorded",
     "EndConversation",
     "ErrorInfo",
@@ -193,11 +194,25 @@ class WaitTurn(_Model):
     it has reported without polling."""
 
 
+class DecisionProof(_Model):
+    """An inbox's Ed25519 signature over one decision (``workflows.signing``)."""
+
+    key_id: Id
+    issued_at: datetime
+    auth_method: Literal["jwt", "proxy", "dev"]
+    """How the inbox authenticated the approver."""
+    groups: Annotated[list[Id], Field(max_length=50)] = Field(default_factory=list)
+    signature: Annotated[str, StringConstraints(max_length=200)]
+    """base64url of the 64-byte signature."""
+
+
 class SkillDecision(_Model):
     call_id: Id
     approved: bool
     approver: Id
     reason: Reason | None = None
+    proof: DecisionProof | None = None
+    """Required when the deployment configures decision signing."""
 
 
 class ConnectionDecision(_Model):
@@ -205,6 +220,8 @@ class ConnectionDecision(_Model):
     action: Literal["done", "reject"]
     actor: Id
     reason: Reason | None = None
+    proof: DecisionProof | None = None
+    """Required when the deployment configures decision signing."""
 
 
 class RefreshAuthLink(_Model):
@@ -366,6 +383,9 @@ class AuditEntry(_Model):
     accepted: bool = True
     refusal: str | None = None
     """For a refused decision, the error type (e.g. ``UnknownCallId``) and why."""
+    auth: str | None = None
+    """How the actor was authenticated, when a signed proof said so (``jwt (key k1)``);
+    ``None``: the name is what the client asserted."""
     count: int = 1
     """Refusals alike in kind, actor, id and error are kept as one entry with a count."""
     last_at: datetime | None = None

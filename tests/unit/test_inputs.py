@@ -8,7 +8,7 @@ the update, where any other exception would fail the workflow task in a loop.
 from __future__ import annotations
 
 import json
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
@@ -34,6 +34,7 @@ from workflows.models import (
     PendingConnection,
     TurnRecord,
 )
+from workflows.signing import SigningPolicy
 
 HUGE = "x" * 1_000_000
 START = {"genie_handle": "gin", "user_id": "u1"}
@@ -171,6 +172,7 @@ def test_the_whole_state_survives_continue_as_new() -> None:
         end_reason="bye",
         left_at_api="run r",
         runs=4,
+        signing=SigningPolicy(keys={"k1": "A" * 43 + "="}, max_age=timedelta(seconds=30)),
     )
     defaults = ConversationData()
     unset = [f for f in ConversationData.model_fields if getattr(data, f) == getattr(defaults, f)]
