@@ -29,12 +29,12 @@ from temporalio.worker import (
 from temporalio.worker.workflow_sandbox import SandboxedWorkflowRunner, SandboxRestrictions
 
 from activities import GenieActivities, UrlPolicy, UserIdPolicy
-from activities.models import DecisionKeys
 from genie_api import ApiKeyAuth, GenieClient
 from genie_config import (
     ConfigError,
     GenieSettings,
     connect_temporal,
+    load_deployment,
     load_settings,
     temporal_connect_config,
 )
@@ -59,6 +59,7 @@ def build_worker(
     client: Client, settings: GenieSettings, genie: GenieClient, *, task_queue: str | None = None
 ) -> Worker:
     """The worker with every workflow and activity, sized for many IO-bound streams."""
+    deployment, endpoints = load_deployment(settings)
     activities = GenieActivities(
         genie,
         attachment_dirs=list(settings.attachment_dirs),
@@ -72,10 +73,8 @@ def build_worker(
             pattern=settings.user_id_pattern, allowed=frozenset(settings.user_ids)
         ),
         silence_check_seconds=settings.stream_silence_check_seconds,
-        decision_keys=DecisionKeys(
-            keys=dict(settings.decision_keys),
-            max_age_seconds=settings.decision_max_age_seconds,
-        ),
+        deployment=deployment,
+        notify_endpoints=endpoints,
     )
     return Worker(
         client,
@@ -152,6 +151,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         settings = load_settings()
         settings.api_key_value()  # fail now, not at the first activity
+        load_deployment(settings)
         temporal_connect_config()
     except ConfigError as e:
         print(f"genie-worker: configuration error: {e}", file=sys.stderr)

@@ -21,11 +21,12 @@ from activities._errors import (
     USER_NOT_ALLOWED,
     WORKER_SHUTDOWN,
 )
+from activities._notify import NotifyActivities, NotifyEndpoint
 from activities._stream import run_segment
 from activities._users import UserIdPolicy
 from activities.models import (
-    DecisionKeys,
-    DecisionKeysInput,
+    Deployment,
+    DeploymentInput,
     StreamSegmentInput,
     StreamSegmentResult,
 )
@@ -45,7 +46,7 @@ __all__ = [
 ]
 
 
-class GenieActivities(ControlActivities):
+class GenieActivities(ControlActivities, NotifyActivities):
     """Every activity of the conversation workflow, bound to one client."""
 
     def __init__(
@@ -56,7 +57,8 @@ class GenieActivities(ControlActivities):
         attachment_urls: UrlPolicy | None = None,
         user_ids: UserIdPolicy | None = None,
         silence_check_seconds: float = 10.0,
-        decision_keys: DecisionKeys | None = None,
+        deployment: Deployment | None = None,
+        notify_endpoints: list[NotifyEndpoint] | None = None,
     ) -> None:
         super().__init__(
             client,
@@ -67,13 +69,15 @@ class GenieActivities(ControlActivities):
         # After this long without a run event a segment asks the API (E3) whether the
         # run ended without the stream saying so.
         self._silence_check = silence_check_seconds
-        self._decision_keys = decision_keys or DecisionKeys()
+        deployment = deployment or Deployment()
+        NotifyActivities.__init__(self, notify_endpoints, deployment.inbox_url)
+        self._deployment = deployment.model_copy(update={"endpoints": self.endpoint_names})
 
-    @activity.defn(name="decision_keys")
-    async def decision_keys(self, inp: DecisionKeysInput) -> DecisionKeys:
-        """The deployment's trusted decision keys (public), read by each conversation once,
-        at start, as a local activity, so the choice is recorded in its history."""
-        return self._decision_keys
+    @activity.defn(name="deployment")
+    async def deployment(self, inp: DeploymentInput) -> Deployment:
+        """This worker's deployment settings, read by each conversation once, at start, as
+        a local activity, so what it got is recorded in its history (replay-safe)."""
+        return self._deployment
 
     @activity.defn(name="stream_segment")
     async def stream_segment(self, inp: StreamSegmentInput) -> StreamSegmentResult:
@@ -89,5 +93,6 @@ class GenieActivities(ControlActivities):
             self.get_auth_link,
             self.reject_connection,
             self.probe_connection,
-            self.decision_keys,
+            self.deployment,
+            self.notify,
         ]

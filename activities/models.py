@@ -21,9 +21,9 @@ __all__ = [
     "ConnectionRequest",
     "CreateConversationInput",
     "CreateConversationResult",
-    "DecisionKeys",
-    "DecisionKeysInput",
     "DecisionOutcome",
+    "Deployment",
+    "DeploymentInput",
     "PostDecisionResult",
     "PostSkillDecisionInput",
     "ProbeConnectionInput",
@@ -209,13 +209,19 @@ class ProbeConnectionResult(_Model):
         return data
 
 
-class DecisionKeysInput(_Model):
+class DeploymentInput(_Model):
     pass
 
 
-class DecisionKeys(_Model):
-    """Trusted Ed25519 public keys for signed decisions (``GENIE_DECISION_KEYS``)."""
+class Deployment(_Model):
+    """What a conversation takes from its worker's configuration, once, at start: the
+    trusted decision keys (public), the names of the notification endpoints, the inbox
+    address and the default policy. Secrets (webhook URLs and keys) stay in the worker."""
 
     keys: dict[str, str] = Field(default_factory=dict)
-    """key id → raw 32-byte public key in base64; empty: decisions need no signature."""
+    """Trusted Ed25519 public keys, id → raw 32 bytes in base64; empty: no signing."""
     max_age_seconds: float = 300.0
+    endpoints: list[str] = Field(default_factory=list)
+    inbox_url: str | None = None
+    default_policy: dict[str, Any] | None = None
+    """``ConversationPolicy`` JSON for conversations started without a policy."""

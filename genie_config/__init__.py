@@ -7,6 +7,7 @@ from the dev server to a cluster or Temporal Cloud by environment alone.
 
 from __future__ import annotations
 
+from genie_config._deployment import load_deployment
 from genie_config._settings import (
     ConfigError,
     GenieSettings,
@@ -19,6 +20,7 @@ __all__ = [
     "ConfigError",
     "GenieSettings",
     "connect_temporal",
+    "load_deployment",
     "load_settings",
     "temporal_connect_config",
 ]

@@ -6,7 +6,7 @@ import ipaddress
 import os
 import re
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from pydantic import AnyHttpUrl, Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
@@ -74,6 +74,16 @@ class GenieSettings(BaseSettings):
     connection decision must carry a valid signature from one of them (the inbox signs);
     empty (the default): decisions are accepted unsigned, as their sender names them."""
     decision_max_age_seconds: float = Field(default=300.0, gt=0, le=86_400)
+    """How old a signed decision may be when the workflow takes it."""
+    deployment_file: Path | None = None
+    """TOML with the default policy, notification endpoints and the inbox address."""
+    inbox_url: AnyHttpUrl | None = None
+    """The approvers' inbox; notifications link to its item pages."""
+    notify_url: SecretStr | None = None
+    """One notification endpoint (named ``default``), told of every pause."""
+    notify_secret: SecretStr | None = None
+    """Its Standard Webhooks signing secret (``whsec_…``)."""
+    notify_format: Literal["standard", "slack"] = "standard"
     """How old a signed decision may be when the workflow takes it."""
     stream_silence_check_seconds: float = Field(default=10.0, gt=0)
     """A stream silent this long makes the segment check the conversation state (E3)."""

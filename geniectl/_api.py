@@ -133,7 +133,7 @@ class GenieConversations:
                 ConversationStart,
                 genie_handle=genie_handle,
                 user_id=user_id,
-                policy=policy or ConversationPolicy(),
+                policy=policy,
                 first_message=first_message,
                 create_at_start=create_at_start,
             ),

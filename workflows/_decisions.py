@@ -22,6 +22,7 @@ from typing import Any, Literal, TypeVar
 from pydantic import ValidationError
 
 from workflows import errors
+from workflows._policy import ItemPolicy, for_connection, for_skill
 from workflows._state import (
     AUDIT_KEPT,
     MAX_EARLY_DECISIONS,
@@ -115,7 +116,7 @@ def skill_refusal(
 ) -> Refusal | None:
     """Why ``d`` may not be recorded now, or None."""
     refusal = (
-        _common_refusal(data, policy, d.approver)
+        _ended_refusal(data)
         or _proof_refusal(data, workflow_id, d.call_id, verdict(d), d.approver, d.proof, now)
         or _decided(data, "call", d.call_id)
     )
@@ -123,7 +124,14 @@ def skill_refusal(
         return refusal
     pending = data.approval(d.call_id)
     if pending is not None:
-        return _pending_refusal("call", d.call_id, pending, now)
+        item = for_skill(policy, pending.skill_name)
+        return (
+            _approver_refusal(data, item, d.approver, d.proof)
+            or _pending_refusal("call", d.call_id, pending, now)
+            or _second_approver_refusal(pending, d)
+        )
+    if policy.approvers and d.approver not in policy.approvers:
+        return _not_allowed(d.approver, for_skill(policy, None))
     if d.call_id in data.early:
         return Refusal(errors.ALREADY_DECIDED, f"call {d.call_id} already has an early decision")
     running = data.current is not None and data.current.status == "running"
@@ -144,7 +152,7 @@ def connection_refusal(
     workflow_id: str = "",
 ) -> Refusal | None:
     refusal = (
-        _common_refusal(data, policy, d.actor)
+        _ended_refusal(data)
         or _proof_refusal(data, workflow_id, d.attempt_id, d.action, d.actor, d.proof, now)
         or _decided(data, "attempt", d.attempt_id)
     )
@@ -153,7 +161,10 @@ def connection_refusal(
     pending = data.connection(d.attempt_id)
     if pending is None:
         return Refusal(errors.UNKNOWN_ATTEMPT_ID, unknown_attempt(data, d.attempt_id))
-    return _pending_refusal("attempt", d.attempt_id, pending, now)
+    item = for_connection(policy, pending.connector_name)
+    return _approver_refusal(data, item, d.actor, d.proof) or _pending_refusal(
+        "attempt", d.attempt_id, pending, now
+    )
 
 
 def _proof_refusal(
@@ -212,14 +223,39 @@ def _pending_refusal(
     return None
 
 
-def _common_refusal(
-    data: ConversationData, policy: ConversationPolicy, actor: str
-) -> Refusal | None:
+def _ended_refusal(data: ConversationData) -> Refusal | None:
     if data.ending or data.state in ("ended", "failed"):
         return Refusal(errors.CONVERSATION_ENDED, "the conversation has ended")
-    if policy.approvers and actor not in policy.approvers:
+    return None
+
+
+def verified_groups(data: ConversationData, proof: DecisionProof | None) -> list[str]:
+    """The decider's groups, trusted only from a signature the workflow checks."""
+    if proof is None or data.signing is None or not data.signing.required:
+        return []
+    return list(proof.groups)
+
+
+def _approver_refusal(
+    data: ConversationData, item: ItemPolicy, actor: str, proof: DecisionProof | None
+) -> Refusal | None:
+    if item.may_decide(actor, verified_groups(data, proof)):
+        return None
+    return _not_allowed(actor, item)
+
+
+def _not_allowed(actor: str, item: ItemPolicy) -> Refusal:
+    return Refusal(
+        errors.APPROVER_NOT_ALLOWED, f"{actor!r} may not decide this; who may: {item.who()}"
+    )
+
+
+def _second_approver_refusal(pending: PendingApproval, d: SkillDecision) -> Refusal | None:
+    if d.approved and d.approver in pending.approved_by:
         return Refusal(
-            errors.APPROVER_NOT_ALLOWED, f"{actor!r} may not decide in this conversation"
+            errors.SECOND_APPROVER_REQUIRED,
+            f"{d.approver} already approved call {d.call_id}; a second, different approver "
+            "must approve too",
         )
     return None
 
@@ -235,10 +271,17 @@ def unknown_attempt(data: ConversationData, attempt_id: str) -> str:
 def record_skill(data: ConversationData, d: SkillDecision, via: Via, now: datetime) -> None:
     """Take an accepted decision: on its pending item, or as an early decision."""
     pending = data.approval(d.call_id)
-    if pending is not None:
+    if (
+        pending is not None
+        and d.approved
+        and len(pending.approved_by) + 1 < pending.required_approvals
+    ):
+        # The first of two approvals: kept on the item; nothing is posted yet.
+        pending.approved_by.append(d.approver)
+    elif pending is not None:
         pending.decision = DecisionProgress(
             verdict=verdict(d),
-            actor=d.approver,
+            actor=", ".join([*pending.approved_by, d.approver]) if d.approved else d.approver,
             via=via,
             reason=d.reason,
             at=now,

@@ -16,6 +16,7 @@ from workflows.models import (
     AuditEntry,
     ConversationStart,
     ConversationState,
+    Delivery,
     ErrorInfo,
     PendingApproval,
     PendingConnection,
@@ -87,6 +88,12 @@ class ConversationData(BaseModel):
     runs: int = 1
     signing: SigningPolicy | None = None
     """Trusted decision keys, read once from the worker at start (``workflows.signing``)."""
+    endpoints: list[str] = Field(default_factory=list)
+    """Names of the notification endpoints the worker configures (read at start)."""
+    deliveries: dict[str, Delivery] = Field(default_factory=dict)
+    """The last notification to each endpoint."""
+    policy_source: str | None = None
+    """``deployment`` when the policy is the deployment's default."""
 
     # ------------------------------------------------------------------ lookups
 

@@ -40,9 +40,10 @@ with workflow.unsafe.imports_passed_through():
     from genie_api import PauseStatus, RunCursor
 
 from workflows import _decisions as rules
+from workflows._notices import Notices
+from workflows._policy import ItemPolicy, for_connection, for_skill
 from workflows._state import ConversationData
 from workflows._steps import CONTROL, PROBE, STREAM, OutageExceeded, Steps, error_info
-from workflows._visibility import Visibility
 from workflows.models import (
     AuditKind,
     ConversationPolicy,
@@ -65,7 +66,7 @@ class ApprovalTimeoutFailure(Exception):
     """``on_approval_timeout="fail"``: unwinds the turn so ``run`` can fail the workflow."""
 
 
-class TurnRunner(Visibility):
+class TurnRunner(Notices):
     """The run loop's I/O; state lives in ``self._d`` (one ``ConversationData``)."""
 
     _d: ConversationData
@@ -74,9 +75,6 @@ class TurnRunner(Visibility):
     _steps: Steps
 
     # ------------------------------------------------------------------ helpers
-
-    def _scope(self) -> dict[str, str]:
-        return {"genie_handle": self._start.genie_handle, "user_id": self._start.user_id}
 
     def _ending(self) -> bool:
         return self._d.ending
@@ -200,6 +198,7 @@ class TurnRunner(Visibility):
     async def _await_skill(self, turn: TurnRecord, conf: SkillConfirmation) -> bool:
         """Wait for a decision on ``conf`` and get it applied; False if the conversation ends."""
         d, now = self._d, workflow.now()
+        item = for_skill(self._policy, conf.skill_name)
         p = PendingApproval(
             call_id=conf.call_id,
             kind=conf.kind,
@@ -208,10 +207,15 @@ class TurnRunner(Visibility):
             skill_parameters=_bounded_parameters(conf.skill_parameters),
             turn=turn.turn,
             requested_at=now,
-            deadline=now + self._policy.approval_timeout,
+            deadline=now + item.timeout,
+            required_approvals=item.required_approvals,
+            rule=item.rule,
         )
         d.approvals.append(p)
         rules.take_early(d, conf.call_id)
+        if item.auto is not None and p.decision is None:
+            self._auto_decide(p, item)
+        self._notify(item.notify, "decided_by_policy" if item.auto else "pause", p)
         timed_out = False
         while True:
             self._awaiting(turn, "awaiting_approval")
@@ -220,6 +224,8 @@ class TurnRunner(Visibility):
                 p.deadline,
                 f"approval of {conf.skill_name or 'skill'} ({conf.call_id})",
             )
+            if self._escalate(p, conf.call_id, item):
+                continue
             if p.decision is None:
                 timed_out = self._policy_decision(p, conf.call_id, "rejected", "approval")
             else:
@@ -243,9 +249,45 @@ class TurnRunner(Visibility):
             )
             if self._settle(d.approvals, p, conf.call_id, progress, failure):
                 break
-        if timed_out and self._policy.on_approval_timeout == "fail":
+        if timed_out and item.on_timeout == "fail":
             raise ApprovalTimeoutFailure
         return not d.ending
+
+    def _auto_decide(self, p: PendingApproval, item: ItemPolicy) -> None:
+        """The rule decides at once; audited as ``policy:<match>``, still notified."""
+        verdict: Literal["approved", "rejected"] = (
+            "approved" if item.auto == "approve" else "rejected"
+        )
+        actor, now = f"policy:{item.rule}", workflow.now()
+        p.decision = DecisionProgress(
+            verdict=verdict, actor=actor, via="policy", reason=item.auto_reason, at=now
+        )
+        rules.system_event(
+            self._d, "skill_decision", p.call_id, actor, verdict, item.auto_reason, "policy", now
+        )
+
+    def _escalate(self, item: Any, ref: str, policy: ItemPolicy) -> bool:
+        """At the first deadline under ``escalate``: tell the escalation endpoints and
+        wait ``escalation_timeout`` more. Whether it escalated (and so waits again)."""
+        if item.decision is not None or self._d.ending or item.escalated:
+            return False
+        if policy.on_timeout != "escalate":
+            return False
+        now = workflow.now()
+        item.escalated = True
+        item.deadline = now + policy.escalation_timeout
+        rules.system_event(
+            self._d,
+            "escalation",
+            ref,
+            "policy",
+            None,
+            f"no decision in time; waiting {policy.escalation_timeout} more",
+            "policy",
+            now,
+        )
+        self._notify(policy.escalate_to, "escalation", item)
+        return True
 
     def _awaiting(
         self, turn: TurnRecord, state: Literal["awaiting_approval", "awaiting_connection"] | None
@@ -295,6 +337,7 @@ class TurnRunner(Visibility):
         on this connection; a false one puts the item back, with a note.
         """
         d, now, aid = self._d, workflow.now(), req.attempt_id
+        item = for_connection(self._policy, req.connector_name)
         c = PendingConnection(
             attempt_id=aid,
             connector_name=req.connector_name,
@@ -302,20 +345,24 @@ class TurnRunner(Visibility):
             auth_expires_at=req.auth_expires_at,
             turn=turn.turn,
             requested_at=now,
-            deadline=now + self._policy.connection_timeout,
+            deadline=now + item.timeout,
         )
         d.connections.append(c)
+        self._notify(item.notify, "pause", c)
         while True:
             self._awaiting(turn, "awaiting_connection")
             await self._wait_connection(turn, c, cursor)
+            if self._escalate(c, aid, item):
+                continue
             self._awaiting(turn, None)
+            timed_out = False
             if aid in d.detected:
                 d.detected.remove(aid)
                 c.decision = DecisionProgress(
                     verdict="done", actor="api", via="api", at=workflow.now()
                 )
             elif c.decision is None:
-                self._policy_decision(c, aid, "reject", "connection")
+                timed_out = self._policy_decision(c, aid, "reject", "connection")
             progress = c.decision
             assert progress is not None
             if progress.via == "api":
@@ -331,6 +378,8 @@ class TurnRunner(Visibility):
                     f"turn {turn.turn}: reject connection {aid} (E12)",
                 )
             if self._settle(d.connections, c, aid, progress, failure):
+                if timed_out and item.on_timeout == "fail":
+                    raise ApprovalTimeoutFailure  # rejected at the API first, as for skills
                 return not d.ending
 
     async def _wait_connection(

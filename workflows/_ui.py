@@ -194,13 +194,17 @@ def details_card(
     approvers: Sequence[str] | None = None,
     decision_notes: Mapping[str, str] | None = None,
     api_note: str | None = None,
+    notifications: Sequence[str] = (),
+    policy_note: str | None = None,
 ) -> str:
     """The whole card, at most ``MAX_CARD_BYTES`` of UTF-8.
 
     ``approvers`` are the policy's (empty or ``None``: anyone with access to the
     namespace); ``decision_notes`` maps a call or attempt id to a short note shown under
     that item (a note for an id not shown is listed on its own); ``api_note`` says how
-    the Headless API is doing when that matters (an outage, retries).
+    the Headless API is doing when that matters (an outage, retries); ``notifications``
+    are one line per endpoint about the last notification sent to it; ``policy_note``
+    says where the policy came from when it is not the caller's.
     """
     notes = dict(decision_notes or {})
     waiting = len(approvals) + len(connections)
@@ -219,6 +223,8 @@ def details_card(
         head.append(f"**API**: {_text(api_note)}")
     if waiting:
         head.append(f"**Who may decide**: {_who(approvers)}")
+    if policy_note:
+        head.append(f"**Policy**: {_text(policy_note)}")
 
     tail: list[str] = []
     if last_error is not None:
@@ -236,6 +242,10 @@ def details_card(
             f"**Last error**: {_text(last_error.type, _MAX_NAME_CHARS)}{code}: "
             f"{_text(last_error.message, _MAX_ERROR_CHARS)}{req}"
         )
+
+    if notifications:
+        tail.append("**Notifications**")
+        tail.append(_bullets([_text(n) for n in notifications[:MAX_ITEMS]]))
 
     waiting_ids = _ids(approvals, connections) if notes else set()
     orphans = [(k, v) for k, v in notes.items() if k not in waiting_ids]

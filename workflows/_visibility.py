@@ -76,6 +76,16 @@ class Visibility:
                 approvers=list(self._policy.approvers),
                 decision_notes=notes,
                 api_note=api_note,
+                notifications=[
+                    f"{x.endpoint}: {x.event} for {x.ref} {x.state} at {x.at:%H:%M:%S}"
+                    + (f" ({x.detail})" if x.detail else "")
+                    for x in d.deliveries.values()
+                ],
+                policy_note=(
+                    "the deployment's default (GENIE_DEPLOYMENT_FILE)"
+                    if d.policy_source == "deployment"
+                    else None
+                ),
             )
         )
 

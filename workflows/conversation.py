@@ -17,6 +17,7 @@ The shape:
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 from datetime import timedelta
 from typing import Any, NoReturn
@@ -49,6 +50,7 @@ from workflows.models import (
     TERMINAL_TURN_STATUSES,
     AuthLink,
     ConversationOutcome,
+    ConversationPolicy,
     ConversationStart,
     ConversationStatus,
     DecisionRecorded,
@@ -70,13 +72,13 @@ from workflows.signing import SigningPolicy
 
 with workflow.unsafe.imports_passed_through():
     from activities import GenieActivities
-    from activities.models import AuthLinkInput, DecisionKeysInput
+    from activities.models import AuthLinkInput, DeploymentInput
 
 WORKFLOW_TYPE = "GenieConversation"
 STREAM_HEARTBEAT_TIMEOUT = STREAM.heartbeat
 """A worker that dies mid-stream is noticed within this; the retry resumes the cursor."""
-PATCH_DECISION_KEYS = "decision-keys"
-"""``workflow.patched`` id of the trusted-keys look-up at start."""
+PATCH_DEPLOYMENT = "deployment"
+"""``workflow.patched`` id of the deployment look-up at start (keys, endpoints, policy)."""
 QUERY_BUDGET_BYTES = 1_000_000
 """A query answer stays under this (the server's payload limit is 2 MB)."""
 
@@ -90,10 +92,12 @@ class GenieConversation(TurnRunner):
         # Handlers may run before ``run`` starts (update-with-start), so every piece of
         # state they touch is set up here.
         self._start = start
-        self._policy = start.policy
+        # Until the deployment's default is read (before any pause), the built-in one.
+        self._policy = start.policy or ConversationPolicy()
         self._d = start.carried or ConversationData()
         self._turns_this_run = 0
         self._draining = False
+        self._delivery_tasks: set[asyncio.Task[None]] = set()
         self._steps = Steps(
             outage_timeout=lambda: self._policy.api_outage_timeout, on_outage=self._on_outage
         )
@@ -116,8 +120,8 @@ class GenieConversation(TurnRunner):
                 [GENIE_HANDLE.value_set(start.genie_handle), GENIE_USER_ID.value_set(start.user_id)]
             )
         # Conversations recorded before signing existed replay without the look-up.
-        if d.signing is None and workflow.patched(PATCH_DECISION_KEYS):
-            d.signing = await self._signing_policy()
+        if d.signing is None and workflow.patched(PATCH_DEPLOYMENT):
+            await self._load_deployment(explicit_policy=start.policy is not None)
         if start.create_at_start and d.conversation_id is None:
             await self._create()
         if d.state == "starting":
@@ -130,6 +134,7 @@ class GenieConversation(TurnRunner):
                 # Let in-flight updates (a wait_turn, a decision) finish first; they see
                 # ``_draining`` and return. An end that arrives meanwhile is not carried.
                 self._draining = True
+                self.stop_deliveries()
                 await workflow.wait_condition(workflow.all_handlers_finished)
                 if not d.ending:
                     d.runs += 1
@@ -144,16 +149,23 @@ class GenieConversation(TurnRunner):
                     )
         return await self._finish()
 
-    async def _signing_policy(self) -> SigningPolicy:
-        """The worker's trusted decision keys, once per conversation: a local activity,
-        so the answer is in history (replay-safe) and carried across continue-as-new."""
-        keys = await workflow.execute_local_activity_method(
-            GenieActivities.decision_keys,
-            DecisionKeysInput(),
+    async def _load_deployment(self, *, explicit_policy: bool) -> None:
+        """The worker's deployment settings, once per conversation: a local activity, so
+        what it answered is in history (replay-safe) and carried across continue-as-new.
+        A conversation started without a policy takes the deployment's default."""
+        dep = await workflow.execute_local_activity_method(
+            GenieActivities.deployment,
+            DeploymentInput(),
             start_to_close_timeout=timedelta(seconds=10),
-            summary="trusted decision keys",
+            summary="deployment settings",
         )
-        return SigningPolicy(keys=keys.keys, max_age=timedelta(seconds=keys.max_age_seconds))
+        d = self._d
+        d.signing = SigningPolicy(keys=dep.keys, max_age=timedelta(seconds=dep.max_age_seconds))
+        d.endpoints = list(dep.endpoints)
+        if not explicit_policy and dep.default_policy is not None:
+            self._policy = ConversationPolicy.model_validate(dep.default_policy)
+            d.policy_source = "deployment"
+        self._refresh_details()
 
     async def _wait_for_work(self) -> bool:
         """Wait for a queued turn; False when the conversation should end."""
@@ -182,6 +194,7 @@ class GenieConversation(TurnRunner):
             retain_finished(d, t)
         d.queue.clear()
         self._set_state("ended")
+        self.stop_deliveries()
         await workflow.wait_condition(workflow.all_handlers_finished)
         return ConversationOutcome(
             conversation_id=d.conversation_id, turns=d.next_turn - 1, ended_reason=d.end_reason
@@ -226,7 +239,7 @@ class GenieConversation(TurnRunner):
             turn.status = "failed"
             turn.error = d.last_error = ErrorInfo(
                 type=errors.APPROVAL_TIMED_OUT,
-                message="a skill confirmation timed out and policy.on_approval_timeout is 'fail'",
+                message="a pause timed out and its policy says 'fail'",
                 turn=turn.turn,
                 at=workflow.now(),
             )

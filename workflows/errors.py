@@ -24,6 +24,7 @@ __all__ = [
     "INVALID_SIGNATURE",
     "MESSAGE_TOO_LONG",
     "QUEUE_FULL",
+    "SECOND_APPROVER_REQUIRED",
     "UNKNOWN_ATTEMPT_ID",
     "UNKNOWN_CALL_ID",
     "UNKNOWN_TURN",
@@ -66,3 +67,5 @@ API_UNREACHABLE: Final = "ApiUnreachable"
 INVALID_SIGNATURE: Final = "InvalidSignature"
 """Decision signing is on and this decision has no valid, fresh signature from a trusted
 key (missing, unknown key, tampered, or older than the configured age)."""
+SECOND_APPROVER_REQUIRED: Final = "SecondApproverRequired"
+"""A skill that needs two approvers was approved again by the one who already approved."""

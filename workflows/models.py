@@ -34,6 +34,7 @@ __all__ = [
     "AuditEntry",
     "AuthLink",
     "ConnectionDecision",
+    "ConnectionRule",
     "ConversationOutcome",
     "ConversationPolicy",
     "ConversationStart",
@@ -42,6 +43,7 @@ __all__ = [
     "DecisionProgress",
     "DecisionProof",
     "DecisionRecorded",
+    "Delivery",
     "EndConversation",
     "ErrorInfo",
     "MessageAccepted",
@@ -51,6 +53,7 @@ __all__ = [
     "RefreshAuthLink",
     "SendMessage",
     "SkillDecision",
+    "SkillRule",
     "Transcript",
     "TranscriptQuery",
     "TurnRecord",
@@ -116,6 +119,48 @@ class _Model(BaseModel):
 # ---------------------------------------------------------------------- inputs
 
 
+OnTimeout = Literal["reject", "fail", "escalate"]
+"""What happens at an item's deadline: reject it (the turn goes on), reject it and fail
+the workflow, or notify the escalation endpoints and extend the deadline once."""
+
+
+class SkillRule(_Model):
+    """Policy for the skills whose name matches ``match`` (a glob; the first rule that
+    matches wins). Unset fields fall back to the conversation policy's."""
+
+    match: Id = "*"
+    approvers: Annotated[list[Id], Field(max_length=MAX_APPROVERS)] | None = None
+    """Who may decide these skills (names); ``None``: the policy's ``approvers``."""
+    approver_groups: Annotated[list[Id], Field(max_length=MAX_APPROVERS)] = Field(
+        default_factory=list
+    )
+    """Groups whose members may decide (from a signed decision's authenticated groups)."""
+    timeout: Duration | None = None
+    on_timeout: OnTimeout | None = None
+    escalate_to: Annotated[list[Id], Field(max_length=20)] = Field(default_factory=list)
+    """Endpoints told when the deadline passes under ``escalate`` (empty: all)."""
+    escalation_timeout: Duration = timedelta(hours=1)
+    """How much longer an escalated item waits before it is rejected."""
+    auto: Literal["approve", "reject"] | None = None
+    """Decided by the workflow at once, without a human (audited as ``policy:<match>``)."""
+    auto_reason: Reason | None = None
+    required_approvals: int = Field(default=1, ge=1, le=2)
+    """2: two distinct approvers must approve (a reject by either rejects); posted once."""
+    notify: Annotated[list[Id], Field(max_length=20)] | None = None
+    """Endpoints told of each pause; ``None``: the policy's ``notify``."""
+
+
+class ConnectionRule(_Model):
+    """Policy for runtime connections whose connector name matches ``match``."""
+
+    match: Id = "*"
+    timeout: Duration | None = None
+    on_timeout: OnTimeout | None = None
+    escalate_to: Annotated[list[Id], Field(max_length=20)] = Field(default_factory=list)
+    escalation_timeout: Duration = timedelta(hours=1)
+    notify: Annotated[list[Id], Field(max_length=20)] | None = None
+
+
 class ConversationPolicy(_Model):
     """How long humans may take, who may decide, and how long an outage is ridden out."""
 
@@ -126,9 +171,12 @@ class ConversationPolicy(_Model):
     """How long a runtime connection waits for the user to authenticate."""
     idle_timeout: Duration | None = None
     """End the conversation after this long with no message; ``None`` keeps it open."""
-    on_approval_timeout: Literal["reject", "fail"] = "reject"
+    on_approval_timeout: OnTimeout = "reject"
     """``reject``: the skill is rejected ("approval timed out") and the turn goes on.
-    ``fail``: the skill is rejected at the API and the workflow fails."""
+    ``fail``: the skill is rejected at the API and the workflow fails. ``escalate``: the
+    escalation endpoints are told and the deadline moves by ``escalation_timeout`` once;
+    then the skill is rejected."""
+    escalation_timeout: Duration = timedelta(hours=1)
     approvers: Annotated[list[Id], Field(max_length=MAX_APPROVERS)] = Field(default_factory=list)
     """Who may decide skills and connections; empty means anyone with write access to
     the namespace."""
@@ -147,6 +195,12 @@ class ConversationPolicy(_Model):
     """Accept a skill decision for a call id that has not been shown yet, while a turn
     runs, and apply it if the genie pauses with that id. Off by default: with it, a
     skill could run although no human has seen the request."""
+    skills: Annotated[list[SkillRule], Field(max_length=50)] = Field(default_factory=list)
+    """Per-skill rules, first match wins; a skill no rule matches uses the fields above."""
+    connections: Annotated[list[ConnectionRule], Field(max_length=50)] = Field(default_factory=list)
+    notify: Annotated[list[Id], Field(max_length=20)] | None = None
+    """Notification endpoints (names the worker's deployment configures) told of each
+    pause; ``None``: all of them; ``[]``: none."""
 
 
 class SendMessage(_Model):
@@ -170,7 +224,9 @@ class ConversationStart(_Model):
     genie_handle: HeaderSafe
     user_id: HeaderSafe
     first_message: SendMessage | None = None
-    policy: ConversationPolicy = Field(default_factory=ConversationPolicy)
+    policy: ConversationPolicy | None = None
+    """``None``: the deployment's default policy (``GENIE_DEPLOYMENT_FILE``), else the
+    built-in defaults."""
     create_at_start: bool = False
     """Create the API conversation at once instead of with the first accepted message,
     for callers that need its id before they send (``status.conversation_id``)."""
@@ -283,6 +339,12 @@ class PendingApproval(_Model):
     """Set while a decision is being posted to the API."""
     note: str | None = None
     """Why the item is pending again (e.g. the API refused an earlier decision)."""
+    required_approvals: int = 1
+    approved_by: list[str] = Field(default_factory=list)
+    """Approvers so far, while ``required_approvals`` is not reached."""
+    escalated: bool = False
+    rule: str | None = None
+    """The ``match`` of the skill rule that applies, if one does."""
 
 
 class PendingConnection(_Model):
@@ -295,6 +357,7 @@ class PendingConnection(_Model):
     deadline: datetime
     decision: DecisionProgress | None = None
     note: str | None = None
+    escalated: bool = False
 
 
 class PendingWork(_Model):
@@ -365,6 +428,7 @@ AuditKind = Literal[
     "connection_detected",
     "decision_applied",
     "decision_failed",
+    "escalation",
     "end_conversation",
 ]
 
@@ -392,6 +456,17 @@ class AuditEntry(_Model):
     """When the last of ``count`` alike refusals arrived."""
 
 
+class Delivery(_Model):
+    """The last notification to one endpoint: what it said, and whether it arrived."""
+
+    endpoint: str
+    event: Literal["pause", "escalation", "decided_by_policy"]
+    ref: str
+    at: datetime
+    state: Literal["sending", "delivered", "failed"]
+    detail: str | None = None
+
+
 class ConversationStatus(_Model):
     state: ConversationState
     conversation_id: str | None
@@ -411,6 +486,8 @@ class ConversationStatus(_Model):
     audit_dropped: int = 0
     """Older entries no longer kept in state; each run's history still holds them."""
     approvers: list[str] = Field(default_factory=list)
+    notifications: list[Delivery] = Field(default_factory=list)
+    """The last delivery to each notification endpoint."""
     ended_reason: str | None = None
 
 

@@ -29,6 +29,7 @@ from workflows.models import (
     AuditEntry,
     ConversationStart,
     DecisionProgress,
+    Delivery,
     ErrorInfo,
     PendingApproval,
     PendingConnection,
@@ -173,6 +174,11 @@ def test_the_whole_state_survives_continue_as_new() -> None:
         left_at_api="run r",
         runs=4,
         signing=SigningPolicy(keys={"k1": "A" * 43 + "="}, max_age=timedelta(seconds=30)),
+        endpoints=["ops"],
+        deliveries={
+            "ops": Delivery(endpoint="ops", event="pause", ref="c1", at=at, state="delivered")
+        },
+        policy_source="deployment",
     )
     defaults = ConversationData()
     unset = [f for f in ConversationData.model_fields if getattr(data, f) == getattr(defaults, f)]
