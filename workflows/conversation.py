@@ -477,6 +477,7 @@ class GenieConversation(TurnRunner):
             audit=rules.audit_trail(d),
             audit_dropped=d.audit_dropped,
             approvers=list(self._policy.approvers),
+            notifications=list(d.deliveries.values()),
             ended_reason=d.end_reason,
         )
 
