@@ -3,7 +3,11 @@
 from __future__ import annotations
 
 from datetime import timedelta
+from pathlib import Path
 
+import pytest
+
+from genie_config import ConfigError, GenieSettings, load_deployment
 from workflows._policy import endpoints, for_connection, for_skill
 from workflows.models import ConnectionRule, ConversationPolicy, SkillRule
 
@@ -59,3 +63,35 @@ def test_endpoints_are_the_configured_ones_named() -> None:
     assert endpoints(None, ["a", "b"]) == ["a", "b"]
     assert endpoints(("b", "zz"), ["a", "b"]) == ["b"]
     assert endpoints((), ["a"]) == []
+
+
+def test_the_example_deployment_file_loads() -> None:
+    example = Path(__file__).parents[2] / "deploy" / "deployment.example.toml"
+    settings = GenieSettings(api_key="k", deployment_file=example)  # type: ignore[arg-type]
+    deployment, endpoints_ = load_deployment(settings)
+    assert [e.name for e in endpoints_] == ["ops", "finance-lead"]
+    policy = ConversationPolicy.model_validate(deployment.default_policy)
+    assert for_skill(policy, "wire_money").required_approvals == 2
+    assert deployment.inbox_url == "https://inbox.example.com"
+    assert "whsec" not in deployment.model_dump_json()  # no secret reaches a conversation
+
+
+@pytest.mark.parametrize(
+    ("text", "says"),
+    [
+        ("[policy\n", "not valid TOML"),
+        ('[policy]\napproval_timeout = "P3000000D"\n', "approval_timeout"),
+        ('[[notify]]\nname = "x"\nurl = "https://h.example/s3cr3t"\n', "needs a secret"),
+        ('[[notify]]\nname = "x"\nformat = "fax"\nurl = "https://h.example/s3cr3t"\n', "format"),
+    ],
+)
+def test_a_bad_deployment_file_stops_the_worker_with_one_line(
+    tmp_path: Path, text: str, says: str
+) -> None:
+    file = tmp_path / "d.toml"
+    file.write_text(text)
+    settings = GenieSettings(api_key="k", deployment_file=file)  # type: ignore[arg-type]
+    with pytest.raises(ConfigError) as e:
+        load_deployment(settings)
+    assert says in str(e.value) and "\n" not in str(e.value)
+    assert "s3cr3t" not in str(e.value)
