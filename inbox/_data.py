@@ -1,0 +1,302 @@
+"""What the pages show, read without writing anything to any workflow's history.
+
+Conversations waiting for a human are listed from visibility (the ``GenieState`` search
+attribute), then each is asked for its ``status`` and the paused turn's ``transcript``:
+queries, which add no event to history. Every query has a deadline, and they run side by
+side: a conversation whose worker is down (a query would wait for it) is shown as "not
+answering" instead of holding up the page, and is not asked again for a few seconds.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import Any, Literal, TypeVar
+from urllib.parse import quote, urlsplit
+
+from pydantic import BaseModel, Field
+from temporalio.client import WorkflowQueryFailedError
+from temporalio.service import RPCError, RPCStatusCode
+
+from geniectl import GenieConversations, NotFound
+from inbox._auth import Identity
+from workflows import ConversationStatus, Transcript, TranscriptQuery
+from workflows.models import (
+    DecisionProgress,
+    PendingApproval,
+    PendingConnection,
+    TurnRecord,
+)
+from workflows.search_attributes import GENIE_HANDLE, GENIE_USER_ID
+
+T = TypeVar("T")
+
+PENDING_QUERY = (
+    'ExecutionStatus = "Running" AND GenieState IN ("awaiting_approval", "awaiting_connection")'
+)
+"""The visibility query of ``GenieConversations.pending``."""
+MAX_LISTED = 200
+CONCURRENT_QUERIES = 16
+TURN_CACHE_SECONDS = 30.0
+"""A paused turn's text and messages do not change while it is paused."""
+SILENT_CACHE_SECONDS = 15.0
+"""A conversation that did not answer is not asked again for this long."""
+
+
+class Unavailable(Exception):
+    """The conversation did not answer (its worker is down or slow); why, in words."""
+
+
+class Item(BaseModel):
+    """One pending skill confirmation or runtime connection, as pages and the API show it."""
+
+    kind: Literal["skill", "connection"]
+    workflow_id: str
+    ref: str
+    """The ``call_id`` (skill) or ``attempt_id`` (connection)."""
+    genie: str | None
+    user: str | None
+    title: str
+    """The skill's or the connector's name."""
+    skill_id: str | None = None
+    parameters: dict[str, Any] = Field(default_factory=dict)
+    turn: int
+    user_message: str | None = None
+    genie_messages: list[str] = Field(default_factory=list)
+    requested_at: datetime
+    deadline: datetime
+    auth_url: str | None = None
+    auth_expires_at: datetime | None = None
+    decision: DecisionProgress | None = None
+    note: str | None = None
+    approvers: list[str] = Field(default_factory=list)
+    can_decide: bool
+    why_not: str | None = None
+    """Why this approver may not decide it (shown read-only), or None."""
+
+    @property
+    def path(self) -> str:
+        return f"/items/{segment(self.workflow_id)}/{self.kind}/{segment(self.ref)}"
+
+
+class Silent(BaseModel):
+    """A conversation visibility lists as waiting that did not answer its status query."""
+
+    workflow_id: str
+    genie: str | None
+    user: str | None
+    why: str
+
+
+@dataclass
+class Listing:
+    items: list[Item]
+    silent: list[Silent]
+    genies: list[str]
+    skills: list[str]
+    """Every genie and skill (or connector) seen, for the filters."""
+
+
+def segment(value: str) -> str:
+    """``value`` as one URL path segment."""
+    return quote(value, safe="")
+
+
+def safe_url(url: str | None) -> str | None:
+    """An auth link only if it is plain http(s): a genie's link is never ``javascript:``."""
+    if not url:
+        return None
+    try:
+        parts = urlsplit(url)
+    except ValueError:
+        return None
+    return url if parts.scheme in ("http", "https") and parts.netloc else None
+
+
+def may_decide(me: Identity, approvers: list[str]) -> str | None:
+    """Why ``me`` may not decide in a conversation with these approvers, or None."""
+    if not approvers or me.name in approvers:
+        return None
+    who = ", ".join(approvers[:10]) + (" and others" if len(approvers) > 10 else "")
+    return f"only {who} may decide in this conversation (you are {me.name})"
+
+
+def build_items(
+    wid: str,
+    genie: str | None,
+    user: str | None,
+    st: ConversationStatus,
+    turns: dict[int, TurnRecord],
+    me: Identity,
+) -> list[Item]:
+    why_not = may_decide(me, st.approvers)
+    out: list[Item] = []
+    pending: list[PendingApproval | PendingConnection] = [
+        *st.pending_approvals,
+        *st.pending_connections,
+    ]
+    for p in pending:
+        rec = turns.get(p.turn)
+        common: dict[str, Any] = {
+            "workflow_id": wid,
+            "genie": genie or st.genie_handle,
+            "user": user or st.user_id,
+            "turn": p.turn,
+            "user_message": rec.text if rec else None,
+            "genie_messages": list(rec.messages) if rec else [],
+            "requested_at": p.requested_at,
+            "deadline": p.deadline,
+            "decision": p.decision,
+            "note": p.note,
+            "approvers": st.approvers,
+            "can_decide": why_not is None and p.decision is None,
+            "why_not": why_not,
+        }
+        if isinstance(p, PendingApproval):
+            out.append(
+                Item(
+                    kind="skill",
+                    ref=p.call_id,
+                    title=p.skill_name or p.skill_id or "(unnamed skill)",
+                    skill_id=p.skill_id,
+                    parameters=p.skill_parameters,
+                    **common,
+                )
+            )
+        else:
+            out.append(
+                Item(
+                    kind="connection",
+                    ref=p.attempt_id,
+                    title=p.connector_name or "(unnamed connector)",
+                    auth_url=safe_url(p.auth_url),
+                    auth_expires_at=p.auth_expires_at,
+                    **common,
+                )
+            )
+    return out
+
+
+def _turns_of(st: ConversationStatus) -> set[int]:
+    return {p.turn for p in st.pending_approvals} | {c.turn for c in st.pending_connections}
+
+
+@dataclass
+class Reader:
+    """Queries with deadlines, and the little caching that keeps a polled page cheap."""
+
+    api: GenieConversations
+    query_timeout: float = 3.0
+    _turns: dict[tuple[str, int], tuple[float, TurnRecord | None]] = field(default_factory=dict)
+    _silent: dict[str, tuple[float, str]] = field(default_factory=dict)
+
+    async def _query(self, wid: str, call: Callable[[timedelta], Awaitable[T]]) -> T:
+        try:
+            return await call(timedelta(seconds=self.query_timeout))
+        except RPCError as e:
+            if e.status == RPCStatusCode.NOT_FOUND:
+                raise NotFound(f"no conversation with workflow id {wid}") from None
+            if e.status in (RPCStatusCode.DEADLINE_EXCEEDED, RPCStatusCode.CANCELLED):
+                why = f"its worker did not answer within {self.query_timeout:g}s"
+            else:
+                why = f"Temporal answered {e.status.name if e.status else 'an error'}"
+            raise Unavailable(why) from None
+        except WorkflowQueryFailedError:
+            raise Unavailable("the conversation could not answer the query") from None
+
+    async def status(self, wid: str) -> ConversationStatus:
+        h = self.api.handle(wid)
+        return await self._query(
+            wid,
+            lambda t: h.query("status", result_type=ConversationStatus, rpc_timeout=t),
+        )
+
+    async def transcript(self, wid: str, since_turn: int | None = None) -> Transcript:
+        h = self.api.handle(wid)
+        req = TranscriptQuery(since_turn=since_turn)
+        return await self._query(
+            wid,
+            lambda t: h.query("transcript", req, result_type=Transcript, rpc_timeout=t),
+        )
+
+    async def turns(self, wid: str, numbers: set[int]) -> dict[int, TurnRecord]:
+        """The records of these turns (cached briefly); missing ones are left out."""
+        now = time.monotonic()
+        found: dict[int, TurnRecord] = {}
+        wanted = set()
+        for n in numbers:
+            cached = self._turns.get((wid, n))
+            if cached is not None and cached[0] > now:
+                if cached[1] is not None:
+                    found[n] = cached[1]
+            else:
+                wanted.add(n)
+        if wanted:
+            try:
+                tr = await self.transcript(wid, since_turn=min(wanted))
+            except (Unavailable, NotFound):
+                return found
+            by_number = {t.turn: t for t in tr.turns}
+            for n in wanted:
+                self._turns[(wid, n)] = (now + TURN_CACHE_SECONDS, by_number.get(n))
+                if n in by_number:
+                    found[n] = by_number[n]
+        self._forget(now)
+        return found
+
+    def _forget(self, now: float) -> None:
+        if len(self._turns) > 4 * MAX_LISTED:
+            self._turns = {k: v for k, v in self._turns.items() if v[0] > now}
+        if len(self._silent) > 4 * MAX_LISTED:
+            self._silent = {k: v for k, v in self._silent.items() if v[0] > now}
+
+    async def items(self, wid: str, me: Identity) -> tuple[ConversationStatus, list[Item]]:
+        """One conversation's status and its pending items with their context."""
+        st = await self.status(wid)
+        turns = await self.turns(wid, _turns_of(st))
+        return st, build_items(wid, None, None, st, turns, me)
+
+    async def pending(
+        self, me: Identity, *, genie: str | None = None, skill: str | None = None
+    ) -> Listing:
+        """Every pending item across conversations, soonest deadline first."""
+        listed: list[tuple[str, str | None, str | None]] = []
+        async for wf in self.api.client.list_workflows(PENDING_QUERY, limit=MAX_LISTED):
+            sa = wf.typed_search_attributes
+            listed.append((wf.id, sa.get(GENIE_HANDLE), sa.get(GENIE_USER_ID)))
+        gate = asyncio.Semaphore(CONCURRENT_QUERIES)
+        now = time.monotonic()
+
+        async def one(wid: str, g: str | None, u: str | None) -> list[Item] | Silent | None:
+            silent = self._silent.get(wid)
+            if silent is not None and silent[0] > now:
+                return Silent(workflow_id=wid, genie=g, user=u, why=silent[1])
+            async with gate:
+                try:
+                    st = await self.status(wid)
+                except NotFound:
+                    return None
+                except Unavailable as e:
+                    self._silent[wid] = (time.monotonic() + SILENT_CACHE_SECONDS, str(e))
+                    return Silent(workflow_id=wid, genie=g, user=u, why=str(e))
+                numbers = _turns_of(st)
+                turns = await self.turns(wid, numbers) if numbers else {}
+            self._silent.pop(wid, None)
+            return build_items(wid, g, u, st, turns, me)
+
+        results = await asyncio.gather(*(one(*row) for row in listed))
+        items = [i for r in results if isinstance(r, list) for i in r]
+        silent = [r for r in results if isinstance(r, Silent)]
+        genies = sorted({i.genie for i in items if i.genie})
+        skills = sorted({i.title for i in items})
+        if genie:
+            items = [i for i in items if i.genie == genie]
+            silent = [s for s in silent if s.genie == genie]
+        if skill:
+            items = [i for i in items if i.title == skill]
+        far = datetime.max.replace(tzinfo=UTC)
+        items.sort(key=lambda i: (i.deadline or far, i.workflow_id, i.ref))
+        return Listing(items=items, silent=silent, genies=genies, skills=skills)
