@@ -13,11 +13,15 @@ when the process that started it dies, however it dies, so nothing outlives its 
 - ``Simulator``: ``python -m genie_sim``.
 - ``WorkerProcess``: ``python -m worker``, configured only through its environment
   (``worker_env`` builds it with the names ``genie_config`` and the SDK read).
-- ``LocalStack``: the three together, started in order and stopped in reverse.
+- ``InboxProcess``: ``python -m inbox``, the approvers' inbox (``inbox_env`` builds its
+  environment).
+- ``LocalStack``: the three together (and the inbox, when asked for), started in order
+  and stopped in reverse.
 """
 
 from __future__ import annotations
 
+from genie_stack._inbox import InboxProcess, inbox_env
 from genie_stack._ports import free_port, port_busy
 from genie_stack._process import Child, ChildFailed
 from genie_stack._services import (
@@ -33,12 +37,14 @@ from genie_stack._stack import LocalStack
 __all__ = [
     "Child",
     "ChildFailed",
+    "InboxProcess",
     "LocalStack",
     "Simulator",
     "TemporalDevServer",
     "WorkerProcess",
     "connect",
     "free_port",
+    "inbox_env",
     "port_busy",
     "temporal_cli",
     "worker_env",
