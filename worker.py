@@ -75,6 +75,11 @@ def build_worker(
         silence_check_seconds=settings.stream_silence_check_seconds,
         deployment=deployment,
         notify_endpoints=endpoints,
+        user_hash_key=(
+            settings.user_id_hash_key.get_secret_value().encode()
+            if settings.user_id_hash_key
+            else None
+        ),
     )
     return Worker(
         client,

@@ -23,7 +23,7 @@ from activities._errors import (
 )
 from activities._notify import NotifyActivities, NotifyEndpoint
 from activities._stream import run_segment
-from activities._users import UserIdPolicy
+from activities._users import UserIdPolicy, user_search_value
 from activities.models import (
     Deployment,
     DeploymentInput,
@@ -59,6 +59,7 @@ class GenieActivities(ControlActivities, NotifyActivities):
         silence_check_seconds: float = 10.0,
         deployment: Deployment | None = None,
         notify_endpoints: list[NotifyEndpoint] | None = None,
+        user_hash_key: bytes | None = None,
     ) -> None:
         super().__init__(
             client,
@@ -69,6 +70,7 @@ class GenieActivities(ControlActivities, NotifyActivities):
         # After this long without a run event a segment asks the API (E3) whether the
         # run ended without the stream saying so.
         self._silence_check = silence_check_seconds
+        self._user_hash_key = user_hash_key
         deployment = deployment or Deployment()
         NotifyActivities.__init__(self, notify_endpoints, deployment.inbox_url)
         self._deployment = deployment.model_copy(update={"endpoints": self.endpoint_names})
@@ -77,7 +79,10 @@ class GenieActivities(ControlActivities, NotifyActivities):
     async def deployment(self, inp: DeploymentInput) -> Deployment:
         """This worker's deployment settings, read by each conversation once, at start, as
         a local activity, so what it got is recorded in its history (replay-safe)."""
-        return self._deployment
+        if self._user_hash_key is None:
+            return self._deployment
+        value = user_search_value(self._user_hash_key, inp.user_id)
+        return self._deployment.model_copy(update={"user_search_value": value})
 
     @activity.defn(name="stream_segment")
     async def stream_segment(self, inp: StreamSegmentInput) -> StreamSegmentResult:

@@ -9,6 +9,8 @@ and/or ``GENIE_USER_IDS`` (an allowlist); with both, an id must satisfy both.
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 import re
 from dataclasses import dataclass
 from typing import NoReturn
@@ -51,3 +53,15 @@ class UserIdPolicy:
 
 def _refuse(message: str) -> NoReturn:
     raise ApplicationError(message, type=USER_NOT_ALLOWED, non_retryable=True)
+
+
+USER_HASH_PREFIX = "h1:"
+
+
+def user_search_value(key: bytes, user_id: str) -> str:
+    """The keyed hash ``GenieUserId`` holds under ``GENIE_USER_ID_HASH_KEY``: HMAC-SHA256,
+    truncated to 128 bits (plenty against collisions among users; no use without the
+    key), so ops who know a user and the key can still filter by them
+    (``geniectl user-hash``) while the search index holds no user id."""
+    digest = hmac.new(key, user_id.encode(), hashlib.sha256).hexdigest()[:32]
+    return USER_HASH_PREFIX + digest

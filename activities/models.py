@@ -210,7 +210,8 @@ class ProbeConnectionResult(_Model):
 
 
 class DeploymentInput(_Model):
-    pass
+    user_id: str = ""
+    """The conversation's user, for ``Deployment.user_search_value``."""
 
 
 class Deployment(_Model):
@@ -225,3 +226,7 @@ class Deployment(_Model):
     inbox_url: str | None = None
     default_policy: dict[str, Any] | None = None
     """``ConversationPolicy`` JSON for conversations started without a policy."""
+    user_search_value: str | None = None
+    """What the ``GenieUserId`` search attribute holds for this user: a keyed hash when
+    the deployment sets ``GENIE_USER_ID_HASH_KEY`` (search attributes are not encrypted),
+    else ``None`` (the user id itself)."""

@@ -84,6 +84,9 @@ class GenieSettings(BaseSettings):
     notify_secret: SecretStr | None = None
     """Its Standard Webhooks signing secret (``whsec_…``)."""
     notify_format: Literal["standard", "slack"] = "standard"
+    user_id_hash_key: SecretStr | None = None
+    """Set: the ``GenieUserId`` search attribute holds a keyed hash of the user id
+    instead of the id (search attributes are not encrypted by a payload codec)."""
     """How old a signed decision may be when the workflow takes it."""
     stream_silence_check_seconds: float = Field(default=10.0, gt=0)
     """A stream silent this long makes the segment check the conversation state (E3)."""

@@ -55,7 +55,6 @@ from workflows.search_attributes import (
     GENIE_AWAITING_SINCE,
     GENIE_HANDLE,
     GENIE_STATE,
-    GENIE_USER_ID,
 )
 
 M = TypeVar("M", bound=BaseModel)
@@ -406,7 +405,7 @@ class GenieConversations:
                 PendingItem(
                     workflow_id=wf.id,
                     genie_handle=sa.get(GENIE_HANDLE),
-                    user_id=sa.get(GENIE_USER_ID),
+                    user_id=st.user_id,
                     state=st.state,
                     awaiting_since=st.awaiting_since or sa.get(GENIE_AWAITING_SINCE),
                     approvals=st.pending_approvals,
@@ -449,7 +448,6 @@ def _start_attributes(genie_handle: str, user_id: str) -> TypedSearchAttributes:
     return TypedSearchAttributes(
         [
             SearchAttributePair(GENIE_HANDLE, genie_handle),
-            SearchAttributePair(GENIE_USER_ID, user_id),
             SearchAttributePair(GENIE_STATE, "starting"),
         ]
     )

@@ -114,14 +114,16 @@ class GenieConversation(TurnRunner):
         d = self._d
         if self._start_refusal is not None:
             _refuse(self._start_refusal)  # a bad first message fails the start, visibly
-        if start.carried is None:
-            # Visible for filtering from the first task, however the workflow was started.
-            workflow.upsert_search_attributes(
-                [GENIE_HANDLE.value_set(start.genie_handle), GENIE_USER_ID.value_set(start.user_id)]
-            )
-        # Conversations recorded before signing existed replay without the look-up.
+        # Conversations recorded before the deployment look-up replay without it.
+        user_value = start.user_id
         if d.signing is None and workflow.patched(PATCH_DEPLOYMENT):
-            await self._load_deployment(explicit_policy=start.policy is not None)
+            user_value = await self._load_deployment(explicit_policy=start.policy is not None)
+        if start.carried is None:
+            # Visible for filtering from the first task, however the workflow was started;
+            # the user id as the deployment wants it searchable (plain, or a keyed hash).
+            workflow.upsert_search_attributes(
+                [GENIE_HANDLE.value_set(start.genie_handle), GENIE_USER_ID.value_set(user_value)]
+            )
         if start.create_at_start and d.conversation_id is None:
             await self._create()
         if d.state == "starting":
@@ -149,13 +151,14 @@ class GenieConversation(TurnRunner):
                     )
         return await self._finish()
 
-    async def _load_deployment(self, *, explicit_policy: bool) -> None:
+    async def _load_deployment(self, *, explicit_policy: bool) -> str:
         """The worker's deployment settings, once per conversation: a local activity, so
         what it answered is in history (replay-safe) and carried across continue-as-new.
-        A conversation started without a policy takes the deployment's default."""
+        A conversation started without a policy takes the deployment's default. Returns
+        the user id as the ``GenieUserId`` search attribute may hold it."""
         dep = await workflow.execute_local_activity_method(
             GenieActivities.deployment,
-            DeploymentInput(),
+            DeploymentInput(user_id=self._start.user_id),
             start_to_close_timeout=timedelta(seconds=10),
             summary="deployment settings",
         )
@@ -166,6 +169,7 @@ class GenieConversation(TurnRunner):
             self._policy = ConversationPolicy.model_validate(dep.default_policy)
             d.policy_source = "deployment"
         self._refresh_details()
+        return dep.user_search_value or self._start.user_id
 
     async def _wait_for_work(self) -> bool:
         """Wait for a queued turn; False when the conversation should end."""
