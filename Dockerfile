@@ -1,9 +1,10 @@
 # syntax=docker/dockerfile:1
 #
 # genie-worker image: the Temporal worker (default) and, with another command, the
-# Headless API simulator:
+# Headless API simulator or the approvers' inbox:
 #   docker run IMAGE                                          # python /app/worker.py
 #   docker run --entrypoint python IMAGE -m genie_sim --host 0.0.0.0
+#   docker run --entrypoint python IMAGE -m inbox --host 0.0.0.0
 #   docker run --entrypoint geniectl IMAGE pending            # the CLI is installed too
 #
 # Configuration is environment only (GENIE_*, TEMPORAL_*): see docker-compose.yml.
@@ -32,11 +33,12 @@ COPY workflows/ ./workflows/
 COPY activities/ ./activities/
 COPY geniectl/ ./geniectl/
 COPY genie_stack/ ./genie_stack/
+COPY inbox/ ./inbox/
 # Runtime dependencies only: no [dev] extras. The pip cache is a build cache mount, so
 # it never lands in a layer.
 RUN --mount=type=cache,target=/root/.cache/pip \
     pip install . \
-    && python -c "import worker, genie_sim, geniectl.cli"
+    && python -c "import worker, genie_sim, geniectl.cli, inbox._app"
 
 # --- runtime: the venv, the entry script, an unprivileged user ----------------------
 FROM ${PYTHON_IMAGE} AS runtime
@@ -63,8 +65,9 @@ ENV PATH=/opt/venv/bin:$PATH \
 WORKDIR /app
 USER 10001:10001
 
-# 9464: Prometheus metrics (GENIE_METRICS_PORT); 8787: the simulator, when run.
-EXPOSE 9464 8787
+# 9464: Prometheus metrics (GENIE_METRICS_PORT); 8787: the simulator and 8234: the
+# inbox, when run.
+EXPOSE 9464 8787 8234
 
 # The worker serves Prometheus metrics once its runtime is up; urllib, so no curl in
 # the image. The simulator overrides this in docker-compose.yml.

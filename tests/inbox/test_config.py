@@ -199,3 +199,49 @@ def test_auth_links_are_only_http_and_refusals_read_as_sentences() -> None:
     ):
         ex = explain(type, "detail", me=me, ref="call_1")
         assert words in ex.sentence and ex.http_status == status, type
+
+
+def test_the_compose_service_is_a_valid_inbox_configuration(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """The inbox service in docker-compose.yml: only with its profile, every name a
+    setting, and its defaults plus what docs/inbox.md asks for load as a configuration."""
+    from inbox._app import create_app
+    from inbox._settings import InboxSettings
+    from tests.deploy.helpers import COMPOSE_FILE, active_services, interpolate, load_yaml
+    from tests.deploy.helpers import environment as env_of
+
+    compose = interpolate(load_yaml(COMPOSE_FILE), {})
+    assert "inbox" not in active_services(compose, set())
+    service = active_services(compose, {"inbox"})["inbox"]
+    assert service["entrypoint"] == ["python", "-m", "inbox"]
+    assert service["ports"] == ["127.0.0.1:8234:8234"]
+    env = env_of(service)
+    fields = {f"GENIE_INBOX_{name.upper()}" for name in InboxSettings.model_fields}
+    names = {n for n in env if n.startswith("GENIE_INBOX_")}
+    assert names <= fields, sorted(names - fields)
+    assert set(env) - names == {"TEMPORAL_ADDRESS", "TEMPORAL_NAMESPACE", "GENIE_TASK_QUEUE"}
+    assert "/healthz" in service["healthcheck"]["test"][3]
+    routes = {getattr(r, "path", None) for r in create_app(load_inbox_config(**_DEV)).routes}
+    assert "/healthz" in routes
+
+    # As shipped: refused with the one line saying what to configure.
+    key_file = tmp_path / "genie_inbox_signing_key"
+    env["GENIE_INBOX_SIGNING_KEY_FILE"] = str(key_file)
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    with pytest.raises(ConfigError, match="GENIE_INBOX_JWT_JWKS_URL"):
+        load_inbox_config()
+    # Configured as the guide says: the provider, and a key from `geniectl keygen`.
+    raw = Ed25519PrivateKey.generate().private_bytes(
+        Encoding.Raw, PrivateFormat.Raw, NoEncryption()
+    )
+    key_file.write_text(base64.b64encode(raw).decode() + "\n")
+    monkeypatch.setenv("GENIE_INBOX_JWT_JWKS_URL", "https://idp.example.test/jwks")
+    monkeypatch.setenv("GENIE_INBOX_JWT_ISSUER", "https://idp.example.test/")
+    monkeypatch.setenv("GENIE_INBOX_JWT_AUDIENCE", "genie-inbox")
+    config = load_inbox_config()
+    assert config.signing_key_id == "inbox-1" and config.settings.secure_cookies is True
+
+
+_DEV = {"auth": "dev", "allow_dev": True}
