@@ -32,7 +32,7 @@ NOTIFY_FAILED = "NotifyFailed"
 """The endpoint answered with an error, or could not be reached (retried)."""
 NOTIFY_UNKNOWN_ENDPOINT = "NotifyUnknownEndpoint"
 """The workflow named an endpoint this worker does not configure (not retried)."""
-ITEM_PATH = "/items/{workflow_id}/{ref}"
+ITEM_PATH = "/items/{workflow_id}/{kind}/{ref}"
 """Where the inbox shows one pending item; links never decide anything on GET."""
 TIMEOUT_SECONDS = 10.0
 
@@ -95,7 +95,9 @@ class NotifyActivities:
                 type=NOTIFY_UNKNOWN_ENDPOINT,
                 non_retryable=True,
             )
-        link = self.link(inp.workflow_id, inp.ref)
+        link = self.link(
+            inp.workflow_id, "skill" if inp.kind == "skill_confirmation" else "connection", inp.ref
+        )
         if endpoint.format == "slack":
             body = json.dumps(_slack_message(inp, link))
             headers = {"content-type": "application/json"}
@@ -116,10 +118,13 @@ class NotifyActivities:
             )
         return NotifyResult(status=r.status_code)
 
-    def link(self, workflow_id: str, ref: str) -> str | None:
+    def link(self, workflow_id: str, kind: str, ref: str) -> str | None:
+        """The inbox page of one item (``kind``: ``skill`` or ``connection``)."""
         if self._inbox_url is None:
             return None
-        path = ITEM_PATH.format(workflow_id=quote(workflow_id, safe=""), ref=quote(ref, safe=""))
+        path = ITEM_PATH.format(
+            workflow_id=quote(workflow_id, safe=""), kind=kind, ref=quote(ref, safe="")
+        )
         return self._inbox_url + path
 
 

@@ -103,7 +103,7 @@ async def test_each_pause_is_announced_once_signed_with_a_link(
     assert event["type"] == "genie.skill_confirmation.pause"
     data = event["data"]
     assert data["ref"] == call and data["workflow_id"] == wid
-    assert data["link"] == f"{INBOX}/items/{wid}/{call}"
+    assert data["link"] == f"{INBOX}/items/{wid}/skill/{call}"
     assert data["details"]["skill_name"] == "send_email"
     assert event["webhook-id"] == f"{wid}:{call}:pause"
     st = await eventually(
