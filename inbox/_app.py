@@ -516,6 +516,9 @@ def decide_page(kind: Kind) -> Handler:
         except (NotFound, Unavailable) as e:
             return _problem_page(request, ctx, e, wid)
         _logged(ctx, rec, wid)
+        after = None  # a first of several approvals leaves the item pending
+        with contextlib.suppress(NotFound, Unavailable):
+            after = (await _item_state(ctx, wid, kind, ref))[1]
         return render(
             request,
             ctx,
@@ -526,6 +529,7 @@ def decide_page(kind: Kind) -> Handler:
             kind=kind,
             ref=ref,
             record=rec,
+            after=after,
         )
 
     return post

@@ -73,6 +73,13 @@ class Item(BaseModel):
     decision: DecisionProgress | None = None
     note: str | None = None
     approvers: list[str] = Field(default_factory=list)
+    """The conversation's approvers (empty: anyone), unless ``rule`` says otherwise."""
+    rule: str | None = None
+    """The skill rule that governs this item (its ``match``); it may name other approvers
+    or groups, which the status does not show: the conversation decides on posting."""
+    required_approvals: int = 1
+    approved_by: list[str] = Field(default_factory=list)
+    escalated: bool = False
     can_decide: bool
     why_not: str | None = None
     """Why this approver may not decide it (shown read-only), or None."""
@@ -124,6 +131,18 @@ def may_decide(me: Identity, approvers: list[str]) -> str | None:
     return f"only {who} may decide in this conversation (you are {me.name})"
 
 
+def _why_not(
+    me: Identity, st: ConversationStatus, p: PendingApproval | PendingConnection
+) -> str | None:
+    """Why ``me`` may not decide ``p``, as far as the status tells (None: go ahead)."""
+    if isinstance(p, PendingApproval):
+        if me.name in p.approved_by:
+            return "you approved it already; a second, different approver must approve too"
+        if p.rule is not None:
+            return None  # the rule's approvers are not in the status: the workflow decides
+    return may_decide(me, st.approvers)
+
+
 def build_items(
     wid: str,
     genie: str | None,
@@ -132,7 +151,6 @@ def build_items(
     turns: dict[int, TurnRecord],
     me: Identity,
 ) -> list[Item]:
-    why_not = may_decide(me, st.approvers)
     out: list[Item] = []
     pending: list[PendingApproval | PendingConnection] = [
         *st.pending_approvals,
@@ -140,6 +158,7 @@ def build_items(
     ]
     for p in pending:
         rec = turns.get(p.turn)
+        why_not = _why_not(me, st, p)
         common: dict[str, Any] = {
             "workflow_id": wid,
             "genie": genie or st.genie_handle,
@@ -152,6 +171,7 @@ def build_items(
             "decision": p.decision,
             "note": p.note,
             "approvers": st.approvers,
+            "escalated": p.escalated,
             "can_decide": why_not is None and p.decision is None,
             "why_not": why_not,
         }
@@ -163,6 +183,9 @@ def build_items(
                     title=p.skill_name or p.skill_id or "(unnamed skill)",
                     skill_id=p.skill_id,
                     parameters=p.skill_parameters,
+                    rule=p.rule,
+                    required_approvals=p.required_approvals,
+                    approved_by=p.approved_by,
                     **common,
                 )
             )

@@ -93,13 +93,18 @@ def explain(
             409,
         )
     if type == errors.APPROVER_NOT_ALLOWED:
-        approvers = ", ".join(status.approvers) if status and status.approvers else None
-        only = f" Only these people may: {approvers}." if approvers else ""
         return e(
             "Not an approver",
-            f"You ({me.name}) are not an approver of this conversation.{only} "
-            "Your attempt was recorded in its audit trail.",
+            f"You ({me.name}) are not among those who may decide this. The conversation "
+            f"says: {message}. Your attempt was recorded in its audit trail.",
             403,
+        )
+    if type == errors.SECOND_APPROVER_REQUIRED:
+        return e(
+            "Waiting for someone else",
+            "You approved this already; it needs a second approval from someone else "
+            "before it runs.",
+            409,
         )
     if type == errors.INVALID_SIGNATURE:
         return e(

@@ -190,7 +190,8 @@ def test_auth_links_are_only_http_and_refusals_read_as_sentences() -> None:
     for type, words, status in (
         (errors.ALREADY_DECIDED, "Someone decided this before you", 409),
         (errors.DEADLINE_EXPIRED, "deadline for this decision has passed", 409),
-        (errors.APPROVER_NOT_ALLOWED, "You (alice) are not an approver", 403),
+        (errors.APPROVER_NOT_ALLOWED, "You (alice) are not among those who may", 403),
+        (errors.SECOND_APPROVER_REQUIRED, "second approval from someone else", 409),
         (errors.INVALID_SIGNATURE, "signed by a trusted inbox", 403),
         (errors.UNKNOWN_CALL_ID, "not waiting for this decision", 404),
         (errors.CONVERSATION_ENDED, "has ended", 410),

@@ -24,6 +24,7 @@ from tests.inbox.helpers import (
 )
 from tests.workflow.helpers import convs, eventually
 from workflows import ConversationPolicy, errors
+from workflows.models import SkillRule
 
 BANNER = "Development mode, not authenticated"
 
@@ -213,8 +214,8 @@ async def test_a_non_approver_sees_it_read_only_is_refused_in_words_and_audited(
         f"/items/{wid}/skill/{item.call_id}", data={"csrf_token": csrf, "verdict": "approve"}
     )
     assert r.status_code == 403
-    assert "You (alice) are not an approver of this conversation." in r.text
-    assert "Only these people may: carol." in r.text
+    assert "You (alice) are not among those who may decide this." in r.text
+    assert "who may: carol" in r.text and "recorded in its audit trail" in r.text
     st = await api.status(wid)
     (entry,) = [a for a in st.audit if a.actor == "alice"]
     assert not entry.accepted and (entry.refusal or "").startswith(errors.APPROVER_NOT_ALLOWED)
@@ -322,3 +323,25 @@ async def test_a_connection_can_be_rejected_through_the_api(
     assert (await api.wait(wid, turn, wait_for="completion")).status == "completed"
     page = (await dev_http.get(f"/conversations/{wid}")).text
     assert "connection_decision" in page and "not now" in page
+
+
+async def test_a_two_approver_rule_shows_progress_and_takes_a_second_person(
+    client: Client, task_queue: str, client_for: ClientFor
+) -> None:
+    api = convs(client, task_queue)
+    policy = ConversationPolicy(skills=[SkillRule(match="wire_*", required_approvals=2)])
+    wid, turn, item = await paused_skill(api, "confirm:wire_money", policy=policy)
+    alice, bob = client_for("dev"), client_for("dev")
+    tokens = [await dev_login(alice, "alice"), await dev_login(bob, "bob")]
+    path = f"/items/{wid}/skill/{item.call_id}"
+    r = await alice.post(path, data={"csrf_token": tokens[0], "verdict": "approve"})
+    assert r.status_code == 200
+    assert "It needs 2 different approvers; so far: alice" in r.text
+    page = (await alice.get(path)).text
+    assert "approved so far by alice" in page and "Rule <code>wire_*</code>" in page
+    assert "Read-only: you approved it already" in page
+    r = await alice.post(path, data={"csrf_token": tokens[0], "verdict": "approve"})
+    assert r.status_code == 409 and "second approval from someone else" in r.text
+    r = await bob.post(path, data={"csrf_token": tokens[1], "verdict": "approve"})
+    assert r.status_code == 200 and "Recorded as approved" in r.text
+    assert (await api.wait(wid, turn, wait_for="completion")).status == "completed"

@@ -39,7 +39,8 @@ from tests.inbox.helpers import (
 )
 from tests.services import SIM_API_KEY, SimProcess
 from tests.workflow.helpers import eventually
-from workflows import errors
+from workflows import ConversationPolicy, errors
+from workflows.models import SkillRule
 from workflows.signing import public_key_text, sign_decision
 
 
@@ -164,6 +165,31 @@ async def test_connection_decisions_need_the_signature_too(
         json={"action": "done"},
         headers=bearer(token(IDP_KEY)),
     )
+    assert r.status_code == 200, r.text
+    assert (await api.wait(wid, turn, wait_for="completion")).status == "completed"
+
+
+async def test_a_group_rule_counts_groups_only_from_the_signed_token(
+    client: Client, signed_queue: str, client_for: ClientFor
+) -> None:
+    """A rule that lets group finance approve: the inbox puts the token's groups in its
+    signature, and the workflow believes groups from nothing else."""
+    api = GenieConversations(client, task_queue=signed_queue)
+    policy = ConversationPolicy(
+        approvers=["nobody"], skills=[SkillRule(match="wire_*", approver_groups=["finance"])]
+    )
+    wid, turn, item = await paused_skill(api, "confirm:wire_money", policy=policy)
+    http = client_for("jwt")
+    path = f"/api/decisions/{wid}/skill/{item.call_id}"
+    outsider = bearer(token(IDP_KEY, email="sam@example.test", groups=["sales"]))
+    r = await http.post(path, json={"approved": True}, headers=outsider)
+    assert r.status_code == 403 and r.json()["error"]["type"] == errors.APPROVER_NOT_ALLOWED
+    assert "group finance" in r.json()["error"]["message"]
+    listed = (await http.get("/api/pending", headers=outsider)).json()["items"]
+    (mine,) = [i for i in listed if i["workflow_id"] == wid]
+    assert mine["rule"] == "wire_*" and mine["can_decide"] is True  # the workflow decides
+    member = bearer(token(IDP_KEY, email="fin@example.test", groups=["finance"]))
+    r = await http.post(path, json={"approved": True}, headers=member)
     assert r.status_code == 200, r.text
     assert (await api.wait(wid, turn, wait_for="completion")).status == "completed"
 
