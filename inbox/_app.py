@@ -9,6 +9,7 @@ own bearer token needs none.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import json
 import logging
@@ -30,17 +31,18 @@ from starlette.staticfiles import StaticFiles
 from starlette.templating import Jinja2Templates
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from temporalio.client import Client
+from temporalio.service import RPCError
 
 from genie_config import connect_temporal
 from geniectl import GenieConversations, NotFound, Refused
 from inbox._auth import Authenticator, Identity, Unauthenticated, clean_name
-from inbox._data import Item, Reader, Unavailable, segment
+from inbox._data import LISTING_CACHE_SECONDS, Item, Reader, Unavailable, segment
 from inbox._decide import Decider, Kind, Verdict
 from inbox._explain import Explanation, explain, utc, who_decided
 from inbox._session import COOKIE, CSRF_FIELD, CSRF_HEADER, Session, SessionCodec
 from inbox._settings import InboxConfig
 from workflows import ConversationStatus, Transcript
-from workflows.models import MAX_ID_CHARS, MAX_REASON_CHARS, DecisionRecorded
+from workflows.models import MAX_ID_CHARS, MAX_REASON_CHARS, AuthLink, DecisionRecorded
 
 log = logging.getLogger("genie_inbox")
 
@@ -121,6 +123,28 @@ class Inbox:
     @property
     def dev(self) -> bool:
         return self.config.auth == "dev"
+
+    async def decide(
+        self, me: Identity, wid: str, kind: Kind, ref: str, verdict: Verdict, reason: str | None
+    ) -> DecisionRecorded:
+        """Send the decision; the shared pending listing is stale after it, either way."""
+        try:
+            return await self.decider.decide(me, wid, kind, ref, verdict, reason)
+        finally:
+            self.reader.invalidate()
+
+    async def auth_link(self, wid: str, ref: str) -> AuthLink:
+        """A fresh link (an update: the workflow asks the API); ``Unavailable`` if the
+        conversation does not answer in time."""
+        try:
+            async with asyncio.timeout(self.decider.timeout):
+                return await self.reader.api.auth_link(wid, ref)
+        except TimeoutError:
+            raise Unavailable(f"no answer within {self.decider.timeout:g}s") from None
+        except RPCError as e:
+            raise Unavailable(f"Temporal answered {e.status.name if e.status else e}") from None
+        finally:
+            self.reader.invalidate()
 
 
 @dataclass
@@ -362,9 +386,24 @@ def _filters(request: Request) -> tuple[str | None, str | None]:
     return g, s
 
 
+def _temporal_down(request: Request, ctx: Ctx, e: Unavailable) -> Response:
+    return render(
+        request,
+        ctx,
+        "error.html",
+        http_status=503,
+        title="Temporal is not answering",
+        message=f"The pending list could not be read: {e}. This page will work again once "
+        "Temporal answers.",
+    )
+
+
 async def pending_page(request: Request, ctx: Ctx) -> Response:
     genie, skill = _filters(request)
-    listing = await ctx.inbox.reader.pending(ctx.user, genie=genie, skill=skill)
+    try:
+        listing = await ctx.inbox.reader.pending(ctx.user, genie=genie, skill=skill)
+    except Unavailable as e:
+        return _temporal_down(request, ctx, e)
     query = urlencode({k: v for k, v in (("genie", genie), ("skill", skill)) if v})
     return render(
         request,
@@ -379,7 +418,12 @@ async def pending_page(request: Request, ctx: Ctx) -> Response:
 
 async def pending_fragment(request: Request, ctx: Ctx) -> Response:
     genie, skill = _filters(request)
-    listing = await ctx.inbox.reader.pending(ctx.user, genie=genie, skill=skill)
+    try:
+        listing = await ctx.inbox.reader.pending(
+            ctx.user, genie=genie, skill=skill, max_age=LISTING_CACHE_SECONDS
+        )
+    except Unavailable:
+        return HTMLResponse("", status_code=503)
     return render(request, ctx, "_items.html", listing=listing, genie=genie, skill=skill)
 
 
@@ -498,7 +542,7 @@ def decide_page(kind: Kind) -> Handler:
                 link=None,
             )
         try:
-            rec = await ctx.inbox.decider.decide(ctx.user, wid, kind, ref, verdict, reason)
+            rec = await ctx.inbox.decide(ctx.user, wid, kind, ref, verdict, reason)
         except Refused as e:
             ex = await _explained(ctx, e, wid, ref)
             return render(
@@ -548,10 +592,10 @@ async def refresh_link_page(request: Request, ctx: Ctx) -> Response:
     link_error = None
     link = None
     try:
-        link = await ctx.inbox.reader.api.auth_link(wid, ref)
+        link = await ctx.inbox.auth_link(wid, ref)
     except Refused as e:
         link_error = explain(e.type, e.message, me=ctx.user, ref=ref).sentence
-    except NotFound as e:
+    except (NotFound, Unavailable) as e:
         return _problem_page(request, ctx, e, wid)
     try:
         st, item = await _item_state(ctx, wid, "connection", ref)
@@ -676,7 +720,10 @@ async def api_session(request: Request, ctx: Ctx) -> Response:
 
 async def api_pending(request: Request, ctx: Ctx) -> Response:
     genie, skill = _filters(request)
-    listing = await ctx.inbox.reader.pending(ctx.user, genie=genie, skill=skill)
+    try:
+        listing = await ctx.inbox.reader.pending(ctx.user, genie=genie, skill=skill)
+    except Unavailable as e:
+        return _api_problem(e)
     return JSONResponse(
         {
             "me": _identity_json(ctx.user),
@@ -741,9 +788,7 @@ async def _api_decide(
 ) -> Response:
     wid, ref = _api_ids(request)
     try:
-        rec: DecisionRecorded = await ctx.inbox.decider.decide(
-            ctx.user, wid, kind, ref, verdict, reason
-        )
+        rec: DecisionRecorded = await ctx.inbox.decide(ctx.user, wid, kind, ref, verdict, reason)
     except Refused as e:
         ex = await _explained(ctx, e, wid, ref)
         return JSONResponse(
@@ -780,11 +825,11 @@ async def api_auth_link(request: Request, ctx: Ctx) -> Response:
     wid, ref = _api_ids(request)
     _api_csrf(request, ctx)
     try:
-        link = await ctx.inbox.reader.api.auth_link(wid, ref)
+        link = await ctx.inbox.auth_link(wid, ref)
     except Refused as e:
         ex = explain(e.type, e.message, me=ctx.user, ref=ref)
         return JSONResponse(_error(ex.type, ex.sentence, detail=ex.detail), ex.http_status)
-    except NotFound as e:
+    except (NotFound, Unavailable) as e:
         return _api_problem(e)
     return JSONResponse({"link": link.model_dump(mode="json")})
 

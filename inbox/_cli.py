@@ -33,8 +33,12 @@ def inbox(
     except ConfigError as e:
         print(f"geniectl inbox: configuration: {e}", file=sys.stderr)
         raise typer.Exit(2) from None
-    from inbox._server import serve
+    from inbox._server import preflight, serve
 
+    problem = preflight()
+    if problem is not None:
+        print(f"geniectl inbox: {problem}", file=sys.stderr)
+        raise typer.Exit(2)
     serve(config)
 
 

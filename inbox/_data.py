@@ -44,6 +44,8 @@ TURN_CACHE_SECONDS = 30.0
 """A paused turn's text and messages do not change while it is paused."""
 SILENT_CACHE_SECONDS = 15.0
 """A conversation that did not answer is not asked again for this long."""
+LISTING_CACHE_SECONDS = 2.0
+"""Pages refreshing themselves share a listing this fresh (a page load fetches anew)."""
 
 
 class Unavailable(Exception):
@@ -203,6 +205,19 @@ def build_items(
     return out
 
 
+@dataclass
+class _Row:
+    """One conversation visibility listed: its status and paused turns, or why it was
+    silent."""
+
+    wid: str
+    genie: str | None
+    user: str | None
+    status: ConversationStatus | None
+    turns: dict[int, TurnRecord]
+    why: str | None
+
+
 def _turns_of(st: ConversationStatus) -> set[int]:
     return {p.turn for p in st.pending_approvals} | {c.turn for c in st.pending_connections}
 
@@ -215,6 +230,8 @@ class Reader:
     query_timeout: float = 3.0
     _turns: dict[tuple[str, int], tuple[float, TurnRecord | None]] = field(default_factory=dict)
     _silent: dict[str, tuple[float, str]] = field(default_factory=dict)
+    _listing: tuple[float, list[_Row]] | None = None
+    _lock: asyncio.Lock = field(default_factory=asyncio.Lock)
 
     async def _query(self, wid: str, call: Callable[[timedelta], Awaitable[T]]) -> T:
         try:
@@ -282,21 +299,40 @@ class Reader:
         turns = await self.turns(wid, _turns_of(st))
         return st, build_items(wid, None, None, st, turns, me)
 
-    async def pending(
-        self, me: Identity, *, genie: str | None = None, skill: str | None = None
-    ) -> Listing:
-        """Every pending item across conversations, soonest deadline first."""
+    def invalidate(self) -> None:
+        """Forget the shared listing (a decision was just sent through this inbox)."""
+        self._listing = None
+
+    async def _rows(self, max_age: float) -> list[_Row]:
+        """What visibility lists and each conversation answered, fetched by one request
+        at a time; a fetch that started at most ``max_age`` seconds before this call is
+        reused (0: only one that started after it)."""
+        asked = time.monotonic()
+        async with self._lock:
+            cached = self._listing
+            if cached is not None and cached[0] >= asked - max_age:
+                return cached[1]
+            started = time.monotonic()
+            rows = await self._fetch_rows()
+            self._listing = (started, rows)
+            return rows
+
+    async def _fetch_rows(self) -> list[_Row]:
         listed: list[tuple[str, str | None, str | None]] = []
-        async for wf in self.api.client.list_workflows(PENDING_QUERY, limit=MAX_LISTED):
-            sa = wf.typed_search_attributes
-            listed.append((wf.id, sa.get(GENIE_HANDLE), sa.get(GENIE_USER_ID)))
+        try:
+            async for wf in self.api.client.list_workflows(PENDING_QUERY, limit=MAX_LISTED):
+                sa = wf.typed_search_attributes
+                listed.append((wf.id, sa.get(GENIE_HANDLE), sa.get(GENIE_USER_ID)))
+        except RPCError as e:
+            status = e.status.name if e.status else "an error"
+            raise Unavailable(f"Temporal's visibility answered {status}") from None
         gate = asyncio.Semaphore(CONCURRENT_QUERIES)
         now = time.monotonic()
 
-        async def one(wid: str, g: str | None, u: str | None) -> list[Item] | Silent | None:
+        async def one(wid: str, g: str | None, u: str | None) -> _Row | None:
             silent = self._silent.get(wid)
             if silent is not None and silent[0] > now:
-                return Silent(workflow_id=wid, genie=g, user=u, why=silent[1])
+                return _Row(wid, g, u, None, {}, silent[1])
             async with gate:
                 try:
                     st = await self.status(wid)
@@ -304,15 +340,34 @@ class Reader:
                     return None
                 except Unavailable as e:
                     self._silent[wid] = (time.monotonic() + SILENT_CACHE_SECONDS, str(e))
-                    return Silent(workflow_id=wid, genie=g, user=u, why=str(e))
+                    return _Row(wid, g, u, None, {}, str(e))
                 numbers = _turns_of(st)
                 turns = await self.turns(wid, numbers) if numbers else {}
             self._silent.pop(wid, None)
-            return build_items(wid, g, u, st, turns, me)
+            return _Row(wid, g, u, st, turns, None)
 
-        results = await asyncio.gather(*(one(*row) for row in listed))
-        items = [i for r in results if isinstance(r, list) for i in r]
-        silent = [r for r in results if isinstance(r, Silent)]
+        return [r for r in await asyncio.gather(*(one(*row) for row in listed)) if r]
+
+    async def pending(
+        self,
+        me: Identity,
+        *,
+        genie: str | None = None,
+        skill: str | None = None,
+        max_age: float = 0.0,
+    ) -> Listing:
+        """Every pending item across conversations, soonest deadline first, as ``me``
+        may act on them; ``Unavailable`` if Temporal cannot list them. ``max_age``: a
+        listing fetched that long ago will do (the polling pages share one)."""
+        items: list[Item] = []
+        silent: list[Silent] = []
+        for r in await self._rows(max_age):
+            if r.status is not None:
+                items += build_items(r.wid, r.genie, r.user, r.status, r.turns, me)
+            else:
+                silent.append(
+                    Silent(workflow_id=r.wid, genie=r.genie, user=r.user, why=r.why or "")
+                )
         genies = sorted({i.genie for i in items if i.genie})
         skills = sorted({i.title for i in items})
         if genie:

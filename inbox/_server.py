@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
+import re
 
 import uvicorn
 
+from genie_config import ConfigError, connect_temporal, temporal_connect_config
 from inbox._app import create_app
 from inbox._settings import InboxConfig
 
@@ -25,6 +28,27 @@ def describe(config: InboxConfig, url: str) -> str:
         else "decisions NOT signed"
     )
     return f"approvals inbox on {url}; identity: {how}; {signing}"
+
+
+_OS_REASON = re.compile(r'message: "([^"]+)"')
+
+
+def preflight() -> str | None:
+    """Why Temporal cannot be reached with the ``TEMPORAL_*`` settings, or None."""
+
+    async def connect() -> None:
+        await connect_temporal()
+
+    try:
+        target = temporal_connect_config()["target_host"]
+        asyncio.run(connect())
+    except ConfigError as e:
+        return f"configuration: {e}"
+    except RuntimeError as e:  # the SDK's connection failure: a Rust debug dump
+        found = _OS_REASON.search(str(e))
+        reason = found.group(1) if found else str(e).splitlines()[0][:200]
+        return f"cannot connect to Temporal at {target} ({reason}); set TEMPORAL_ADDRESS"
+    return None
 
 
 def serve(config: InboxConfig) -> None:

@@ -41,7 +41,10 @@ MIN_SESSION_SECRET_BYTES = 32
 class InboxSettings(BaseSettings):
     """Every ``GENIE_INBOX_*`` setting (see docs/inbox.md)."""
 
-    model_config = SettingsConfigDict(env_prefix="GENIE_INBOX_", extra="ignore", frozen=True)
+    # An empty variable is an unset one (compose passes `${VAR:-}` through as "").
+    model_config = SettingsConfigDict(
+        env_prefix="GENIE_INBOX_", extra="ignore", frozen=True, env_ignore_empty=True
+    )
 
     auth: AuthMode = "jwt"
     """How approvers are identified: a verified JWT, a trusted proxy's headers, or (only

@@ -19,6 +19,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from cryptography.hazmat.primitives.serialization import Encoding, NoEncryption, PrivateFormat
 
 from genie_config import ConfigError, GenieSettings
+from genie_stack import free_port
 from inbox._auth import Identity
 from inbox._data import safe_url
 from inbox._explain import explain
@@ -130,6 +131,12 @@ async def test_geniectl_inbox_refuses_bad_configuration_with_one_line() -> None:
     assert err.strip().count("\n") == 0 and "GENIE_INBOX_ALLOW_DEV" in err, err
     code, out, _ = await _run(sys.executable, "-m", "inbox", "--help", env=env)
     assert code == 0 and "--port" in out
+    # Configured, but Temporal is not there: said in one line, before serving anything.
+    env.update(GENIE_INBOX_ALLOW_DEV="true", GENIE_INBOX_SIGNING_KEY="")
+    env["TEMPORAL_ADDRESS"] = f"127.0.0.1:{free_port()}"
+    code, out, err = await _run(GENIECTL, "inbox", "--port", str(free_port()), env=env)
+    assert code == 2 and out == "", err
+    assert err.strip().count("\n") == 0 and "cannot connect to Temporal at 127.0.0.1:" in err
 
 
 async def test_keygen_prints_a_pair_the_worker_and_inbox_agree_on(tmp_path: Path) -> None:
@@ -231,7 +238,7 @@ def test_the_compose_service_is_a_valid_inbox_configuration(
     env["GENIE_INBOX_SIGNING_KEY_FILE"] = str(key_file)
     for name, value in env.items():
         monkeypatch.setenv(name, value)
-    with pytest.raises(ConfigError, match="GENIE_INBOX_JWT_JWKS_URL"):
+    with pytest.raises(ConfigError, match=r"GENIE_INBOX_AUTH=jwt needs .*JWKS_URL"):
         load_inbox_config()
     # Configured as the guide says: the provider, and a key from `geniectl keygen`.
     raw = Ed25519PrivateKey.generate().private_bytes(

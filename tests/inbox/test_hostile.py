@@ -150,10 +150,9 @@ async def test_a_conversation_whose_worker_is_gone_does_not_hold_up_the_page(
         await listed(api.client, wid)
         t0 = time.monotonic()
         r = await http.get("/api/pending")
-        first = time.monotonic() - t0
-        assert r.status_code == 200
+        assert r.status_code == 200 and time.monotonic() - t0 < 10
         (silent,) = [s for s in r.json()["not_answering"] if s["workflow_id"] == wid]
-        assert "did not answer within 2s" in silent["why"] and first < 10
+        assert "did not answer within 2s" in silent["why"]
         t0 = time.monotonic()
         page = await http.get("/pending")
         assert time.monotonic() - t0 < 1.5 and "Not answering" in page.text and wid in page.text
