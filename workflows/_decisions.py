@@ -15,27 +15,32 @@ calls them from its handlers (record) and its run loop (post, apply).
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Literal, TypeVar
 
 from pydantic import ValidationError
 
 from workflows import errors
+
+# The audit helpers are part of the rules' surface (``rules.audit_refusal`` …).
+from workflows._audit import Refusal as Refusal
+from workflows._audit import _entry
+from workflows._audit import audit as audit
+from workflows._audit import audit_refusal as audit_refusal
+from workflows._audit import audit_trail as audit_trail
+from workflows._audit import clip as clip
+from workflows._audit import invalid_input as invalid_input
+from workflows._audit import system_event as system_event
 from workflows._policy import ItemPolicy, for_connection, for_skill
 from workflows._state import (
-    AUDIT_KEPT,
     MAX_EARLY_DECISIONS,
     MAX_QUEUED_TURNS,
-    REFUSALS_KEPT,
     ConversationData,
     EarlyDecision,
     remember_decided,
 )
 from workflows.models import (
-    MAX_ID_CHARS,
     MAX_MESSAGE_CHARS,
-    AuditEntry,
     AuditKind,
     ConnectionDecision,
     ConversationPolicy,
@@ -50,30 +55,8 @@ from workflows.models import (
 from workflows.signing import verify_decision
 
 
-@dataclass(frozen=True)
-class Refusal:
-    type: str
-    """A ``workflows.errors`` constant."""
-    message: str
-
-    def __str__(self) -> str:
-        return f"{self.type}: {self.message}"
-
-
 def verdict(d: SkillDecision) -> Literal["approved", "rejected"]:
     return "approved" if d.approved else "rejected"
-
-
-def clip(value: object, limit: int = MAX_ID_CHARS) -> str:
-    """A client-sent value made safe to keep: a string of at most ``limit`` characters."""
-    text = value if isinstance(value, str) else repr(value)
-    return text if len(text) <= limit else text[: limit - 1] + "…"
-
-
-def invalid_input(e: ValidationError) -> Refusal:
-    """A readable one-line summary of what was wrong, naming fields, never echoing values."""
-    parts = [f"{'.'.join(map(str, err['loc'])) or 'input'}: {err['msg']}" for err in e.errors()]
-    return Refusal(errors.INVALID_INPUT, clip("; ".join(parts[:10]), 1000))
 
 
 # ---------------------------------------------------------------------- messages
@@ -369,88 +352,6 @@ def refused_by_api(item: Any, data: ConversationData, message: str, now: datetim
             now, "decision_failed", ref, progress.actor, progress.verdict, clip(message, 500), "api"
         ),
     )
-
-
-# ---------------------------------------------------------------------- audit
-
-
-def _entry(
-    at: datetime,
-    kind: AuditKind,
-    ref: str | None,
-    actor: str | None,
-    decision: str | None,
-    reason: str | None,
-    via: Via,
-) -> AuditEntry:
-    return AuditEntry(
-        at=at, kind=kind, ref=ref, actor=actor, decision=decision, reason=reason, via=via
-    )
-
-
-def audit(data: ConversationData, entry: AuditEntry) -> None:
-    """Keep an accepted decision or a system event (bounded: AUDIT_KEPT)."""
-    data.audit.append(entry)
-    if len(data.audit) > AUDIT_KEPT:
-        data.audit_dropped += len(data.audit) - AUDIT_KEPT
-        del data.audit[:-AUDIT_KEPT]
-
-
-def system_event(
-    data: ConversationData,
-    kind: AuditKind,
-    ref: str | None,
-    actor: str,
-    decision: str | None,
-    reason: str | None,
-    via: Via,
-    now: datetime,
-) -> None:
-    audit(data, _entry(now, kind, ref, actor, decision, reason, via))
-
-
-def audit_refusal(
-    data: ConversationData,
-    kind: AuditKind,
-    ref: object,
-    actor: object,
-    decision: str | None,
-    via: Via,
-    refusal: Refusal,
-    now: datetime,
-) -> None:
-    """Keep a refusal. Alike refusals (kind, actor, error, via) share one entry with a
-    count, and refusals are kept apart from accepted decisions, so a flood of bad
-    guesses can neither grow state nor push a real decision out of the trail."""
-    actor_s = clip(actor)
-    for e in data.refusals:
-        if (e.kind, e.actor, e.via) == (kind, actor_s, via) and (e.refusal or "").startswith(
-            refusal.type + ":"
-        ):
-            e.count += 1
-            e.last_at = now
-            e.ref, e.refusal = clip(ref), clip(str(refusal), 1000)
-            return
-    data.refusals.append(
-        AuditEntry(
-            at=now,
-            kind=kind,
-            ref=clip(ref),
-            actor=actor_s,
-            decision=decision,
-            via=via,
-            accepted=False,
-            refusal=clip(str(refusal), 1000),
-        )
-    )
-    if len(data.refusals) > REFUSALS_KEPT:
-        data.audit_dropped += 1
-        del data.refusals[0]
-
-
-def audit_trail(data: ConversationData) -> list[AuditEntry]:
-    """Accepted entries and refusals, oldest first."""
-    return sorted([*data.audit, *data.refusals], key=lambda e: e.at)
 
 
 # ---------------------------------------------------------------------- from any client
