@@ -56,13 +56,15 @@ class LocalStack:
         worker_argv: Sequence[str] = ("-m", "worker"),
         inbox_port: int | None = None,
         inbox_settings: Mapping[str, object] | None = None,
+        inbox_extra_env: Mapping[str, str] | None = None,
     ) -> LocalStack:
         """A stack with its logs (``<name>.log``) in ``state_dir``; ports not given are
         free ones. ``persist``: Temporal keeps its state in ``state_dir/temporal.db``.
         ``ui_port``: serve the Temporal Web UI there (headless otherwise). The worker's
         environment: ``worker_env`` with ``worker_settings`` and ``worker_extra_env``.
         ``inbox_settings`` (``InboxSettings`` fields): also run the inbox, on
-        ``inbox_port`` (a free one if not given), its log in ``inbox.log``."""
+        ``inbox_port`` (a free one if not given), its log in ``inbox.log``, with
+        ``inbox_extra_env`` passed through as given (e.g. the payload keys)."""
         temporal = TemporalDevServer(
             log_path=state_dir / "temporal.log",
             db_path=state_dir / "temporal.db" if persist else None,
@@ -93,6 +95,7 @@ class LocalStack:
                     temporal_address=temporal.address,
                     task_queue=task_queue,
                     settings=inbox_settings,
+                    extra=inbox_extra_env,
                 ),
                 port=inbox_port or free_port(),
             )
