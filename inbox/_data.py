@@ -163,8 +163,9 @@ def build_items(
         why_not = _why_not(me, st, p)
         common: dict[str, Any] = {
             "workflow_id": wid,
-            "genie": genie or st.genie_handle,
-            "user": user or st.user_id,
+            "genie": st.genie_handle or genie,
+            # The status has the user id itself; the search attribute may be a keyed hash.
+            "user": st.user_id or user,
             "turn": p.turn,
             "user_message": rec.text if rec else None,
             "genie_messages": list(rec.messages) if rec else [],
