@@ -7,6 +7,7 @@ type (``workflows.errors``), so callers branch on ``e.type``, never on message t
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 from datetime import UTC, datetime
 from typing import Any, Literal, TypeVar
@@ -59,6 +60,8 @@ from workflows.search_attributes import (
 
 M = TypeVar("M", bound=BaseModel)
 STREAM_ACTIVITY = "stream_segment"
+PENDING_QUERY_TIMEOUT = 5.0
+"""Seconds ``pending`` waits for one conversation's status (its worker may be gone)."""
 
 
 class Refused(Exception):
@@ -382,36 +385,42 @@ class GenieConversations:
         except RPCError as e:
             raise _translate(e, workflow_id) from None
 
-    async def pending(self, *, limit: int = 200) -> list[PendingItem]:
+    async def pending(
+        self, *, limit: int = 200, query_timeout: float = PENDING_QUERY_TIMEOUT
+    ) -> list[PendingItem]:
         """Every open conversation waiting for a human, oldest wait first.
 
-        Listed from search attributes (no worker needed), then each is queried for what
-        it waits on; a conversation that moved on in between is left out.
+        Listed from search attributes (no worker needed), then all queried at once for
+        what they wait on, each within ``query_timeout`` seconds: a conversation whose
+        worker is gone, or that moved on in between, is left out rather than holding up
+        the list.
         """
         query = (
             'ExecutionStatus = "Running" AND '
             'GenieState IN ("awaiting_approval", "awaiting_connection")'
         )
-        items: list[PendingItem] = []
-        async for wf in self.client.list_workflows(query, limit=limit):
-            sa = wf.typed_search_attributes
+        listed = [wf async for wf in self.client.list_workflows(query, limit=limit)]
+
+        async def one(wf: Any) -> PendingItem | None:
             try:
-                st = await self.status(wf.id)
-            except NotFound:
-                continue
+                st = await asyncio.wait_for(self.status(wf.id), query_timeout)
+            except (NotFound, TimeoutError, RPCError):
+                return None
             if not (st.pending_approvals or st.pending_connections):
-                continue
-            items.append(
-                PendingItem(
-                    workflow_id=wf.id,
-                    genie_handle=sa.get(GENIE_HANDLE),
-                    user_id=st.user_id,
-                    state=st.state,
-                    awaiting_since=st.awaiting_since or sa.get(GENIE_AWAITING_SINCE),
-                    approvals=st.pending_approvals,
-                    connections=st.pending_connections,
-                )
+                return None
+            sa = wf.typed_search_attributes
+            return PendingItem(
+                workflow_id=wf.id,
+                genie_handle=sa.get(GENIE_HANDLE),
+                user_id=st.user_id,
+                state=st.state,
+                awaiting_since=st.awaiting_since or sa.get(GENIE_AWAITING_SINCE),
+                approvals=st.pending_approvals,
+                connections=st.pending_connections,
             )
+
+        found = await asyncio.gather(*(one(wf) for wf in listed))
+        items = [i for i in found if i is not None]
         items.sort(key=lambda i: i.awaiting_since or datetime.max.replace(tzinfo=UTC))
         return items
 

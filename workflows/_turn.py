@@ -210,6 +210,8 @@ class TurnRunner(Notices):
             deadline=now + item.timeout,
             required_approvals=item.required_approvals,
             rule=item.rule,
+            approvers=list(item.approvers),
+            approver_groups=list(item.approver_groups),
         )
         d.approvals.append(p)
         rules.take_early(d, conf.call_id)

@@ -345,6 +345,9 @@ class PendingApproval(_Model):
     escalated: bool = False
     rule: str | None = None
     """The ``match`` of the skill rule that applies, if one does."""
+    approvers: list[str] = Field(default_factory=list)
+    """Who may decide this item (names); empty with no ``approver_groups``: anyone."""
+    approver_groups: list[str] = Field(default_factory=list)
 
 
 class PendingConnection(_Model):

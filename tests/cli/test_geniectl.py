@@ -177,8 +177,8 @@ async def test_errors_map_to_exit_codes(cli_env: dict[str, str]) -> None:
 
 @pytest.mark.slow
 def _dev_flags(state_dir: Path, ports: list[int]) -> list[str]:
-    """`geniectl dev` on free ports (temporal, ui, sim, metrics) and its own state dir."""
-    names = ("--temporal-port", "--ui-port", "--sim-port", "--metrics-port")
+    """`geniectl dev` on free ports (temporal, ui, sim, metrics, inbox) and its own state dir."""
+    names = ("--temporal-port", "--ui-port", "--sim-port", "--metrics-port", "--inbox-port")
     return [
         "--state-dir",
         str(state_dir),
@@ -189,7 +189,7 @@ def _dev_flags(state_dir: Path, ports: list[int]) -> list[str]:
 async def test_dev_stack_runs_the_demo_end_to_end(tmp_path: Path) -> None:
     """README command 1, with --auto-approve so it finishes alone: Temporal (SQLite),
     simulator and worker come up, the demo pauses, is approved, and replies."""
-    ports = [free_port() for _ in range(4)]
+    ports = [free_port() for _ in range(5)]
     args = [
         "dev",
         "--demo",
@@ -239,7 +239,7 @@ async def test_dev_demo_survives_ctrl_c_and_the_printed_command_approves_it(
     """The README tour: the demo pauses and prints how to approve; Ctrl-C stops every
     child cleanly; the conversation survives a restart on the SQLite file; the printed
     command, pasted as is, approves it and the reply appears."""
-    ports = [free_port() for _ in range(4)]
+    ports = [free_port() for _ in range(5)]
     dev_args = [
         "dev",
         *_dev_flags(tmp_path, ports),
@@ -309,7 +309,7 @@ async def test_dev_demo_survives_ctrl_c_and_the_printed_command_approves_it(
 async def test_dev_children_die_with_a_killed_supervisor(tmp_path: Path) -> None:
     """`geniectl dev` SIGKILLed (no chance to clean up): the kernel stops its Temporal
     server, simulator and worker, so nothing is left holding ports or the SQLite file."""
-    ports = [free_port() for _ in range(4)]
+    ports = [free_port() for _ in range(5)]
     proc = await asyncio.create_subprocess_exec(
         GENIECTL,
         "dev",
