@@ -7,67 +7,25 @@ signatures are checked with the ``standardwebhooks`` verifier, as a receiver wou
 from __future__ import annotations
 
 import asyncio
-import base64
-import os
-import threading
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from datetime import timedelta
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
 import pytest
-from standardwebhooks.webhooks import Webhook
 from temporalio.client import Client
 
 from genie_api import GenieClient
 from geniectl import GenieConversations, Refused
 from tests.conftest import worker_settings
-from tests.services import SimProcess, free_port
+from tests.services import SimProcess
+from tests.webhooks import SECRET, Receiver
 from tests.workflow.helpers import convs, eventually, start
 from worker import build_worker
 from workflows import ConversationPolicy, SkillRule, errors
 
-SECRET = "whsec_" + base64.b64encode(os.urandom(32)).decode()
 INBOX = "http://inbox.test"
-
-
-class Receiver:
-    """Records each POST (headers and body); answers ``status``."""
-
-    def __init__(self) -> None:
-        self.port = free_port()
-        self.status = 204
-        self.posts: list[tuple[dict[str, str], bytes]] = []
-        receiver = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def do_POST(self) -> None:
-                body = self.rfile.read(int(self.headers.get("content-length", 0)))
-                receiver.posts.append(({k.lower(): v for k, v in self.headers.items()}, body))
-                self.send_response(receiver.status)
-                self.end_headers()
-
-            def log_message(self, *args: Any) -> None:
-                pass
-
-        self._server = ThreadingHTTPServer(("127.0.0.1", self.port), Handler)
-        threading.Thread(target=self._server.serve_forever, daemon=True).start()
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}/hook"
-
-    def events(self) -> list[dict[str, Any]]:
-        out = []
-        for headers, body in self.posts:
-            payload = Webhook(SECRET).verify(body, headers)  # raises if the signature is bad
-            out.append({**payload, "webhook-id": headers["webhook-id"]})
-        return out
-
-    def close(self) -> None:
-        self._server.shutdown()
 
 
 @pytest.fixture
@@ -217,3 +175,38 @@ async def test_a_conversation_without_a_policy_takes_the_deployments(
         await api.approve(wid, p.call_id, approver="ops")
         assert (await api.wait(wid, res.turn, wait_for="completion")).status == "completed"
         assert (await api.status(wid)).approvers == ["ops"]
+
+
+async def test_a_delivery_cut_by_a_worker_stop_is_sent_again_with_the_same_id(
+    client: Client, sim: SimProcess, genie: GenieClient, receiver: Receiver
+) -> None:
+    """At-least-once: the worker stops while the endpoint sits on the request; the next
+    worker sends the notification again, with the same webhook-id for the receiver to
+    dedupe, and records one delivery."""
+    receiver.delay_first = 8.0
+    tq = f"test-notify-restart-{uuid.uuid4()}"
+    settings = worker_settings(
+        sim,
+        notify_url=receiver.url,
+        notify_secret=SECRET,
+        inbox_url=INBOX,
+        graceful_shutdown_seconds=0.5,
+    )
+    api = convs(client, tq)
+    async with build_worker(client, settings, genie, task_queue=tq):
+        wid = await start(api)
+        res = await api.ask(wid, "please confirm:send_email")
+        await eventually(
+            lambda: asyncio.sleep(0, len(receiver.posts)), lambda n: n == 1, what="first POST"
+        )
+    async with build_worker(client, settings, genie, task_queue=tq):
+        events = await _received(receiver, 2)
+        assert {e["webhook-id"] for e in events} == {
+            f"{wid}:{res.pending.approvals[0].call_id}:pause"
+        }
+        st = await eventually(
+            lambda: api.status(wid),
+            lambda s: [n.state for n in s.notifications] == ["delivered"],
+            what="one delivery recorded",
+        )
+        assert len(st.notifications) == 1
