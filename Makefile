@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: run test lint fmt bench clean chromium
+.PHONY: run test test-production lint fmt bench clean chromium
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -25,6 +25,16 @@ lint: $(STAMP)
 
 test: $(STAMP) lint chromium
 	$(BIN)/pytest
+	$(MAKE) test-production
+
+# The workflow suite again, against the simulator's production profile (every behaviour
+# reported from the live API; docs/simulator.md). The fault suite's production stack runs
+# in the pass above (tests/faults/test_production.py). The key settle window is off here,
+# since the tests read the API with the worker's key; E11 answers 404 in production, so
+# the test of a fresh link is left out.
+test-production: $(STAMP)
+	GENIE_SIM_PROFILE=production GENIE_SIM_AUTH_SETTLE_SECONDS=0 $(BIN)/pytest tests/workflow \
+		--deselect tests/workflow/test_connections.py::test_auth_link_refresh_returns_a_fresh_link
 
 # tests/browser drives Debian's Chromium (never Playwright's browser download). It is
 # installed here when missing and we are root, as in CI; otherwise those tests fail and

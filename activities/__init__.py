@@ -16,12 +16,15 @@ from activities._control import ControlActivities
 from activities._errors import (
     ATTACHMENT_REFUSED,
     ATTACHMENT_UNAVAILABLE,
+    BUSY_WITH_EARLIER_RUN,
+    CREDENTIAL_REFUSED,
     DECISION_REFUSED,
     STREAM_STALLED,
     USER_NOT_ALLOWED,
     WORKER_SHUTDOWN,
 )
 from activities._notify import NotifyActivities, NotifyEndpoint
+from activities._options import DEFAULT_AUTH_SETTLE_SECONDS
 from activities._stream import run_segment
 from activities._users import UserIdPolicy, user_search_value
 from activities.models import (
@@ -35,7 +38,10 @@ from genie_api import GenieClient
 __all__ = [
     "ATTACHMENT_REFUSED",
     "ATTACHMENT_UNAVAILABLE",
+    "BUSY_WITH_EARLIER_RUN",
+    "CREDENTIAL_REFUSED",
     "DECISION_REFUSED",
+    "DEFAULT_AUTH_SETTLE_SECONDS",
     "MAX_UPLOAD_BYTES",
     "STREAM_STALLED",
     "USER_NOT_ALLOWED",
@@ -59,6 +65,7 @@ class GenieActivities(ControlActivities, NotifyActivities):
         silence_check_seconds: float = 10.0,
         deployment: Deployment | None = None,
         notify_endpoints: list[NotifyEndpoint] | None = None,
+        auth_settle_seconds: float = DEFAULT_AUTH_SETTLE_SECONDS,
         user_hash_key: bytes | None = None,
     ) -> None:
         super().__init__(
@@ -66,6 +73,7 @@ class GenieActivities(ControlActivities, NotifyActivities):
             attachment_dirs=attachment_dirs,
             attachment_urls=attachment_urls,
             user_ids=user_ids,
+            auth_settle_seconds=auth_settle_seconds,
         )
         # After this long without a run event a segment asks the API (E3) whether the
         # run ended without the stream saying so.
@@ -86,7 +94,12 @@ class GenieActivities(ControlActivities, NotifyActivities):
 
     @activity.defn(name="stream_segment")
     async def stream_segment(self, inp: StreamSegmentInput) -> StreamSegmentResult:
-        return await run_segment(self._client, inp, silence_check_seconds=self._silence_check)
+        return await run_segment(
+            self._client,
+            inp,
+            silence_check_seconds=self._silence_check,
+            auth_settle_seconds=self._auth_settle,
+        )
 
     def all(self) -> list[Any]:
         """The bound activity callables, for ``Worker(activities=...)``."""

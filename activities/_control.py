@@ -9,10 +9,11 @@ from pathlib import Path
 from typing import TypeVar
 
 from temporalio import activity
+from temporalio.exceptions import ApplicationError
 
 from activities._attachments import AttachmentReader, UrlPolicy
-from activities._errors import decision_refused, to_application_error
-from activities._options import HEARTBEAT_EVERY
+from activities._errors import credential_refusal, decision_refused, to_application_error
+from activities._options import DEFAULT_AUTH_SETTLE_SECONDS, HEARTBEAT_EVERY
 from activities._users import UserIdPolicy
 from activities.models import (
     AuthLinkInput,
@@ -78,12 +79,32 @@ class ControlActivities:
         attachment_dirs: list[Path] | None = None,
         attachment_urls: UrlPolicy | None = None,
         user_ids: UserIdPolicy | None = None,
+        auth_settle_seconds: float = DEFAULT_AUTH_SETTLE_SECONDS,
     ) -> None:
         self._client = client
+        self._auth_settle = auth_settle_seconds
         # Attachments are read with the worker's disk and network position, so only from
         # sources the operator allowed (activities/_attachments.py has the rules).
         self._attachments = AttachmentReader(attachment_dirs or [], attachment_urls)
         self._users = user_ids or UserIdPolicy()
+
+    def _api_error(self, e: GenieAPIError) -> ApplicationError:
+        """The activity failure for a client error: a credential that may still be
+        settling is retried for a while (``credential_refusal``), the rest as classified."""
+        refusal = credential_refusal(
+            e, accepted_before=self._client.credential_accepted, settle_seconds=self._auth_settle
+        )
+        return refusal or to_application_error(e)
+
+    def _settle_decision(
+        self, e: GenieAPIError, already_resolved: str, what: str
+    ) -> PostDecisionResult:
+        refusal = credential_refusal(
+            e, accepted_before=self._client.credential_accepted, settle_seconds=self._auth_settle
+        )
+        if refusal is not None and not refusal.non_retryable:
+            raise refusal from None
+        return _settle(e, already_resolved, what)
 
     @activity.defn(name="create_conversation")
     @_heartbeating
@@ -93,7 +114,7 @@ class ControlActivities:
         try:
             conv = await self._client.create_conversation(inp.genie_handle, user_id=inp.user_id)
         except GenieAPIError as e:
-            raise to_application_error(e) from None
+            raise self._api_error(e) from None
         return CreateConversationResult(conversation_id=conv.conversation_id)
 
     @activity.defn(name="upload_attachment")
@@ -110,7 +131,7 @@ class ControlActivities:
                 content=content,
             )
         except GenieAPIError as e:
-            raise to_application_error(e) from None
+            raise self._api_error(e) from None
         return UploadAttachmentResult(
             file_id=up.file_id, filename=filename, size_bytes=len(content)
         )
@@ -139,7 +160,9 @@ class ControlActivities:
                 )
         except GenieAPIError as e:
             # E13 has no documented code of its own; a call id is resolved once either way.
-            return _settle(e, SKILL_CALL_ALREADY_RESOLVED, f"{what} for call {inp.call_id}")
+            return self._settle_decision(
+                e, SKILL_CALL_ALREADY_RESOLVED, f"{what} for call {inp.call_id}"
+            )
         return PostDecisionResult(outcome="applied")
 
     @activity.defn(name="get_auth_link")
@@ -150,7 +173,7 @@ class ControlActivities:
                 inp.genie_handle, inp.attempt_id, user_id=inp.user_id
             )
         except GenieAPIError as e:
-            raise to_application_error(e) from None
+            raise self._api_error(e) from None
         link = st.auth_link
         return AuthLinkResult(
             status="authorized" if st.status == "authorized" else "auth_required",
@@ -167,7 +190,7 @@ class ControlActivities:
                 inp.genie_handle, inp.attempt_id, user_id=inp.user_id, reason=inp.reason
             )
         except GenieAPIError as e:
-            return _settle(
+            return self._settle_decision(
                 e, CONNECTION_ALREADY_RESOLVED, f"connection rejection for {inp.attempt_id}"
             )
         return PostDecisionResult(outcome="applied")
@@ -190,7 +213,7 @@ class ControlActivities:
                 inp.genie_run_id, pause, messages_seen=inp.messages_so_far
             )
         except GenieAPIError as e:
-            raise to_application_error(e) from None
+            raise self._api_error(e) from None
         return ProbeConnectionResult(
             status=check.status, state=check.state, last_event_type=check.last_event_type
         )

@@ -1,20 +1,33 @@
 """Map client errors onto Temporal's retry model.
 
 A ``GenieAPIError`` becomes an ``ApplicationError`` whose ``type`` is the client's stable
-``error_type`` and whose details carry status, ``error_code`` and ``request_id`` for
-``status.last_error``. 4xx are final; 429/5xx/transport errors retry, after the server's
-``Retry-After`` when it gave one (and only then: otherwise the workflow's back-off
-applies; ``activities/_options.py`` states the whole budget).
+``error_type`` and whose details carry status, ``error_code``, ``request_id`` and, when
+known, ``genie_run_id`` for ``status.last_error``. 4xx are final; 429/5xx/transport
+errors retry, after the server's ``Retry-After`` when it gave one (and only then:
+otherwise the workflow's back-off applies; ``activities/_options.py`` states the whole
+budget). Two exceptions: a 401/403 to a key that may still be settling is retried for a
+while (``credential_refusal``), and ``409 conversation_busy`` with an earlier turn's run
+waits for it (``BUSY_WITH_EARLIER_RUN``, raised by the stream segment).
 """
 
 from __future__ import annotations
 
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 
+from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
-from activities._options import MAX_SERVER_RETRY_DELAY
-from genie_api import GenieAPIError
+from activities._options import (
+    AUTH_RETRY_EVERY,
+    DEFAULT_AUTH_SETTLE_SECONDS,
+    MAX_SERVER_RETRY_DELAY,
+)
+from genie_api import (
+    USER_NONACTIVE_OR_MISSING,
+    AuthenticationError,
+    GenieAPIError,
+    PermissionDeniedError,
+)
 
 WORKER_SHUTDOWN = "WorkerShutdown"
 """A stream segment stopped because its worker is shutting down; it resumes elsewhere."""
@@ -33,13 +46,101 @@ that is neither ``conversation_busy`` nor the documented already-resolved code. 
 decision was not applied; a human can decide again. Not retried."""
 
 
-def to_application_error(e: GenieAPIError, *, retryable: bool | None = None) -> ApplicationError:
-    """``retryable`` overrides the client's classification (see the stream segment)."""
+CREDENTIAL_REFUSED = "CredentialRefused"
+"""The API refused the worker's credential (401/403) for good: a wrong, revoked or
+replaced key, or a key for another data centre. Not retried; fix the configuration."""
+BUSY_WITH_EARLIER_RUN = "ConversationBusyWithEarlierRun"
+"""E5 answered ``409 conversation_busy`` and the active run is an earlier turn's (one that
+failed with its run still active): the send waits for it to end. Retried."""
+
+
+def credential_refusal(
+    e: GenieAPIError, *, accepted_before: bool, settle_seconds: float = DEFAULT_AUTH_SETTLE_SECONDS
+) -> ApplicationError | None:
+    """What a 401/403 means for this activity; ``None`` for any other error.
+
+    A new or rotated API key reaches the API gateway asynchronously: for up to about a
+    minute calls may answer ``403 access_denied`` or ``401``. So a refusal is *settling*
+    (retried, about every ``AUTH_RETRY_EVERY`` seconds) while all of these hold:
+
+    - this worker has never had the credential accepted (``accepted_before``): a key that
+      worked and is refused now was revoked or replaced;
+    - less than ``settle_seconds`` have passed since the activity was first scheduled
+      (``activity.info().scheduled_time``: across its attempts);
+    - the retry policy has attempts left (the last one reports the refusal as final, so
+      the workflow never rides it out as an outage).
+
+    Otherwise it is a final :data:`CREDENTIAL_REFUSED` naming the credential problem.
+    ``401 user_nonactive_or_missing`` is about the end user, not the credential, and is
+    left to the caller (final, as every other 4xx). Each refusal counts in the metric
+    ``genie_credential_refusals`` (``outcome`` = ``retried`` or ``final``).
+
+    Args:
+        e: The client's error.
+        accepted_before: ``GenieClient.credential_accepted`` of the worker's client.
+        settle_seconds: The settle window (``GENIE_AUTH_SETTLE_SECONDS``); 0: never retried.
+    """
+    if not isinstance(e, AuthenticationError | PermissionDeniedError):
+        return None
+    if e.error_code == USER_NONACTIVE_OR_MISSING:
+        return None
+    info = activity.info()
+    elapsed = max(0.0, (datetime.now(UTC) - info.scheduled_time).total_seconds())
+    policy = info.retry_policy
+    last_attempt = bool(
+        policy is not None and policy.maximum_attempts and info.attempt >= policy.maximum_attempts
+    )
+    settling = not accepted_before and elapsed < settle_seconds and not last_attempt
+    activity.metric_meter().create_counter(
+        "genie_credential_refusals",
+        "401/403 answers to the worker's credential, retried while it may still be settling",
+    ).add(1, {"outcome": "retried" if settling else "final", "status": str(e.status)})
+    answer = f"HTTP {e.status} {e.error_code or '(no error_code)'}"
+    rid = f"[request_id={e.request_id or 'none'}]"
+    if settling:
+        remaining = settle_seconds - elapsed
+        return ApplicationError(
+            f"the Headless API refused the worker's credential ({answer}) {elapsed:.0f} s "
+            f"into this step; a new or rotated API key can take up to {settle_seconds:g} s "
+            f"to reach the API gateway, so it is retried (attempt {info.attempt}) {rid}",
+            {**_details(e), "credential_settling": True},
+            type=e.error_type,
+            non_retryable=False,
+            next_retry_delay=timedelta(seconds=max(1.0, min(AUTH_RETRY_EVERY, remaining))),
+        )
+    if accepted_before:
+        why = "the key was accepted earlier, so it has been revoked or replaced"
+    else:
+        why = (
+            f"still refused {elapsed:.0f} s after this step began, longer than the "
+            f"{settle_seconds:g} s (GENIE_AUTH_SETTLE_SECONDS) a new or rotated key needs "
+            "to reach the API gateway"
+        )
+    return ApplicationError(
+        f"the Headless API refused the worker's credential ({answer}): {why}. Check "
+        "GENIE_API_KEY / GENIE_API_KEY_FILE (the genie client's key, not a Developer API "
+        f"token) and that GENIE_API_BASE_URL / GENIE_API_REGION is your workspace's data "
+        f"centre {rid}",
+        _details(e),
+        type=CREDENTIAL_REFUSED,
+        non_retryable=True,
+    )
+
+
+def to_application_error(
+    e: GenieAPIError, *, retryable: bool | None = None, genie_run_id: str | None = None
+) -> ApplicationError:
+    """``retryable`` overrides the client's classification (see the stream segment);
+    ``genie_run_id`` names the run in the details when the error itself does not (a
+    failed turn's run, which may still be active at the API)."""
     # The client guarantees its messages carry no secret; they name the endpoint,
     # conversation and run, which is what an operator needs to look the call up.
+    details = _details(e)
+    if genie_run_id is not None and details["genie_run_id"] is None:
+        details["genie_run_id"] = genie_run_id
     return ApplicationError(
         str(e),
-        _details(e),
+        details,
         type=e.error_type,
         non_retryable=not (e.retryable if retryable is None else retryable),
         # The client sets retry_after only from the server's own ask, never from its
@@ -77,4 +178,5 @@ def _details(e: GenieAPIError) -> dict[str, object]:
         "error_code": e.error_code,
         "request_id": e.request_id,
         "endpoint": e.endpoint,
+        "genie_run_id": e.genie_run_id,
     }

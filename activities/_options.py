@@ -24,14 +24,21 @@ levels. Only the outermost is counted in time, and only it can fail a turn for a
 
 Combined: a turn's stream rides out an API outage of any length within the workflow's
 outage budget, resuming from its cursor without re-posting; it fails at once on a final
-answer (4xx, a rejected credential) and after 3 malformed-data retries in one segment.
+answer (4xx; a rejected credential once it cannot be still settling, see
+``DEFAULT_AUTH_SETTLE_SECONDS``) and after 3 malformed-data retries in one segment.
 Segments and control calls heartbeat every ``HEARTBEAT_EVERY`` = 1.0 s whatever the API
 does, so a dead worker is noticed within the workflow's heartbeat timeout.
 """
 
 from __future__ import annotations
 
-__all__ = ["HEARTBEAT_EVERY", "MAX_MALFORMED_RETRIES", "MAX_SERVER_RETRY_DELAY"]
+__all__ = [
+    "AUTH_RETRY_EVERY",
+    "DEFAULT_AUTH_SETTLE_SECONDS",
+    "HEARTBEAT_EVERY",
+    "MAX_MALFORMED_RETRIES",
+    "MAX_SERVER_RETRY_DELAY",
+]
 
 HEARTBEAT_EVERY = 1.0
 """Seconds between heartbeats. The SDK throttles what reaches the server anyway; this
@@ -47,3 +54,12 @@ malformed fails the turn after this many retries, with the protocol error as the
 MAX_SERVER_RETRY_DELAY = 300.0
 """Cap, in seconds, on a server-requested wait used as an activity's next-retry delay,
 so a bogus ``Retry-After`` cannot park a conversation for hours."""
+
+DEFAULT_AUTH_SETTLE_SECONDS = 60.0
+"""How long a 401/403 to a credential this worker has never had accepted is retried, from
+the first attempt of the step (``GENIE_AUTH_SETTLE_SECONDS``): a new or rotated key is
+reported to reach the API gateway within about a minute (``activities._errors``)."""
+
+AUTH_RETRY_EVERY = 10.0
+"""Seconds between attempts while a credential may be settling (the advice reported
+from production is to retry about every 10 s)."""

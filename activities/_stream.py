@@ -9,9 +9,17 @@ Durability rules this file implements (how long it keeps trying is stated once, 
   know whether the previous attempt's POST landed, so it asks the API first
   (``RunInspector.run_newer_than``): any run newer than the previous turn's is this
   turn's, because the workflow is the conversation's only sender.
-- When the stream says nothing for a while, the segment asks whether the run ended
-  without the stream saying so (production's runtime-connection quirk;
-  ``RunInspector.run_end``), and if so completes it from the message history (E6).
+- When the stream says nothing for a while, or the reader gives up on it, the segment
+  asks whether the run ended without the stream saying so (production's
+  runtime-connection quirk; ``RunInspector.check_run``), and if so completes it from the
+  message history (E6). Only the run's own evidence counts, never a coarse ``idle``; a
+  pause the stream never delivered (E3 shows the run parked on it) ends the segment at
+  that pause instead.
+- ``409 conversation_busy`` on the post: if the active run is this turn's (an earlier
+  attempt's post landed) it is resumed; if it is an earlier turn's, the segment fails
+  retryably and waits for it to end (``RunInspector.busy_run``), never finally.
+- A 401/403 to a credential this worker has never had accepted is retried while the key
+  may still be settling (``credential_refusal``).
 - On worker shutdown the segment checkpoints and fails fast with a retryable error, so
   another worker resumes it at once instead of after a heartbeat timeout.
 """
@@ -28,29 +36,49 @@ from pydantic import BaseModel, Field
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
-from activities._errors import STREAM_STALLED, WORKER_SHUTDOWN, to_application_error
-from activities._options import HEARTBEAT_EVERY, MAX_MALFORMED_RETRIES
+from activities._errors import (
+    BUSY_WITH_EARLIER_RUN,
+    STREAM_STALLED,
+    WORKER_SHUTDOWN,
+    credential_refusal,
+    to_application_error,
+)
+from activities._options import (
+    DEFAULT_AUTH_SETTLE_SECONDS,
+    HEARTBEAT_EVERY,
+    MAX_MALFORMED_RETRIES,
+)
 from activities.models import (
+    MAX_SKILL_ERROR_CHARS,
+    MAX_SKILL_EVENTS,
     MAX_TURN_MESSAGE_CHARS,
     ConnectionRequest,
     SegmentOutcome,
+    SkillActivity,
     SkillConfirmation,
     StreamSegmentInput,
     StreamSegmentResult,
 )
 from genie_api import (
+    CONVERSATION_BUSY,
     AgentMessage,
     BusinessApprovalRequired,
+    ConflictError,
     GenieAPIError,
     GenieClient,
     GenieEvent,
     ProcessingFinished,
     ProtocolError,
+    RunCheck,
     RunCursor,
     RunInspector,
     RunReader,
     RuntimeConnectionAuthRequired,
+    SkillCompleted,
     SkillConfirmationRequired,
+    SkillFailed,
+    SkillRunning,
+    SkillStopped,
     StreamResumeError,
 )
 
@@ -65,6 +93,7 @@ class SegmentProgress(BaseModel):
 
     cursor: RunCursor
     messages: list[str] = Field(default_factory=list)
+    skills: list[SkillActivity] = Field(default_factory=list)
     truncated: bool = False
     delivered: int = 0
     """``agent.message`` events this segment delivered, counting any that truncation
@@ -79,10 +108,16 @@ class StreamSegment:
     """One attempt of the ``stream_segment`` activity."""
 
     def __init__(
-        self, client: GenieClient, inp: StreamSegmentInput, *, silence_check_seconds: float
+        self,
+        client: GenieClient,
+        inp: StreamSegmentInput,
+        *,
+        silence_check_seconds: float,
+        auth_settle_seconds: float = DEFAULT_AUTH_SETTLE_SECONDS,
     ) -> None:
         self._client = client
         self._silence_check = silence_check_seconds
+        self._auth_settle = auth_settle_seconds
         self._inp = inp
         info = activity.info()
         restored = _restore(info.heartbeat_details)
@@ -93,6 +128,10 @@ class StreamSegment:
         # A heartbeat written before ``delivered`` existed counts only its messages.
         self._p.delivered = max(self._p.delivered, len(self._p.messages))
         self._attempt = info.attempt
+        # Whether an earlier attempt (or activity) of this turn may have posted already.
+        self._may_have_posted = (
+            self._attempt > 1 or self._resumed_from_heartbeat or inp.may_have_posted
+        )
         self._events_at_start = self._p.events
         self._last_event_at = time.monotonic()
         self._last_beat = 0.0
@@ -105,8 +144,31 @@ class StreamSegment:
         watcher = asyncio.create_task(self._watch())
         try:
             done, _ = await asyncio.wait({consumer, watcher}, return_when=asyncio.FIRST_COMPLETED)
-            return await next(iter(done))
+            try:
+                return await next(iter(done))
+            except StreamResumeError as e:
+                # Before handing over: the run may have ended, or parked on a pause, where
+                # no stream shows it (production); then no later attempt would see more.
+                # The watcher stops first, so no two checks add the same messages.
+                watcher.cancel()
+                await asyncio.gather(watcher, return_exceptions=True)
+                check = await self._check_api()
+                if isinstance(check, StreamSegmentResult):
+                    return check
+                if check is not None:
+                    raise StreamResumeError(
+                        f"{e.message}; {check}", cursor=e.cursor, **_resume_kwargs(e)
+                    ) from None
+                raise
         except GenieAPIError as e:
+            refusal = credential_refusal(
+                e,
+                accepted_before=self._client.credential_accepted,
+                settle_seconds=self._auth_settle,
+            )
+            if refusal is not None:
+                self._beat(force=True)
+                raise refusal from None
             retry = None
             if (
                 isinstance(e, ProtocolError)
@@ -126,7 +188,9 @@ class StreamSegment:
                     MAX_MALFORMED_RETRIES,
                 )
             self._beat(force=True)
-            raise to_application_error(e, retryable=retry) from None
+            raise to_application_error(
+                e, retryable=retry, genie_run_id=self._p.cursor.genie_run_id
+            ) from None
         except BaseException:
             # Cancellation or a crash path: leave the freshest cursor behind for the retry.
             self._beat(force=True)
@@ -155,26 +219,78 @@ class StreamSegment:
 
     async def _consume(self) -> StreamSegmentResult:
         reader, events = await self._open()
-        async for ev in events:
-            self._p.cursor = reader.cursor
-            self._p.reconnects = reader.reconnects
-            self._last_event_at = time.monotonic()
-            self._p.events += 1
-            outcome = self._apply(ev)
-            if outcome is not None:
-                return self._result(outcome, ev)
-            self._beat()
-        # A reader ends only after processing.finished; anything else is a client bug.
+        while True:
+            try:
+                async for ev in events:
+                    self._p.cursor = reader.cursor
+                    self._p.reconnects = reader.reconnects
+                    self._last_event_at = time.monotonic()
+                    self._p.events += 1
+                    outcome = self._apply(ev)
+                    if outcome is not None:
+                        return self._result(outcome, ev)
+                    self._beat()
+            except ConflictError as e:
+                if e.error_code != CONVERSATION_BUSY or reader.cursor.genie_run_id is not None:
+                    raise
+                # The post was refused: the conversation runs another run. Ours? Resume it.
+                reader, events = await self._resume_busy(e)
+                continue
+            # A reader ends only after processing.finished; anything else is a client bug.
+            raise ApplicationError(
+                "the run stream ended without processing.finished", type=STREAM_STALLED
+            )
+
+    async def _resume_busy(self, e: ConflictError) -> tuple[RunReader, AsyncIterator[GenieEvent]]:
+        """After ``409 conversation_busy`` on the post: resume the active run if it is this
+        turn's; otherwise fail retryably until the earlier turn's run has ended."""
+        inp = self._inp
+        assert inp.message is not None
+        busy = await self._runs.busy_run(
+            inp.message, previous_run_id=inp.previous_run_id, may_have_posted=self._may_have_posted
+        )
+        if busy.ours and busy.run_id is not None:
+            log.info(
+                "turn %s of %s: busy with this turn's own run %s; resuming it, not re-posting",
+                inp.turn,
+                inp.conversation_id,
+                busy.run_id,
+            )
+            self._p.cursor = self._p.cursor.model_copy(update={"genie_run_id": busy.run_id})
+            reader = self._reader()
+            return reader, reader.resume()
+        run = f"run {busy.run_id}" if busy.run_id else "a run"
+        log.warning(
+            "turn %s of %s: the conversation is busy with %s of an earlier turn (state %s, "
+            "last event %s); waiting for it to end before posting",
+            inp.turn,
+            inp.conversation_id,
+            run,
+            busy.state,
+            busy.last_event_type,
+        )
         raise ApplicationError(
-            "the run stream ended without processing.finished", type=STREAM_STALLED
+            f"the conversation is busy with {run} of an earlier turn (state "
+            f"{busy.state or '?'}, last event {busy.last_event_type or 'none'}); this "
+            f"turn's message is posted once that run has ended [request_id="
+            f"{e.request_id or 'none'}]",
+            {
+                "status": e.status,
+                "error_code": e.error_code,
+                "request_id": e.request_id,
+                "endpoint": e.endpoint,
+                "genie_run_id": busy.run_id,
+            },
+            type=BUSY_WITH_EARLIER_RUN,
+            non_retryable=False,
         )
 
     async def _open(self) -> tuple[RunReader, AsyncIterator[GenieEvent]]:
         """Post the message, or resume the run an earlier attempt (or segment) started."""
         inp = self._inp
         if inp.mode == "send" and self._p.cursor.genie_run_id is None:
-            if self._attempt > 1 or self._resumed_from_heartbeat or inp.may_have_posted:
-                run_id = await self._runs.run_newer_than(inp.previous_run_id)
+            if self._may_have_posted:
+                run_id = await self._runs.run_newer_than(inp.previous_run_id, text=inp.message)
                 if run_id is not None:
                     log.info(
                         "turn %s of %s: message already posted (run %s); resuming, not re-posting",
@@ -203,6 +319,8 @@ class StreamSegment:
     def _apply(self, ev: GenieEvent) -> SegmentOutcome | None:
         if isinstance(ev, AgentMessage):
             self._add_message(ev.message or "")
+        elif isinstance(ev, SkillRunning | SkillCompleted | SkillStopped | SkillFailed):
+            self._add_skill(ev)
         elif isinstance(ev, SkillConfirmationRequired):
             return "confirmation_required"
         elif isinstance(ev, BusinessApprovalRequired):
@@ -222,6 +340,22 @@ class StreamSegment:
         while len(msgs) > 1 and total > MAX_TURN_MESSAGE_CHARS:
             total -= len(msgs.pop(0))
             self._p.truncated = True
+
+    def _add_skill(self, ev: SkillRunning | SkillCompleted | SkillStopped | SkillFailed) -> None:
+        error = None
+        if isinstance(ev, SkillFailed) and ev.error is not None:
+            error = str(ev.error)[:MAX_SKILL_ERROR_CHARS]
+        status = ev.type.removeprefix("skill.")
+        assert status in ("running", "completed", "stopped", "failed")
+        self._p.skills.append(
+            SkillActivity(
+                status=status,
+                skill_name=ev.skill_name,
+                skill_id=ev.skill_id,
+                error=error,
+            )
+        )
+        del self._p.skills[:-MAX_SKILL_EVENTS]
 
     def _result(self, outcome: SegmentOutcome, ev: GenieEvent | None) -> StreamSegmentResult:
         confirmation = connection = None
@@ -245,6 +379,7 @@ class StreamSegment:
             outcome=outcome,
             cursor=self._p.cursor,
             messages=self._p.messages,
+            skills=self._p.skills,
             messages_truncated=self._p.truncated,
             confirmation=confirmation,
             connection=connection,
@@ -271,27 +406,45 @@ class StreamSegment:
                 silent = time.monotonic() - self._last_event_at
                 if silent >= self._silence_check:
                     self._last_event_at = time.monotonic()
-                    finished = await self._finished_per_api()
-                    if finished is not None:
-                        return finished
+                    check = await self._check_api()
+                    if isinstance(check, StreamSegmentResult):
+                        return check
         finally:
             shutdown.cancel()
 
-    async def _finished_per_api(self) -> StreamSegmentResult | None:
-        """If the API shows the run ended although the stream never said so, finish it."""
-        inp, run_id = self._inp, self._p.cursor.genie_run_id
+    async def _check_api(self) -> StreamSegmentResult | str | None:
+        """Ask the API about the run when its stream cannot tell (``check_run``).
+
+        Returns:
+            The segment's result if the run ended, or waits on a pause the stream never
+            delivered; else why it is not taken as ended (for the log and the error a
+            give-up raises); ``None`` when the check itself failed or no run is known.
+        """
+        inp, cursor = self._inp, self._p.cursor
+        run_id = cursor.genie_run_id
         if run_id is None:
             return None
+        events_before = self._p.events
         try:
-            end = await self._runs.run_end(
-                run_id, messages_seen=inp.messages_so_far + self._p.delivered
+            check = await self._runs.check_run(
+                run_id,
+                messages_seen=inp.messages_so_far + self._p.delivered,
+                seen_event_id=cursor.last_event_id,
+                seen_seq_num=cursor.last_seq_num,
             )
         except GenieAPIError as e:
             # A failed check is only a check: the stream (or the next check) still decides.
             log.info("state check for %s failed (%s); still streaming", inp.conversation_id, e)
             return None
+        if self._p.events != events_before:
+            return None  # the stream moved on meanwhile: it decides, not this older view
+        if check.pause is not None:
+            return self._unseen_pause(check)
+        end = check.end
         if end is None:
-            return None
+            why = check.why_not_ended(run_id)
+            log.info("turn %s of %s: %s; still waiting", inp.turn, inp.conversation_id, why)
+            return why
         for text in end.new_messages:
             self._add_message(text)
         log.warning(
@@ -303,6 +456,38 @@ class StreamSegment:
             end.evidence,
         )
         result = self._result("finished", None)
+        result.recovered_from_history = True
+        return result
+
+    def _unseen_pause(self, check: RunCheck) -> StreamSegmentResult | str:
+        """The run waits on a pause no stream delivered: end the segment at it, as if the
+        stream had (its genie messages before it come from E6)."""
+        inp, ev = self._inp, check.pause
+        assert ev is not None
+        outcome = self._apply(ev)
+        ref = "runtime_connection_attempt_id" if outcome == "auth_required" else "call_id"
+        if outcome is None or outcome == "finished" or not getattr(ev, ref, None):
+            # A summary without the id a decision needs cannot be acted on: keep waiting.
+            return f"run {self._p.cursor.genie_run_id} waits on {ev.type} {ev.event_id}"
+        for text in check.new_messages:
+            self._add_message(text)
+        self._p.cursor = self._p.cursor.model_copy(
+            update={
+                "last_event_id": ev.event_id or self._p.cursor.last_event_id,
+                "last_seq_num": ev.seq_num or self._p.cursor.last_seq_num,
+                "last_created_at": ev.created_at or self._p.cursor.last_created_at,
+            }
+        )
+        log.warning(
+            "turn %s of %s: run %s waits on %s %s that no stream delivered; taken from the "
+            "conversation state (E3)",
+            inp.turn,
+            inp.conversation_id,
+            self._p.cursor.genie_run_id,
+            ev.type,
+            ev.event_id,
+        )
+        result = self._result(outcome, ev)
         result.recovered_from_history = True
         return result
 
@@ -334,10 +519,28 @@ def _require(ev: GenieEvent, field: str) -> str:
     return value
 
 
+def _resume_kwargs(e: StreamResumeError) -> dict[str, Any]:
+    return {
+        "conversation_id": e.conversation_id,
+        "genie_run_id": e.genie_run_id,
+        "retry_after": e.retry_after,
+    }
+
+
 async def run_segment(
-    client: GenieClient, inp: StreamSegmentInput, *, silence_check_seconds: float
+    client: GenieClient,
+    inp: StreamSegmentInput,
+    *,
+    silence_check_seconds: float,
+    auth_settle_seconds: float = DEFAULT_AUTH_SETTLE_SECONDS,
 ) -> StreamSegmentResult:
+    segment = StreamSegment(
+        client,
+        inp,
+        silence_check_seconds=silence_check_seconds,
+        auth_settle_seconds=auth_settle_seconds,
+    )
     try:
-        return await StreamSegment(client, inp, silence_check_seconds=silence_check_seconds).run()
+        return await segment.run()
     except StreamResumeError as e:
         raise to_application_error(e) from None

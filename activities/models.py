@@ -15,6 +15,8 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 from genie_api import PauseStatus, RunCursor
 
 __all__ = [
+    "MAX_SKILL_ERROR_CHARS",
+    "MAX_SKILL_EVENTS",
     "MAX_TURN_MESSAGE_CHARS",
     "AuthLinkInput",
     "AuthLinkResult",
@@ -30,12 +32,17 @@ __all__ = [
     "ProbeConnectionResult",
     "RejectConnectionInput",
     "SegmentOutcome",
+    "SkillActivity",
     "SkillConfirmation",
     "StreamSegmentInput",
     "StreamSegmentResult",
     "UploadAttachmentInput",
     "UploadAttachmentResult",
 ]
+
+MAX_SKILL_EVENTS = 100
+"""Skill events kept per stream segment (the latest); a run with more keeps the last ones."""
+MAX_SKILL_ERROR_CHARS = 500
 
 MAX_TURN_MESSAGE_CHARS = 256_000
 """Cap on the text of one turn's ``agent.message`` events kept in history. Past it the
@@ -113,11 +120,26 @@ class ConnectionRequest(_Model):
     auth_expires_at: datetime | None = None
 
 
+class SkillActivity(_Model):
+    """One skill event of a run (``skill.running``/``completed``/``stopped``/``failed``),
+    for the transcript. Production runs skills in parallel: one ``running``, then one end
+    event per skill; ``stopped`` is reported as an alternative successful end."""
+
+    status: Literal["running", "completed", "stopped", "failed"]
+    skill_name: str | None = None
+    skill_id: str | None = None
+    error: str | None = None
+    """``skill.failed`` only, clipped to ``MAX_SKILL_ERROR_CHARS``."""
+
+
 class StreamSegmentResult(_Model):
     outcome: SegmentOutcome
     cursor: RunCursor
     messages: list[str] = Field(default_factory=list)
     """This segment's ``agent.message`` texts, in order, each exactly once."""
+    skills: list[SkillActivity] = Field(default_factory=list)
+    """This segment's skill events, in run order, each once; at most ``MAX_SKILL_EVENTS``
+    (the latest are kept)."""
     messages_truncated: bool = False
     confirmation: SkillConfirmation | None = None
     connection: ConnectionRequest | None = None

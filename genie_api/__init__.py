@@ -84,10 +84,12 @@ from genie_api._models import (
 from genie_api._reader import ResumePolicy, RunCursor, RunReader
 from genie_api._runs import (
     PAUSE_EVENTS,
+    BusyRun,
     EndEvidence,
     Pause,
     PauseCheck,
     PauseStatus,
+    RunCheck,
     RunEnd,
     RunInspector,
 )
@@ -115,6 +117,7 @@ __all__ = [
     "AuthenticationError",
     "BadRequestError",
     "BusinessApprovalRequired",
+    "BusyRun",
     "ClientTimeouts",
     "ConflictError",
     "Conversation",
@@ -142,6 +145,7 @@ __all__ = [
     "ProtocolError",
     "RateLimitedError",
     "ResumePolicy",
+    "RunCheck",
     "RunCursor",
     "RunEnd",
     "RunInspector",

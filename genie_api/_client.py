@@ -163,6 +163,7 @@ class GenieClient(Transport):
             timeout=self._stream_timeout,
             json=self._message_body(message, file_id, stream=True),
         ) as events:
+            self._accepted()
             yield events
 
     async def list_messages(
@@ -235,6 +236,7 @@ class GenieClient(Transport):
             ctx=ctx,
             timeout=self._stream_timeout,
         ) as events:
+            self._accepted()
             yield events
 
     async def list_events(
@@ -272,9 +274,13 @@ class GenieClient(Transport):
         since_created_at: datetime | None = None,
         limit: int | None = None,
     ) -> AsyncIterator[EventPage]:
-        """Page E9 from ``since_created_at`` until the server reports no further page.
+        """Page E9 from ``since_created_at`` until there is no further page.
 
-        Yields each page as it arrives; stops if the server's cursor does not advance.
+        Yields each page as it arrives; stops if the cursor does not advance. Production
+        answers without a paging field, so a *full* page (``limit`` events) without
+        ``next_since_created_at`` is followed by a page from its newest ``created_at``.
+        Whether ``since_created_at`` is inclusive is unknown: an event may then come twice,
+        and callers dedupe (``RunReader`` does, by ``event_id``).
         """
         since = since_created_at
         while True:
@@ -287,6 +293,8 @@ class GenieClient(Transport):
             )
             yield page
             nxt = page.next_since_created_at
+            if nxt is None and limit is not None and len(page.events) >= limit:
+                nxt = max((e.created_at for e in page.events if e.created_at), default=None)
             if nxt is None or not page.events or (since is not None and nxt <= since):
                 return
             since = nxt

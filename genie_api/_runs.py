@@ -14,7 +14,9 @@ different strengths:
 - E9 (persisted events): names the run of a user message that E6 lists without one.
 
 Every answer rests on one rule that the caller must keep: it is the conversation's only
-sender, so a run newer than its previous turn's run is its own.
+sender, so a run newer than its previous turn's run is its own. Where E6 names the user
+message that started a run, its text must also match, so a turn never adopts the run of
+an earlier turn that failed before anyone recorded its run id.
 """
 
 from __future__ import annotations
@@ -25,14 +27,16 @@ from enum import StrEnum
 
 from genie_api._client import GenieClient
 from genie_api._events import EventType, GenieEvent
-from genie_api._models import ConversationDetail, ConversationState
+from genie_api._models import ConversationDetail, ConversationState, MessagePage
 
 __all__ = [
     "PAUSE_EVENTS",
+    "BusyRun",
     "EndEvidence",
     "Pause",
     "PauseCheck",
     "PauseStatus",
+    "RunCheck",
     "RunEnd",
     "RunInspector",
 ]
@@ -109,6 +113,57 @@ class RunEnd:
 
 
 @dataclass(frozen=True, slots=True)
+class RunCheck:
+    """The answer of :meth:`RunInspector.check_run`: ended, parked on a pause the caller
+    has not seen, or neither (keep waiting).
+
+    Attributes:
+        end: Set when the run ended, with the evidence.
+        pause: E3's ``last_event`` when it is a pause of the run later than anything the
+            caller has seen (a stream that never delivered it: production's hidden
+            resumed output). The run waits on it, so it has not ended.
+        new_messages: With ``pause``: the run's genie messages after ``messages_seen``.
+        state: E3 ``state`` as read (for logs; not evidence).
+        last_event_type: Type of E3's ``last_event``, if any.
+    """
+
+    end: RunEnd | None
+    pause: GenieEvent | None = None
+    new_messages: tuple[str, ...] = ()
+    state: str | None = None
+    last_event_type: str | None = None
+
+    def why_not_ended(self, run_id: str) -> str:
+        """One line for a log or a card: why the run is not taken as ended."""
+        if self.pause is not None:
+            return f"run {run_id} waits on {self.pause.type} {self.pause.event_id}"
+        return (
+            f"no evidence that run {run_id} ended (state {self.state or '?'}, last event "
+            f"{self.last_event_type or 'none'}, no processing.finished and no new genie "
+            "message in the history)"
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class BusyRun:
+    """The answer of :meth:`RunInspector.busy_run` after a ``409 conversation_busy``.
+
+    Attributes:
+        run_id: The run the conversation is busy with, per E3 (``None``: unknown, or the
+            conversation turned idle meanwhile).
+        ours: The run is the one the caller's own message started (resume it); else it is
+            an earlier turn's (wait for it to end, then post).
+        state: E3 ``state`` as read.
+        last_event_type: Type of E3's ``last_event``, if any.
+    """
+
+    run_id: str | None
+    ours: bool
+    state: str | None
+    last_event_type: str | None
+
+
+@dataclass(frozen=True, slots=True)
 class PauseCheck:
     """The answer of :meth:`RunInspector.pause_status`, with what it was based on.
 
@@ -173,47 +228,123 @@ class RunInspector:
                 return item.genie_run_id or await self._first_run_since(item.created_at)
         return None
 
-    async def run_newer_than(self, previous_run_id: str | None) -> str | None:
+    async def run_newer_than(
+        self, previous_run_id: str | None, *, text: str | None = None
+    ) -> str | None:
         """A run started after ``previous_run_id``, if any (E3, then E6).
 
         For a sender that does not know whether its POST landed: any run newer than its
         previous turn's (``None``: there was no previous turn) is the one its message
         started. ``None`` means the API shows no such run, so the message was not taken.
+
+        Args:
+            previous_run_id: The run of the sender's previous turn.
+            text: The sender's message. When given and E6 shows the user message that
+                started the newer run with another text, that run is not the sender's (an
+                earlier turn's that failed before its run id was recorded): ``None``.
         """
         conv = await self._detail()
         run_id = conv.last_event.genie_run_id if conv.last_event is not None else None
+        page: MessagePage | None = None
         if run_id is None:
-            page = await self._client.list_messages(
-                self._genie, self._conversation_id, user_id=self._user_id, limit=_RECENT_MESSAGES
-            )
+            page = await self._recent_messages()
             run_id = next((m.genie_run_id for m in page.messages if m.genie_run_id), None)
-        return run_id if run_id is not None and run_id != previous_run_id else None
+        if run_id is None or run_id == previous_run_id:
+            return None
+        if text is not None:
+            started_by = await self._user_text_of(run_id, page)
+            if started_by is not None and _words(started_by) != _words(text):
+                return None
+        return run_id
+
+    async def busy_run(
+        self, text: str, *, previous_run_id: str | None, may_have_posted: bool
+    ) -> BusyRun:
+        """After E5 answered ``409 conversation_busy``: is the active run ours?
+
+        Ours only if the caller may have posted this message before (an earlier attempt
+        whose answer was lost) and the active run is newer than its previous turn's and
+        was not started by another text (:meth:`run_newer_than`). A first post that meets
+        409 cannot have started the active run: that is an earlier turn's, still running
+        or parked, and the caller waits for it instead of failing.
+        """
+        conv = await self._detail()
+        last = conv.last_event
+        last_type = last.type if last is not None else None
+        run_id = last.genie_run_id if last is not None else None
+        if may_have_posted:
+            mine = await self.run_newer_than(previous_run_id, text=text)
+            if mine is not None:
+                return BusyRun(mine, True, conv.state, last_type)
+        return BusyRun(run_id, False, conv.state, last_type)
 
     # ------------------------------------------------------------------ a known run
 
-    async def run_end(self, run_id: str, *, messages_seen: int) -> RunEnd | None:
+    async def run_end(
+        self,
+        run_id: str,
+        *,
+        messages_seen: int,
+        seen_event_id: str | None = None,
+        seen_seq_num: int | None = None,
+    ) -> RunEnd | None:
         """Whether run ``run_id`` ended, with the evidence; ``None`` if nothing shows it.
+
+        See :meth:`check_run`, which also tells a run parked on an unseen pause.
+        """
+        check = await self.check_run(
+            run_id,
+            messages_seen=messages_seen,
+            seen_event_id=seen_event_id,
+            seen_seq_num=seen_seq_num,
+        )
+        return check.end
+
+    async def check_run(
+        self,
+        run_id: str,
+        *,
+        messages_seen: int,
+        seen_event_id: str | None = None,
+        seen_seq_num: int | None = None,
+    ) -> RunCheck:
+        """Whether run ``run_id`` ended (with the evidence) or waits on an unseen pause.
+
+        Evidence of an end is the run's own: its ``processing.finished`` as E3's
+        ``last_event``, or, while E3 reads ``idle``, genie messages of the run in E6 that
+        the caller has not had. ``idle`` alone is never evidence (production reads it
+        while a run is parked), and neither are new messages while E3's ``last_event`` is
+        a pause of the run later than the caller's position: the run is parked on it.
 
         Args:
             run_id: The run.
             messages_seen: Genie messages of the run the caller already has; only later
                 ones count as evidence, and only they are returned.
+            seen_event_id: ``event_id`` of the caller's last event of the run (its cursor).
+            seen_seq_num: ``seq_num`` of that event: a pause with a higher one is unseen.
         """
         conv = await self._detail()
         last = conv.last_event
+        last_type = last.type if last is not None else None
+        if last is not None and _unseen_pause(last, run_id, seen_event_id, seen_seq_num):
+            new = tuple((await self._genie_messages(run_id))[messages_seen:])
+            return RunCheck(None, last, new, conv.state, last_type)
         terminal = (
             last is not None
             and last.type == EventType.PROCESSING_FINISHED
             and _of_run(last, run_id)
         )
         if not terminal and conv.state != ConversationState.IDLE:
-            return None  # a busy state is believed; only idle needs a second opinion
+            # A busy state is believed; only idle needs a second opinion.
+            return RunCheck(None, state=conv.state, last_event_type=last_type)
         new = tuple((await self._genie_messages(run_id))[messages_seen:])
         if terminal:
-            return RunEnd(EndEvidence.TERMINAL_EVENT, new)
-        if new:
-            return RunEnd(EndEvidence.GENIE_MESSAGES, new)
-        return None  # idle, but nothing of this run shows that it ended: maybe parked
+            end = RunEnd(EndEvidence.TERMINAL_EVENT, new)
+        elif new:
+            end = RunEnd(EndEvidence.GENIE_MESSAGES, new)
+        else:
+            end = None  # idle, but nothing of this run shows that it ended: maybe parked
+        return RunCheck(end, state=conv.state, last_event_type=last_type)
 
     async def pause_status(
         self, run_id: str | None, pause: Pause, *, messages_seen: int
@@ -255,6 +386,19 @@ class RunInspector:
             self._genie, self._conversation_id, user_id=self._user_id
         )
 
+    async def _recent_messages(self) -> MessagePage:
+        return await self._client.list_messages(
+            self._genie, self._conversation_id, user_id=self._user_id, limit=_RECENT_MESSAGES
+        )
+
+    async def _user_text_of(self, run_id: str, page: MessagePage | None = None) -> str | None:
+        """The text of the user message that started ``run_id``, if E6 shows it."""
+        page = page or await self._recent_messages()
+        for m in page.messages:
+            if m.source == _USER and m.genie_run_id == run_id:
+                return m.content or ""
+        return None
+
     async def _genie_messages(self, run_id: str) -> list[str]:
         """The run's genie messages in E6, oldest first."""
         page = await self._client.list_messages(
@@ -287,6 +431,27 @@ def _of_run(event: GenieEvent, run_id: str | None) -> bool:
     which is the caller's own under the only-sender rule.
     """
     return event.genie_run_id is None or event.genie_run_id == run_id
+
+
+def _words(text: str) -> list[str]:
+    """A message's text as E6 might echo it: whitespace runs and ends do not count."""
+    return text.split()
+
+
+def _unseen_pause(
+    event: GenieEvent, run_id: str, seen_event_id: str | None, seen_seq_num: int | None
+) -> bool:
+    """Whether ``event`` is a pause of ``run_id`` later than the caller's position.
+
+    Judged by ``seq_num`` only (the run's own order): E3 may lag behind the stream, so
+    another ``event_id`` alone could be an older pause the caller has passed. Without a
+    position, or a ``seq_num`` on either side, nothing is judged unseen.
+    """
+    if event.type not in PAUSE_EVENTS or event.genie_run_id != run_id:
+        return False
+    if event.seq_num is None or seen_seq_num is None:
+        return False
+    return event.seq_num > seen_seq_num and event.event_id != seen_event_id
 
 
 def _is_pause(event: GenieEvent, pause: Pause, run_id: str | None) -> bool:

@@ -90,6 +90,7 @@ class Transport:
         max_connections: int = 1000,
     ) -> None:
         self._auth = auth
+        self._credential_accepted = False
         self._timeouts = timeouts or ClientTimeouts()
         self._stream_timeout = self._timeouts.stream()
         self._base_url = base_url.rstrip("/")
@@ -109,6 +110,19 @@ class Transport:
     def base_url(self) -> str:
         """The API host this client talks to."""
         return self._base_url
+
+    @property
+    def credential_accepted(self) -> bool:
+        """Whether the API has answered a call of this client with a 2xx at least once.
+
+        A new or rotated key is refused (401/403) for up to about a minute while it
+        reaches the API gateway; once it has been accepted, a refusal no longer means
+        "still settling" (see ``activities._errors.credential_refusal``).
+        """
+        return self._credential_accepted
+
+    def _accepted(self) -> None:
+        self._credential_accepted = True
 
     @property
     def timeouts(self) -> ClientTimeouts:
@@ -193,6 +207,7 @@ class Transport:
         )
         if response.status_code >= 300:
             raise error_from_response(response, ctx)
+        self._credential_accepted = True
         return parse_json_body(response, ctx)
 
     @staticmethod

@@ -8,7 +8,14 @@ import re
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import AnyHttpUrl, Field, SecretStr, ValidationError, field_validator
+from pydantic import (
+    AnyHttpUrl,
+    Field,
+    SecretStr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 from temporalio.client import Client
 from temporalio.contrib.pydantic import pydantic_data_converter
@@ -17,6 +24,12 @@ from temporalio.runtime import Runtime
 
 DEFAULT_API_BASE_URL = "http://127.0.0.1:8787"
 """The embedded default: the simulator that ``geniectl dev`` starts."""
+API_REGIONS: dict[str, str] = {
+    "us": "https://genie-api.workato.com",
+    **{dc: f"https://genie-api.{dc}.workato.com" for dc in ("eu", "jp", "sg", "au", "in", "il")},
+}
+"""``GENIE_API_REGION`` -> the Headless API host of that data centre. Credentials are
+scoped to the data centre of the workspace, so the host must be the workspace's."""
 DEFAULT_ATTACHMENT_TIMEOUT_SECONDS = 30.0
 MAX_ATTACHMENT_TIMEOUT_SECONDS = 240.0
 """The upload activity has 5 minutes from start to close, and the upload to the API
@@ -41,6 +54,10 @@ class GenieSettings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="GENIE_", extra="ignore", frozen=True)
 
     api_base_url: AnyHttpUrl = AnyHttpUrl(DEFAULT_API_BASE_URL)
+    api_region: str | None = None
+    """The workspace's data centre (``us``, ``eu``, ``jp``, ``sg``, ``au``, ``in``, ``il``):
+    sets ``api_base_url`` to its Headless API host. Set this or ``GENIE_API_BASE_URL``;
+    both set to different hosts is an error."""
     api_key: SecretStr | None = None
     api_key_file: Path | None = None
     task_queue: str = Field(default="genie-conversations", min_length=1)
@@ -88,6 +105,10 @@ class GenieSettings(BaseSettings):
     """Set: the ``GenieUserId`` search attribute holds a keyed hash of the user id
     instead of the id (search attributes are not encrypted by a payload codec)."""
     """How old a signed decision may be when the workflow takes it."""
+    auth_settle_seconds: float = Field(default=60.0, ge=0, le=600)
+    """How long a 401/403 to an API key this worker has never had accepted is retried, per
+    step: a new or rotated key takes up to about a minute to reach the API gateway. After
+    it (or at once for a key that worked before) the step fails naming the credential."""
     stream_silence_check_seconds: float = Field(default=10.0, gt=0)
     """A stream silent this long makes the segment check the conversation state (E3)."""
     max_concurrent_activities: int = Field(default=1000, ge=1)
@@ -101,6 +122,30 @@ class GenieSettings(BaseSettings):
     at ~2.5x the worker CPU per conversation); tests always run it sandboxed."""
     graceful_shutdown_seconds: float = Field(default=15.0, ge=0)
     log_level: str = "INFO"
+
+    @model_validator(mode="before")
+    @classmethod
+    def _region_base_url(cls, data: Any) -> Any:
+        """``GENIE_API_REGION`` -> ``api_base_url``, refusing a conflicting explicit URL."""
+        if not isinstance(data, dict):
+            return data
+        raw = data.get("api_region")
+        if raw is None or not str(raw).strip():
+            return {k: v for k, v in data.items() if k != "api_region"}
+        region = str(raw).strip().lower()
+        url = API_REGIONS.get(region)
+        if url is None:
+            raise ValueError(
+                f"GENIE_API_REGION: {str(raw)[:20]!r} is not a data centre; use one of "
+                f"{', '.join(API_REGIONS)} (or GENIE_API_BASE_URL for another host)"
+            )
+        explicit = data.get("api_base_url")
+        if explicit is not None and _same_url(str(explicit), url) is not True:
+            raise ValueError(
+                f"GENIE_API_REGION={region} ({url}) and GENIE_API_BASE_URL="
+                f"{str(explicit)[:200]} name different hosts; set only one of them"
+            )
+        return {**data, "api_region": region, "api_base_url": url}
 
     @field_validator("attachment_dirs", mode="before")
     @classmethod
@@ -182,6 +227,27 @@ class GenieSettings(BaseSettings):
         return SecretStr(key)
 
 
+def _same_url(a: str, b: str) -> bool | None:
+    """Whether two base URLs name the same place (``None``: ``a`` is not a URL; the field's
+    own validation reports that)."""
+    try:
+        return str(AnyHttpUrl(a)).rstrip("/").lower() == str(AnyHttpUrl(b)).rstrip("/").lower()
+    except ValidationError:
+        return None
+
+
+def region_base_url(region: str) -> str:
+    """The Headless API host of a data centre (``GENIE_API_REGION``).
+
+    Raises:
+        ValueError: Not one of :data:`API_REGIONS`.
+    """
+    url = API_REGIONS.get(region.strip().lower())
+    if url is None:
+        raise ValueError(f"unknown data centre {region!r}; one of {', '.join(API_REGIONS)}")
+    return url
+
+
 def _host_pattern(entry: str) -> str:
     """One ``GENIE_ATTACHMENT_HOSTS`` entry, normalized as the worker compares hosts."""
     host = entry.strip().lower().removeprefix("[").removesuffix("]")
@@ -211,6 +277,8 @@ def load_settings(**overrides: Any) -> GenieSettings:
         return GenieSettings(**overrides)
     except ValidationError as e:
         err = e.errors()[0]
+        if not err["loc"]:  # a check across settings names them in its own message
+            raise ConfigError(str(err["msg"]).removeprefix("Value error, ")) from None
         name = "GENIE_" + "_".join(str(p) for p in err["loc"][:1]).upper()
         # Never echo the input: it may be the API key.
         raise ConfigError(f"{name}: {err['msg']}") from None

@@ -93,17 +93,27 @@ class _CutConnection:
         # Returning without the body makes uvicorn close the transport mid-response.
 
 
-def authenticate(request: Request, config: SimConfig) -> str:
+def authenticate(request: Request, store: Store) -> str:
     """Check ``Authorization`` / ``X-IDP-User-Id`` and return the calling user id.
 
     Raises:
-        ApiError: ``401 auth_failed`` or ``401 user_nonactive_or_missing``.
+        ApiError: ``401 auth_failed`` or ``401 user_nonactive_or_missing``; while the key
+            settles (``--auth-settle-seconds``), ``403 access_denied`` and ``401
+            auth_failed`` in turn.
     """
+    config = store.config
     header = request.headers.get("authorization", "")
     token = header[7:] if header.startswith("Bearer ") else ""
     if not token or token.strip() != token or " " in token:
         raise ApiError(401, "auth_failed", "Authentication failed.")
-    if hmac.compare_digest(token.encode(), config.api_key.encode()):
+    if hmac.compare_digest(token.encode(), store.api_key.encode()):
+        if store.settling():
+            # The gateway has not learnt the new key yet: it answers as for a wrong key,
+            # or with access_denied, until the configuration reaches it.
+            store.settle_refusals += 1
+            if store.settle_refusals % 2:
+                raise ApiError(403, "access_denied", "Access denied.")
+            raise ApiError(401, "auth_failed", "Authentication failed.")
         user = request.headers.get("x-idp-user-id", "").strip()
         if not user or "@" in user or user.startswith("inactive"):
             raise ApiError(
@@ -253,7 +263,7 @@ class _Api:
             request_id = request_id_of(request)
             store.stats.requests[endpoint] += 1
             try:
-                user = authenticate(request, store.config)
+                user = authenticate(request, store)
                 conv_id = self._conversation_id_of(endpoint, request)
                 self._count_post(endpoint, request, conv_id, user)
                 fault = store.faults.take(endpoint, conv_id)
@@ -385,15 +395,16 @@ class _Api:
         """E3 ``GET /conversations/{id}``: ``state`` and ``last_event``."""
         conv = ctx.conversation()
         last = conv.last_event
-        return ctx.json(
-            {
-                **_conversation_summary(conv),
-                "genie_handle": conv.genie_handle,
-                "state": self.store.state_of(conv),
-                "last_event": json.loads(last.json) if last is not None else None,
-                "updated_at": iso(conv.updated_us),
-            }
-        )
+        body: dict[str, object] = {
+            **_conversation_summary(conv),
+            "genie_handle": conv.genie_handle,
+            "state": self.store.state_of(conv),
+            "last_event": json.loads(last.json) if last is not None else None,
+            "updated_at": iso(conv.updated_us),
+        }
+        if self.store.config.omit_conversation_id:
+            del body["conversation_id"]  # observed in production
+        return ctx.json(body)
 
     async def delete_conversation(self, ctx: Ctx) -> Answer:
         """E4 ``DELETE /conversations/{id}``: ``204``; stops its run and streams."""
@@ -533,7 +544,7 @@ class _Api:
         merged = heapq.merge(*(after(c) for c in convs), key=lambda e: e.created_us)
         page = list(itertools.islice(merged, limit + 1))
         text = '{"events":[' + ",".join(e.json for e in page[:limit]) + "]"
-        if len(page) > limit:
+        if len(page) > limit and self.store.config.events_paging:
             text += f',"next_since_created_at":"{iso(page[limit - 1].created_us)}"'
         return ctx.raw_json(text + "}")
 
@@ -547,6 +558,13 @@ class _Api:
             raise ApiError(404, "call_not_found", "Skill call not found.")
         approved, reason = _require_resolution(await ctx.body_json())
         if call.resolved:
+            repeat = self.store.config.repeat_decision
+            if repeat == "409":
+                raise ApiError(409, "invalid_state", "The skill call is not awaiting approval.")
+            if repeat == "400":
+                raise bad_request("The skill call is not awaiting approval.")
+            if repeat == "200":
+                return Response(status_code=200)  # nothing is applied a second time
             raise ApiError(
                 409, "skill_call_already_resolved", "This skill call was already resolved."
             )
@@ -555,6 +573,8 @@ class _Api:
 
     async def auth_link(self, ctx: Ctx) -> Answer:
         """E11 ``POST /runtime_connection/{attempt}/link``: a fresh one-time auth link."""
+        if self.store.config.auth_link_404:
+            raise ApiError(404, "not_found", "Not Found")  # observed in production
         attempt = self._visible_attempt(ctx)
         if attempt.status == "authorized":
             return ctx.json({"status": "authorized"})
@@ -646,6 +666,36 @@ class _Api:
             media_type="application/json",
         )
 
+    async def admin_rotate_key(self, request: Request) -> Response:
+        """``POST /_sim/rotate_key`` ``{"api_key"?, "settle_seconds"?}``: a key rotation.
+
+        The new key (or, without ``api_key``, the same one, as if re-issued) is refused
+        with transient ``403``/``401`` answers for ``settle_seconds`` (default
+        ``--auth-settle-seconds``); a replaced key is refused for good at once.
+        """
+        raw = await request.body()
+        try:
+            body = json.loads(raw) if raw.strip() else {}
+            if not isinstance(body, dict):
+                raise TypeError("body must be a JSON object")
+            unknown = set(body) - {"api_key", "settle_seconds"}
+            if unknown:
+                raise ValueError(f"unknown fields: {sorted(unknown)}")
+            key = body.get("api_key")
+            if key is not None and (not isinstance(key, str) or not key or " " in key):
+                raise ValueError("api_key must be a non-empty string without spaces")
+            settle = body.get("settle_seconds", self.store.config.auth_settle_seconds)
+            if isinstance(settle, bool) or not isinstance(settle, int | float):
+                raise TypeError("settle_seconds must be a number")
+            if not math.isfinite(settle) or settle < 0:
+                raise ValueError("settle_seconds must be a finite number >= 0")
+        except (ValueError, TypeError) as e:
+            return error_response(400, "invalid_request", str(e), request_id_of(request))
+        self.store.rotate_key(key, float(settle))
+        return Response(
+            dumps({"ok": True, "settle_seconds": float(settle)}), media_type="application/json"
+        )
+
     async def admin_connect(self, request: Request) -> Response:
         """``GET /_sim/connect/{attempt}?token=``: the auth link a user opens."""
         attempt = self.store.attempts.get(request.path_params["attempt_id"])
@@ -698,6 +748,7 @@ class _Api:
             Route("/_sim/faults", self.admin_faults, methods=["GET", "POST", "DELETE"]),
             Route("/_sim/reset", self.admin_reset, methods=["POST"]),
             Route("/_sim/clock", self.admin_clock, methods=["GET", "POST"]),
+            Route("/_sim/rotate_key", self.admin_rotate_key, methods=["POST"]),
             Route("/_sim/connect/{attempt_id}", self.admin_connect, methods=["GET"]),
         ]
 

@@ -10,12 +10,34 @@ from typing import Literal
 
 Envelope = Literal["bare", "result"]
 StateVocabulary = Literal["sdk", "production"]
+Profile = Literal["default", "production"]
+RepeatDecision = Literal["documented", "409", "400", "200"]
+"""What a second E10 for an already-decided call answers (see ``--repeat-decision``)."""
 
 DEFAULT_API_KEY = "sim-dev-key"
 MAX_MESSAGE_CHARS = 12_288
 MAX_UPLOAD_BYTES = 20 * 1024 * 1024
 EVENT_RETENTION_SECONDS = 24 * 60 * 60
 AUTH_LINK_TTL_SECONDS = 5 * 60
+MAX_PARALLEL_SKILLS = 20
+
+PRODUCTION_DEFAULTS: dict[str, object] = {
+    "envelope": "result",
+    "ping_interval": 30.0,
+    "states": "production",
+    "no_auth_success": True,
+    "hide_resumed_output": True,
+    "auth_settle_seconds": 60.0,
+    "idle_while_parked": True,
+    "omit_conversation_id": True,
+    "auth_link_404": True,
+    "parallel_skills": 2,
+    "skill_stopped": True,
+    "events_paging": False,
+    "repeat_decision": "409",
+}
+"""What ``--profile production`` changes: every behaviour reported from the live API at
+once. Each stays its own flag, and an explicit flag wins over the profile."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -37,6 +59,22 @@ class SimConfig:
         log_level: uvicorn / simulator log level.
         state_file: Where the whole state is saved on a graceful shutdown and loaded from
             on start (``None``: in memory only).
+        profile: The ``--profile`` the defaults came from (informative; every behaviour
+            below is its own field).
+        auth_settle_seconds: Production: for this long after the simulator starts (or a
+            key rotation, ``POST /_sim/rotate_key``) the API key is refused with a
+            transient ``403 access_denied`` / ``401 auth_failed``; ``0`` turns it off.
+        idle_while_parked: Production: E3 reads ``idle`` while a run waits on a decision.
+        omit_conversation_id: Production: E3 leaves ``conversation_id`` out.
+        auth_link_404: Production: E11 answers ``404 not_found``.
+        parallel_skills: Production: every skill runs as this many parallel skills (one
+            ``skill.running``, then one ``skill.completed`` per skill).
+        skill_stopped: Production: the last end event of every skill is ``skill.stopped``.
+        events_paging: E9 sets ``next_since_created_at`` when another page exists
+            (production: never).
+        repeat_decision: What a repeated E10 answers: ``documented``
+            (``409 skill_call_already_resolved``), ``409`` (an undocumented code), ``400``
+            or ``200`` (empty, nothing applied).
     """
 
     host: str = "127.0.0.1"
@@ -53,10 +91,23 @@ class SimConfig:
     )
     log_level: str = "warning"
     state_file: Path | None = None
+    profile: Profile = "default"
+    auth_settle_seconds: float = 0.0
+    idle_while_parked: bool = False
+    omit_conversation_id: bool = False
+    auth_link_404: bool = False
+    parallel_skills: int = 1
+    skill_stopped: bool = False
+    events_paging: bool = True
+    repeat_decision: RepeatDecision = "documented"
 
     def __post_init__(self) -> None:
         if self.ping_interval <= 0:
             raise ValueError("ping_interval must be positive")
+        if self.auth_settle_seconds < 0:
+            raise ValueError("auth_settle_seconds must be >= 0")
+        if not 1 <= self.parallel_skills <= MAX_PARALLEL_SKILLS:
+            raise ValueError(f"parallel_skills must be 1..{MAX_PARALLEL_SKILLS}")
         if self.max_stream_seconds is not None and self.max_stream_seconds <= 0:
             raise ValueError("max_stream_seconds must be positive")
         if not self.api_key:

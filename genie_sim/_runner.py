@@ -14,6 +14,7 @@ from ._script import (
     Delay,
     Fail,
     Outcome,
+    RunSkill,
     Say,
     apology,
     failure_error,
@@ -96,13 +97,23 @@ class _Player:
         await self.wait()
         self.run.skill_active = True
         self.put("skill.running", {"skill_name": name, "skill_id": ident})
-        await self.wait()
-        self.run.skill_active = False
         if fails:
+            await self.wait()
+            self.run.skill_active = False
             fields = {"skill_name": name, "skill_id": ident, "error": failure_error(name)}
             self.put("skill.failed", fields)
-        else:
-            self.put("skill.completed", {"skill_name": name, "skill_id": ident})
+            return
+        # Production runs some skills in parallel: one skill.running, then an end event
+        # for each of them (the others never say running); the last may be skill.stopped.
+        config = self.store.config
+        names = [name] + [f"{name} (parallel {i})" for i in range(2, config.parallel_skills + 1)]
+        for i, each in enumerate(names):
+            last = i == len(names) - 1
+            await self.wait()
+            if last:
+                self.run.skill_active = False
+            end = "skill.stopped" if last and config.skill_stopped else "skill.completed"
+            self.put(end, {"skill_name": each, "skill_id": skill_id(each)})
 
 
 def _logged_field(event: Event, name: str) -> str:
@@ -136,6 +147,9 @@ async def run_script(store: Store, run: Run) -> None:
                 player.delay = step.ms / 1000
             elif isinstance(step, Say):
                 await player.say(step.text)
+            elif isinstance(step, RunSkill):
+                await player.skill(step.skill)
+                outcome.ran.append(step.skill)
             elif isinstance(step, Fail):
                 await player.skill(step.skill, fails=True)
                 outcome.failed.append(step.skill)

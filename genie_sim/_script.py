@@ -9,7 +9,7 @@ import re
 import zlib
 from dataclasses import dataclass, field
 
-TOKEN_RE = re.compile(r"\b(confirm|connect|fail|steps|delay|interrupt):(\S+)")
+TOKEN_RE = re.compile(r"\b(confirm|connect|fail|skill|steps|delay|interrupt):(\S+)")
 """A directive: ``name:value``. ``\\b`` keeps words like ``reconfirm:x`` plain text."""
 
 MAX_STEPS = 10_000
@@ -41,6 +41,13 @@ class Fail:
 
 
 @dataclass(frozen=True, slots=True)
+class RunSkill:
+    """Run a skill that needs no confirmation (it succeeds)."""
+
+    skill: str
+
+
+@dataclass(frozen=True, slots=True)
 class Say:
     """Emit one intermediate ``agent.message`` (from ``steps:<n>``)."""
 
@@ -54,7 +61,7 @@ class Delay:
     ms: int
 
 
-Step = Confirm | Connect | Fail | Say | Delay
+Step = Confirm | Connect | Fail | RunSkill | Say | Delay
 
 
 @dataclass(frozen=True, slots=True)
@@ -99,6 +106,8 @@ def parse_script(text: str) -> Script:
             steps.append(Connect(value))
         elif name == "fail":
             steps.append(Fail(value))
+        elif name == "skill":
+            steps.append(RunSkill(value))
         elif name == "steps":
             n = _non_negative_int(value)
             if n is not None:
@@ -157,7 +166,8 @@ class Outcome:
     """What happened during a run; the final reply is built from it.
 
     Attributes:
-        ran: Skills that ran (approved confirmations, completed connections), in order.
+        ran: Skills that ran (``skill:``, approved confirmations, completed connections),
+            in order.
         failed: Skills that failed (``fail:``).
         rejected: ``(skill, reason)`` of rejected confirmations.
         declined: Connectors whose runtime connection was rejected.

@@ -251,6 +251,13 @@ class Store:
         self._execute = execute
         self._tasks: set[asyncio.Task[None]] = set()
         self._last_purge = time.monotonic()
+        self.api_key = config.api_key
+        """The accepted API key (a rotation may replace it)."""
+        self.settle_until = time.monotonic() + config.auth_settle_seconds
+        """Monotonic end of the current credential settle window (``--auth-settle-seconds``)."""
+        self.settle_refusals = 0
+        """Requests refused because the key was still settling (not reset: a gauge of the
+        simulator's life, like ``open_streams``)."""
 
     # -- lookups ---------------------------------------------------------------------------
 
@@ -267,15 +274,28 @@ class Store:
             raise conversation_not_found()
         return conv
 
+    def settling(self) -> bool:
+        """Whether the API key is still in its settle window."""
+        return time.monotonic() < self.settle_until
+
+    def rotate_key(self, new_key: str | None, settle_seconds: float) -> None:
+        """``POST /_sim/rotate_key``: a new (or the same) key, settling from now on."""
+        if new_key is not None:
+            self.api_key = new_key
+        self.settle_until = time.monotonic() + settle_seconds
+
     def state_of(self, conv: Conversation) -> str:
         """E3 ``state`` in the configured vocabulary."""
         run = conv.active_run
         if run is None or run.status is RunStatus.FINISHED:
             return "idle"
+        parked = run.status in (RunStatus.AWAITING_CONFIRMATION, RunStatus.AWAITING_CONNECTION)
+        if parked and self.config.idle_while_parked:
+            return "idle"  # observed in production: idle while a run is still parked
         if self.config.states == "production":
             # Production only ever shows idle/skill_processing, pauses included.
             return "skill_processing"
-        if run.status in (RunStatus.AWAITING_CONFIRMATION, RunStatus.AWAITING_CONNECTION):
+        if parked:
             return "awaiting_approval"
         return "skill_processing" if run.skill_active else "ai_running"
 
@@ -558,5 +578,7 @@ class Store:
         return {
             "requests": self.stats.requests_json(),
             "open_streams": self.open_streams,
+            "auth_settling": self.settling(),
+            "auth_settle_refusals": self.settle_refusals,
             "conversations": conversations,
         }

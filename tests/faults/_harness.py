@@ -19,7 +19,7 @@ import json
 import threading
 import time
 import uuid
-from collections.abc import Awaitable, Callable, Coroutine
+from collections.abc import Awaitable, Callable, Coroutine, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
@@ -386,13 +386,19 @@ class FaultStack:
 
 
 def worker_env(
-    *, api_base_url: str, temporal_address: str, task_queue: str, attachments: Path
+    *,
+    api_base_url: str,
+    temporal_address: str,
+    task_queue: str,
+    attachments: Path,
+    api_key: str = SIM_API_KEY,
+    extra_settings: Mapping[str, object] | None = None,
 ) -> dict[str, str]:
     """The worker's environment: ours, with no GENIE_/TEMPORAL_ leaking in from the shell."""
     return stack_worker_env(
         temporal_address=temporal_address,
         api_base_url=api_base_url,
-        api_key=SIM_API_KEY,
+        api_key=api_key,
         task_queue=task_queue,
         settings={
             "stream_silence_check_seconds": SILENCE_CHECK_SECONDS,
@@ -400,6 +406,7 @@ def worker_env(
             "attachment_dirs": [attachments],
             # DEBUG: the secret check covers everything the worker could ever log.
             "log_level": "DEBUG",
+            **(extra_settings or {}),
         },
         inherit=False,
     )
@@ -452,6 +459,13 @@ ROWS: dict[str, tuple[str, str]] = {
     "waiting": (
         "callers waiting a long time on a paused conversation",
         "`geniectl ask`, the Python API's wait, two callers at once",
+    ),
+    "production": (
+        "the live API's reported behaviour (`genie_sim --profile production`)",
+        "a key still settling, a wrong or revoked key, a pause only E3 shows after a resumed "
+        "connection, auth link 404, a repeated decision answered 409 with an unknown code, "
+        "409 busy after a failed turn, parallel skills, id-less pings; and a subset of the "
+        "rows above",
     ),
 }
 """The rows of the fault table (issue 5), in order; every case belongs to one."""

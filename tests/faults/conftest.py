@@ -10,6 +10,7 @@ into ``bench/results/faults.json`` for ``python -m tests.faults.report``.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import datetime as dt
 import json
 import uuid
@@ -42,10 +43,25 @@ _SECONDS = [0.0]
 _HERE = Path(__file__).parent
 
 
-@pytest.fixture(scope="session")
-async def stack(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[FaultStack]:
-    base = tmp_path_factory.mktemp("faults")
-    sim = SimProcess(args=("--ping-interval", "0.5"), log_path=base / "sim.log")
+PRODUCTION_SIM_ARGS = (
+    "--profile",
+    "production",
+    "--ping-interval",
+    "0.5",
+    "--auth-settle-seconds",
+    "0",
+)
+"""The production stack's simulator: every behaviour reported from the live API
+(``docs/simulator.md``), with short pings. The credential settle window is opened by the
+cases that test it (``POST /_sim/rotate_key``), so that the harness's own checks, which
+use the same key, are not refused at random."""
+
+
+@contextlib.asynccontextmanager
+async def _fault_stack(
+    base: Path, sim_args: tuple[str, ...], **settings: object
+) -> AsyncIterator[FaultStack]:
+    sim = SimProcess(args=sim_args, log_path=base / "sim.log")
     temporal = DevServer(db_path=base / "temporal.db", log_path=base / "temporal.log")
     # The worker reaches the simulator only through the proxy; the checks go around it.
     proxy = HoldingProxy(sim.port).start()
@@ -58,6 +74,7 @@ async def stack(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Fault
             temporal_address=temporal.address,
             task_queue=task_queue,
             attachments=attachments,
+            extra_settings=settings,
         ),
         log_path=base / "worker.log",
     )
@@ -81,6 +98,22 @@ async def stack(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Fault
     finally:
         local.stop()
         proxy.stop()
+
+
+@pytest.fixture(scope="session")
+async def stack(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[FaultStack]:
+    async with _fault_stack(tmp_path_factory.mktemp("faults"), ("--ping-interval", "0.5")) as s:
+        yield s
+
+
+@pytest.fixture(scope="session")
+async def production_stack(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[FaultStack]:
+    """A second stack whose simulator runs ``--profile production`` (``test_production``)."""
+    base = tmp_path_factory.mktemp("faults-production")
+    # GENIE_AUTH_SETTLE_SECONDS: short, so a wrong key fails within the case's patience
+    # (where the worker reads it; otherwise the 60 s default applies).
+    async with _fault_stack(base, PRODUCTION_SIM_ARGS, auth_settle_seconds=20) as s:
+        yield s
 
 
 @pytest.fixture(scope="module")
