@@ -75,6 +75,7 @@ def build_worker(
         silence_check_seconds=settings.stream_silence_check_seconds,
         deployment=deployment,
         notify_endpoints=endpoints,
+        auth_settle_seconds=settings.auth_settle_seconds,
         user_hash_key=(
             settings.user_id_hash_key.get_secret_value().encode()
             if settings.user_id_hash_key
