@@ -34,11 +34,12 @@ COPY activities/ ./activities/
 COPY geniectl/ ./geniectl/
 COPY genie_stack/ ./genie_stack/
 COPY inbox/ ./inbox/
+COPY genie_codec/ ./genie_codec/
 # Runtime dependencies only: no [dev] extras. The pip cache is a build cache mount, so
 # it never lands in a layer.
 RUN --mount=type=cache,target=/root/.cache/pip \
     pip install . \
-    && python -c "import worker, genie_sim, geniectl.cli, inbox._app"
+    && python -c "import worker, genie_sim, geniectl.cli, inbox._app, genie_codec.server"
 
 # --- runtime: the venv, the entry script, an unprivileged user ----------------------
 FROM ${PYTHON_IMAGE} AS runtime
@@ -65,9 +66,9 @@ ENV PATH=/opt/venv/bin:$PATH \
 WORKDIR /app
 USER 10001:10001
 
-# 9464: Prometheus metrics (GENIE_METRICS_PORT); 8787: the simulator and 8234: the
-# inbox, when run.
-EXPOSE 9464 8787 8234
+# 9464: Prometheus metrics (GENIE_METRICS_PORT); 8787: the simulator, 8234: the inbox
+# and 8235: the codec server, when run.
+EXPOSE 9464 8787 8234 8235
 
 # The worker serves Prometheus metrics once its runtime is up; urllib, so no curl in
 # the image. The simulator overrides this in docker-compose.yml.

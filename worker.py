@@ -30,6 +30,7 @@ from temporalio.worker.workflow_sandbox import SandboxedWorkflowRunner, SandboxR
 
 from activities import GenieActivities, UrlPolicy, UserIdPolicy
 from genie_api import ApiKeyAuth, GenieClient
+from genie_codec import EncryptionCodec
 from genie_config import (
     ConfigError,
     GenieSettings,
@@ -38,6 +39,7 @@ from genie_config import (
     load_settings,
     temporal_connect_config,
 )
+from genie_config._settings import data_converter
 from workflows import GenieConversation
 
 log = logging.getLogger("genie_worker")
@@ -141,6 +143,12 @@ async def serve(settings: GenieSettings, stop: asyncio.Event) -> None:
             settings.task_queue, client.service_client.config.target_host,
             client.namespace, settings.api_base_url,
         )  # fmt: skip
+        codec = client.data_converter.payload_codec
+        if isinstance(codec, EncryptionCodec):
+            log.info(
+                "payloads encrypted with key %s (decrypting with %s)",
+                codec.keys.encrypting, ", ".join(codec.keys.ids),
+            )  # fmt: skip
         run = asyncio.create_task(worker.run())
         stopped = asyncio.create_task(stop.wait())
         await asyncio.wait({run, stopped}, return_when=asyncio.FIRST_COMPLETED)
@@ -158,7 +166,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         settings = load_settings()
         settings.api_key_value()  # fail now, not at the first activity
         load_deployment(settings)
-        temporal_connect_config()
+        # The payload keys too (GENIE_PAYLOAD_KEYS): a bad one stops the worker here.
+        data_converter(settings, target_host=temporal_connect_config()["target_host"])
     except ConfigError as e:
         print(f"genie-worker: configuration error: {e}", file=sys.stderr)
         return 2

@@ -18,9 +18,12 @@ from pydantic import (
 )
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 from temporalio.client import Client
-from temporalio.contrib.pydantic import pydantic_data_converter
+from temporalio.client import Interceptor as ClientInterceptor
+from temporalio.converter import DataConverter
 from temporalio.envconfig import ClientConfig
 from temporalio.runtime import Runtime
+
+from genie_codec import PayloadKeyConfigError, build_data_converter, dev_key_file_for, load_keys
 
 DEFAULT_API_BASE_URL = "http://127.0.0.1:8787"
 """The embedded default: the simulator that ``geniectl dev`` starts."""
@@ -104,6 +107,16 @@ class GenieSettings(BaseSettings):
     user_id_hash_key: SecretStr | None = None
     """Set: the ``GenieUserId`` search attribute holds a keyed hash of the user id
     instead of the id (search attributes are not encrypted by a payload codec)."""
+    payload_keys: SecretStr | None = None
+    """Payload encryption keys as ``id:base64`` pairs (comma-separated; 32-byte AES-256
+    keys), the encrypting (newest) first; the others only decrypt. Set (or the file):
+    every payload in history is encrypted (docs/privacy.md); unset: payloads are plain."""
+    payload_key_file: Path | None = None
+    """A file with those pairs instead (one per line, ``#`` comments)."""
+    payload_compress_min_bytes: int = Field(default=4096, ge=0)
+    """Payloads from this size on are zlib-compressed before encryption (0: never)."""
+    audit_log: bool = False
+    """Log every audit entry as one JSON line (logger ``genie.audit``), for a SIEM."""
     """How old a signed decision may be when the workflow takes it."""
     auth_settle_seconds: float = Field(default=60.0, ge=0, le=600)
     """How long a 401/403 to an API key this worker has never had accepted is retried, per
@@ -302,10 +315,35 @@ def temporal_connect_config() -> dict[str, Any]:
     return cfg
 
 
+def data_converter(
+    settings: GenieSettings | None = None, *, target_host: str | None = None
+) -> DataConverter:
+    """The pydantic data converter every genie-worker client must use, with the payload
+    codec when ``GENIE_PAYLOAD_KEYS`` or ``GENIE_PAYLOAD_KEY_FILE`` is set; with neither,
+    the key of the ``geniectl dev`` stack at ``target_host`` if one runs there."""
+    s = settings if settings is not None else load_settings()
+    secret = s.payload_keys.get_secret_value() if s.payload_keys is not None else None
+    key_file = s.payload_key_file
+    if not secret and key_file is None and target_host is not None:
+        key_file = dev_key_file_for(target_host)
+    try:
+        keys = load_keys(secret, key_file)
+    except PayloadKeyConfigError as e:
+        raise ConfigError(str(e)) from None
+    return build_data_converter(keys, compress_min_bytes=s.payload_compress_min_bytes)
+
+
 async def connect_temporal(*, runtime: Runtime | None = None) -> Client:
-    """Connect with the pydantic data converter every genie-worker client must use."""
+    """Connect with the data converter every genie-worker client must use."""
     cfg = temporal_connect_config()
     target = cfg.pop("target_host")
+    settings = load_settings()
     if runtime is not None:
         cfg["runtime"] = runtime
-    return await Client.connect(target, data_converter=pydantic_data_converter, **cfg)
+    interceptors: list[ClientInterceptor] = []
+    if settings.audit_log:  # a worker built on this client logs each audit entry
+        from genie_codec._tap import AuditLogInterceptor
+
+        interceptors.append(AuditLogInterceptor())
+    converter = data_converter(settings, target_host=target)
+    return await Client.connect(target, data_converter=converter, interceptors=interceptors, **cfg)

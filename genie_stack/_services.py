@@ -12,6 +12,7 @@ from typing import ClassVar
 import httpx
 from temporalio.client import Client
 from temporalio.contrib.pydantic import pydantic_data_converter
+from temporalio.converter import DataConverter
 
 from genie_config import GenieSettings
 from genie_stack._ports import free_port
@@ -35,10 +36,11 @@ def temporal_cli() -> str:
     return str(path)
 
 
-async def connect(address: str) -> Client:
-    """A client with the pydantic data converter every genie-worker client must use."""
+async def connect(address: str, data_converter: DataConverter | None = None) -> Client:
+    """A client with the pydantic data converter every genie-worker client must use (or
+    ``data_converter``: the same with a payload codec)."""
     return await Client.connect(
-        address, namespace=NAMESPACE, data_converter=pydantic_data_converter
+        address, namespace=NAMESPACE, data_converter=data_converter or pydantic_data_converter
     )
 
 
@@ -59,6 +61,8 @@ class TemporalDevServer(Child):
     port: int = field(default_factory=free_port)
     http_port: int = field(default_factory=free_port)
     ui_port: int | None = None
+    ui_codec_endpoint: str | None = None
+    """The codec server the Web UI decodes payloads with (``--ui-codec-endpoint``)."""
 
     @property
     def address(self) -> str:
@@ -72,6 +76,8 @@ class TemporalDevServer(Child):
         cmd = [temporal_cli(), "server", "start-dev", "--ip", "127.0.0.1"]
         cmd += ["--port", str(self.port), "--http-port", str(self.http_port)]
         cmd += ["--headless"] if self.ui_port is None else ["--ui-port", str(self.ui_port)]
+        if self.ui_port is not None and self.ui_codec_endpoint:
+            cmd += ["--ui-codec-endpoint", self.ui_codec_endpoint]
         if self.db_path is not None:
             cmd += ["--db-filename", str(self.db_path)]
         # No version check: the server would call home on every start (tests run offline).
@@ -82,8 +88,8 @@ class TemporalDevServer(Child):
         # The HTTP API (a gateway to the gRPC frontend) knows the namespace once both serve.
         return _answers(f"http://127.0.0.1:{self.http_port}/api/v1/namespaces/{NAMESPACE}")
 
-    async def connect(self) -> Client:
-        return await connect(self.address)
+    async def connect(self, data_converter: DataConverter | None = None) -> Client:
+        return await connect(self.address, data_converter)
 
 
 @dataclass(kw_only=True)

@@ -7,6 +7,12 @@ UI) and the simulator (its state in the same directory), then the worker once bo
 healthy, and the approvers' inbox (in development mode: pick a name, no login). Ctrl-C
 (or SIGTERM) stops them in reverse order and waits for each, so ports are free again
 when it returns.
+
+Payloads are encrypted by default, with a development key generated into the state
+directory (``payload-keys``) unless ``GENIE_PAYLOAD_KEYS``/``_FILE`` name keys: the
+worker, the inbox and this process use it, a codec server serves it to the Web UI (the
+dev server gets ``--ui-codec-endpoint``; loopback callers only), and ``geniectl`` in
+another terminal finds it while this stack runs (``genie_codec._devkeys``).
 """
 
 from __future__ import annotations
@@ -28,6 +34,10 @@ import typer
 from rich.markup import escape
 from rich.panel import Panel
 
+from genie_codec import ensure_dev_key, register_dev_stack, unregister_dev_stack
+from genie_codec.process import CodecServerProcess
+from genie_config import ConfigError, load_settings
+from genie_config._settings import data_converter
 from genie_stack import (
     Child,
     ChildFailed,
@@ -49,6 +59,9 @@ DEMO_USER = "demo-user"
 DEMO_MESSAGE = "Please email the Q3 report to the team. confirm:send_email"
 INBOX_PORT = 8234
 """The inbox's port unless --inbox-port names one (a free one if this is taken)."""
+CODEC_PORT = 8235
+"""The codec server's port unless --codec-port names one (a free one if this is taken)."""
+KEY_VARIABLES = ("GENIE_PAYLOAD_KEYS", "GENIE_PAYLOAD_KEY_FILE")
 
 
 def _dev_inbox() -> dict[str, object]:
@@ -88,17 +101,29 @@ def dev(
     exit_after_demo: Annotated[
         bool, typer.Option(help="Stop everything once the demo finishes (for scripts).")
     ] = False,
+    encrypt: Annotated[
+        bool,
+        typer.Option(help="Encrypt payloads (a development key in the state directory)."),
+    ] = True,
+    codec_port: Annotated[
+        int | None,
+        typer.Option(help=f"Codec server port [default: {CODEC_PORT}, or a free one]."),
+    ] = None,
 ) -> None:
-    """Run the local stack: Temporal dev server + Web UI, simulator, worker, inbox."""
+    """Run the local stack: Temporal dev server + Web UI, simulator, worker, inbox, and
+    the codec server that lets the Web UI show encrypted payloads."""
     if inbox_port is None:
         # The inbox is a convenience: with its usual port taken, it moves instead of failing.
         inbox_port = free_port() if port_busy(INBOX_PORT) else INBOX_PORT
+    if codec_port is None:
+        codec_port = free_port() if port_busy(CODEC_PORT) else CODEC_PORT
     for port, what, flag in (
         (temporal_port, "Temporal", "--temporal-port"),
         (ui_port, "the Temporal Web UI", "--ui-port"),
         (sim_port, "the simulator", "--sim-port"),
         (metrics_port, "worker metrics", "--metrics-port"),
         (inbox_port, "the approvers' inbox", "--inbox-port"),
+        (codec_port, "the codec server", "--codec-port"),
     ):
         if port_busy(port):
             fail(
@@ -107,6 +132,7 @@ def dev(
                 EXIT_ERROR,
             )
     state_dir.mkdir(parents=True, exist_ok=True)
+    keys = _payload_keys(state_dir, encrypt)
     stack = LocalStack.in_dir(
         state_dir,
         api_key=DEV_API_KEY,
@@ -120,17 +146,55 @@ def dev(
         inbox_port=inbox_port,
         inbox_settings=_dev_inbox(),
     )
+    codec = None
+    if keys is not None:
+        ui = f"127.0.0.1:{ui_port}"
+        codec = CodecServerProcess(
+            log_path=state_dir / "codec.log",
+            port=codec_port,
+            env={
+                # The dev UI sends no credentials: callers on this machine only.
+                "GENIE_CODEC_ANONYMOUS_FROM": "loopback",
+                "GENIE_CODEC_UI_ORIGINS": f"http://{ui},http://localhost:{ui_port}",
+            },
+        )
+        stack.temporal.ui_codec_endpoint = codec.url
     try:
-        code = asyncio.run(_dev(stack, state_dir, demo, auto_approve, exit_after_demo))
+        code = asyncio.run(_dev(stack, state_dir, demo, auto_approve, exit_after_demo, codec, keys))
     except KeyboardInterrupt:
         code = 0
     finally:
         # Stop first, report after: with a closed stdout/stderr (a piped or vanished
         # terminal) the report itself raises, and the children must not outlive us.
         stack.stop()
+        if codec is not None:
+            codec.stop()
+        unregister_dev_stack(stack.temporal.address)
         with contextlib.suppress(OSError):
             err.print("[dim]stopped the inbox, worker, simulator and Temporal[/]")
     raise typer.Exit(code)
+
+
+def _payload_keys(state_dir: Path, encrypt: bool) -> str | None:
+    """Make this process's environment (which the worker, the inbox and the codec server
+    inherit) name the payload keys; what the banner says about them (None: plain)."""
+    if not encrypt:
+        for name in KEY_VARIABLES:
+            os.environ.pop(name, None)
+        return None
+    named = [n for n in KEY_VARIABLES if os.environ.get(n, "").strip()]
+    if named:
+        return f"your keys ({named[0]})"
+    path, created = ensure_dev_key(state_dir)
+    os.environ["GENIE_PAYLOAD_KEY_FILE"] = str(path)
+    made = "generated" if created else "kept"
+    return f"a DEVELOPMENT key, {made} in {_shown(path)} (not for production)"
+
+
+def _shown(path: Path) -> str:
+    with contextlib.suppress(ValueError):
+        return str(path.relative_to(Path.cwd()))
+    return str(path)
 
 
 def _announce(state_dir: Path) -> Callable[[Child], None]:
@@ -149,16 +213,40 @@ def _announce(state_dir: Path) -> Callable[[Child], None]:
 
 
 async def _dev(
-    stack: LocalStack, state_dir: Path, demo: bool, auto_approve: bool, exit_after_demo: bool
+    stack: LocalStack,
+    state_dir: Path,
+    demo: bool,
+    auto_approve: bool,
+    exit_after_demo: bool,
+    codec: CodecServerProcess | None = None,
+    keys: str | None = None,
 ) -> int:
     try:
-        await stack.start(announce=_announce(state_dir))
+        converter = data_converter(load_settings())
+    except ConfigError as e:
+        err.print(f"[red]configuration[/]: {escape(str(e))}", highlight=False)
+        return EXIT_ERROR
+    try:
+        starting = [asyncio.create_task(stack.start(announce=_announce(state_dir)))]
+        if codec is not None:
+            err.print(f"starting the codec server on {codec.url}…")
+            starting.append(asyncio.create_task(codec.start()))
+        try:
+            await asyncio.gather(*starting)
+        finally:  # one failed: the other must not go on starting
+            for task in starting:
+                task.cancel()
+            await asyncio.gather(*starting, return_exceptions=True)
     except ChildFailed as e:
         err.print(f"[red]the stack did not come up[/]: {escape(str(e))}", highlight=False)
         return EXIT_ERROR
     address = stack.temporal.address
+    key_file = os.environ.get("GENIE_PAYLOAD_KEY_FILE")
+    if codec is not None and key_file and keys and keys.startswith("a DEVELOPMENT"):
+        # `geniectl` in another terminal, with no keys of its own, finds this one.
+        register_dev_stack(address, Path(key_file))
     sim_url = stack.simulator.base_url
-    client = await stack.temporal.connect()
+    client = await stack.temporal.connect(converter)
     ui = stack.temporal.ui_url or ""
     inbox = stack.inbox.url if stack.inbox is not None else ""
     cli = _geniectl_prefix(address)
@@ -171,6 +259,7 @@ async def _dev(
                     f"Temporal gRPC    {address}",
                     f"Simulator        {sim_url}   (API key {DEV_API_KEY})",
                     f"Worker metrics   {stack.worker.metrics_url}",
+                    _codec_line(codec, keys),
                     f"Logs             {state_dir}/*.log",
                     "Ctrl-C stops everything; conversations survive in the state directory.",
                 ]
@@ -196,7 +285,7 @@ async def _dev(
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
     try:
-        return await _supervise(stack, stop, demo_task, exit_after_demo)
+        return await _supervise(stack, stop, demo_task, exit_after_demo, codec)
     finally:
         if demo_task is not None and not demo_task.done():
             # Ctrl-C while the demo waits for an approval is the normal way out: stop it
@@ -206,15 +295,25 @@ async def _dev(
                 await demo_task
 
 
+def _codec_line(codec: CodecServerProcess | None, keys: str | None) -> str:
+    if codec is None or keys is None:
+        return "Payloads         NOT encrypted (--no-encrypt)"
+    return (
+        f"Payload codec    {codec.url}   (the Web UI decodes through it)\n"
+        f"Payloads         encrypted with {keys}"
+    )
+
+
 async def _supervise(
     stack: LocalStack,
     stop: asyncio.Event,
     demo_task: asyncio.Task[bool] | None,
     exit_after_demo: bool,
+    codec: CodecServerProcess | None = None,
 ) -> int:
     """Run until Ctrl-C, a child dies, or (with --exit-after-demo) the demo ends."""
     while not stop.is_set():
-        dead = stack.dead()
+        dead = stack.dead() or (codec if codec is not None and codec.exited() is not None else None)
         if dead is not None:
             err.print(escape(dead.exit_report()), style="red", highlight=False)
             return 2

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import getpass
 import json
+import logging
 import os
 import re
 import shlex
@@ -22,7 +23,9 @@ import typer
 from pydantic import BaseModel
 from rich.table import Table
 from temporalio.client import Client
+from temporalio.service import RPCError, RPCStatusCode
 
+from genie_codec import PayloadDecryptError, PayloadKeyConfigError, new_key
 from genie_config import ConfigError, connect_temporal, load_settings, temporal_connect_config
 from geniectl._api import GenieConversations, NotFound, Refused, new_workflow_id
 from geniectl._contract import contract
@@ -92,6 +95,15 @@ def _run(
 
     try:
         return asyncio.run(go())
+    except PayloadDecryptError as e:
+        fail(str(e))
+    except KeyError as e:  # the SDK's converter meeting a payload it cannot read
+        if "binary/encrypted" not in str(e):
+            raise
+        fail(
+            "this conversation's payloads are encrypted and no payload keys are configured "
+            "here: set GENIE_PAYLOAD_KEYS or GENIE_PAYLOAD_KEY_FILE (as the worker has them)"
+        )
     except Refused as e:
         fail(f"refused ({e.type}): {e.message}", EXIT_REFUSED)
     except NotFound as e:
@@ -395,6 +407,113 @@ def end(workflow_id: WorkflowId, reason: ReasonOpt = None) -> None:
     """End a conversation after its current step."""
     _run(lambda api: api.end(workflow_id, reason))
     out.print(f"ending {workflow_id}")
+
+
+@app.command()
+def audit(
+    workflow_id: Annotated[
+        str | None, typer.Argument(help="The conversation's workflow id.", show_default=False)
+    ] = None,
+    all_runs: Annotated[
+        bool,
+        typer.Option(
+            "--all-runs",
+            help="Every execution under this id the server still holds (earlier "
+            "conversations that reused it too), not only the latest conversation's runs.",
+        ),
+    ] = False,
+    fmt: Annotated[
+        str, typer.Option("--format", help="jsonl (one JSON object a line) or csv.")
+    ] = "jsonl",
+    schema: Annotated[
+        bool, typer.Option("--schema", help="Print the JSON schema of a record and exit.")
+    ] = False,
+) -> None:
+    """Export a conversation's decision trail from its history: every decision and
+    refusal (signals and updates), who, how authenticated, when, and what the API did,
+    across continue-as-new; decrypted with the payload keys. See docs/privacy.md."""
+    from genie_codec.audit import AuditReplayError, export_audit, schema_text, to_csv, to_jsonl
+
+    if schema:
+        print(schema_text())
+        return
+    if workflow_id is None:
+        fail("give the conversation's workflow id (or --schema)")
+    if fmt not in ("jsonl", "csv"):
+        fail(f"--format must be jsonl or csv, not {fmt!r}")
+    wid = workflow_id
+
+    async def go(api: GenieConversations) -> str:
+        try:
+            records = await export_audit(api.client, wid, all_runs=all_runs)
+        except RPCError as e:
+            if e.status == RPCStatusCode.NOT_FOUND:
+                raise NotFound(f"no conversation with workflow id {wid}") from None
+            raise
+        except AuditReplayError as e:
+            fail(str(e))
+        return to_csv(records) if fmt == "csv" else to_jsonl(records)
+
+    # A run that fails to replay is reported in one line, not by the SDK's logger.
+    logging.getLogger("temporalio").setLevel(logging.CRITICAL)
+
+    sys.stdout.write(_run(go))
+
+
+@app.command("user-hash")
+def user_hash(
+    user_id: Annotated[str, typer.Argument(help="The end user's id, as conversations name it.")],
+) -> None:
+    """Print the GenieUserId search value of a user under GENIE_USER_ID_HASH_KEY, to
+    filter their conversations (`GenieUserId = "<value>"`) while the index holds no ids."""
+    from activities._users import user_search_value
+
+    try:
+        key = load_settings().user_id_hash_key
+    except ConfigError as e:
+        fail(f"configuration: {e}")
+    if key is None:
+        fail(
+            "GENIE_USER_ID_HASH_KEY is not set: GenieUserId holds the plain user id "
+            "(set the key the workers have to print its hash)"
+        )
+    print(user_search_value(key.get_secret_value().encode(), user_id))
+
+
+@app.command("payload-key")
+def payload_key(
+    key_id: Annotated[
+        str, typer.Argument(help="The new key's id (letters, digits, '.', '_', '-').")
+    ],
+) -> None:
+    """Make a payload encryption key: one `id:base64` line to put first in
+    GENIE_PAYLOAD_KEYS (or the key file), keeping the older keys after it."""
+    try:
+        print(new_key(key_id))
+    except PayloadKeyConfigError as e:
+        fail(str(e))
+
+
+@app.command()
+def codec(
+    host: Annotated[
+        str | None, typer.Option(help="Listen address (default: GENIE_CODEC_HOST, 127.0.0.1).")
+    ] = None,
+    port: Annotated[
+        int | None, typer.Option(help="Port (default: GENIE_CODEC_PORT, 8235).")
+    ] = None,
+) -> None:
+    """Serve the codec server (/encode, /decode) the Temporal Web UI and CLI use to show
+    encrypted payloads; settings GENIE_PAYLOAD_KEY(S|_FILE) and GENIE_CODEC_*."""
+    from genie_codec.server import load_codec_config, serve
+
+    overrides = {k: v for k, v in (("host", host), ("port", port)) if v is not None}
+    try:
+        config = load_codec_config(**overrides)
+    except ConfigError as e:
+        fail(f"configuration: {e}")
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s: %(message)s")
+    serve(config)
 
 
 app.command(help=dev.__doc__)(dev)
