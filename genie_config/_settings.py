@@ -117,7 +117,6 @@ class GenieSettings(BaseSettings):
     """Payloads from this size on are zlib-compressed before encryption (0: never)."""
     audit_log: bool = False
     """Log every audit entry as one JSON line (logger ``genie.audit``), for a SIEM."""
-    """How old a signed decision may be when the workflow takes it."""
     auth_settle_seconds: float = Field(default=60.0, ge=0, le=600)
     """How long a 401/403 to an API key this worker has never had accepted is retried, per
     step: a new or rotated key takes up to about a minute to reach the API gateway. After

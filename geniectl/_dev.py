@@ -18,6 +18,7 @@ another terminal finds it while this stack runs (``genie_codec._devkeys``).
 from __future__ import annotations
 
 import asyncio
+import base64
 import contextlib
 import getpass
 import os
@@ -62,6 +63,17 @@ INBOX_PORT = 8234
 CODEC_PORT = 8235
 """The codec server's port unless --codec-port names one (a free one if this is taken)."""
 KEY_VARIABLES = ("GENIE_PAYLOAD_KEYS", "GENIE_PAYLOAD_KEY_FILE")
+
+
+def _dev_notify(inbox_port: int, url: str | None, secret: str | None) -> dict[str, object]:
+    """The worker's links point at this stack's inbox; with ``url``, each pause is sent
+    there, signed with ``secret`` (a new one, printed, when not given)."""
+    settings: dict[str, object] = {"inbox_url": f"http://127.0.0.1:{inbox_port}"}
+    if url is not None:
+        secret = secret or "whsec_" + base64.b64encode(os.urandom(24)).decode()
+        settings.update(notify_url=url, notify_secret=secret)
+        out.print(f"Pauses are sent to {url}, signed with [bold]{secret}[/]", highlight=False)
+    return settings
 
 
 def _dev_inbox() -> dict[str, object]:
@@ -109,6 +121,17 @@ def dev(
         int | None,
         typer.Option(help=f"Codec server port [default: {CODEC_PORT}, or a free one]."),
     ] = None,
+    notify_url: Annotated[
+        str | None,
+        typer.Option(
+            help="Send a signed webhook (Standard Webhooks) to this URL on every pause; "
+            "its links open the inbox item."
+        ),
+    ] = None,
+    notify_secret: Annotated[
+        str | None,
+        typer.Option(help="The webhooks' signing secret (whsec_…) [default: a new one, printed]."),
+    ] = None,
 ) -> None:
     """Run the local stack: Temporal dev server + Web UI, simulator, worker, inbox, and
     the codec server that lets the Web UI show encrypted payloads."""
@@ -145,6 +168,7 @@ def dev(
         task_queue=DEFAULT_TASK_QUEUE,
         inbox_port=inbox_port,
         inbox_settings=_dev_inbox(),
+        worker_settings=_dev_notify(inbox_port, notify_url, notify_secret),
     )
     codec = None
     if keys is not None:

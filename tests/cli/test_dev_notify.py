@@ -1,0 +1,52 @@
+"""`geniectl dev --notify-url`: a signed webhook within a second of the demo's pause,
+whose link is the inbox item of that pause."""
+
+from __future__ import annotations
+
+import os
+import re
+from datetime import datetime
+from pathlib import Path
+
+from standardwebhooks.webhooks import Webhook
+
+from tests.cli.test_geniectl import _dev_flags, geniectl
+from tests.services import free_port
+from tests.webhooks import Receiver
+
+
+async def test_dev_notifies_each_pause_with_a_signed_webhook(tmp_path: Path) -> None:
+    receiver = Receiver()
+    try:
+        ports = [free_port() for _ in range(5)]
+        args = [
+            "dev",
+            "--demo",
+            "--auto-approve",
+            "--exit-after-demo",
+            "--no-encrypt",
+            "--notify-url",
+            receiver.url,
+            *_dev_flags(tmp_path, ports),
+        ]
+        r = await geniectl({**os.environ, "COLUMNS": "300"}, *args, within=120)
+        assert r.code == 0, r.stderr + r.stdout
+        secret = re.search(r"signed with (whsec_\S+)", r.stdout)
+        assert secret, r.stdout
+        assert len(receiver.posts) == 1, receiver.posts
+        headers, body = receiver.posts[0]
+        event = Webhook(secret.group(1)).verify(body, headers)
+        data = event["data"]
+        assert data["link"].startswith(
+            f"http://127.0.0.1:{ports[4]}/items/{data['workflow_id']}/skill/"
+        )
+        # Sent within a second of the pause it announces.
+        sent = int(headers["webhook-timestamp"])
+        paused = data["details"]["requested_at"]
+        assert abs(sent - _epoch(paused)) <= 1.5, (sent, paused)
+    finally:
+        receiver.close()
+
+
+def _epoch(iso: str) -> float:
+    return datetime.fromisoformat(iso).timestamp()
