@@ -67,7 +67,7 @@ def test_endpoints_are_the_configured_ones_named() -> None:
 
 def test_the_example_deployment_file_loads() -> None:
     example = Path(__file__).parents[2] / "deploy" / "deployment.example.toml"
-    settings = GenieSettings(api_key="k", deployment_file=example)  # type: ignore[arg-type]
+    settings = GenieSettings(api_key="k", deployment_file=example)
     deployment, endpoints_ = load_deployment(settings)
     assert [e.name for e in endpoints_] == ["ops", "finance-lead"]
     policy = ConversationPolicy.model_validate(deployment.default_policy)
@@ -90,7 +90,7 @@ def test_a_bad_deployment_file_stops_the_worker_with_one_line(
 ) -> None:
     file = tmp_path / "d.toml"
     file.write_text(text)
-    settings = GenieSettings(api_key="k", deployment_file=file)  # type: ignore[arg-type]
+    settings = GenieSettings(api_key="k", deployment_file=file)
     with pytest.raises(ConfigError) as e:
         load_deployment(settings)
     assert says in str(e.value) and "\n" not in str(e.value)
