@@ -32,7 +32,6 @@ import time
 from collections.abc import AsyncIterator
 from typing import Any
 
-from pydantic import BaseModel, Field
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
@@ -48,6 +47,7 @@ from activities._options import (
     HEARTBEAT_EVERY,
     MAX_MALFORMED_RETRIES,
 )
+from activities._progress import SegmentProgress, require, restore
 from activities.models import (
     MAX_SKILL_ERROR_CHARS,
     MAX_SKILL_EVENTS,
@@ -88,22 +88,6 @@ log = logging.getLogger("genie_worker.stream")
 __all__ = ["MAX_MALFORMED_RETRIES", "run_segment"]
 
 
-class SegmentProgress(BaseModel):
-    """The heartbeat snapshot: enough to resume after the last event it accounts for."""
-
-    cursor: RunCursor
-    messages: list[str] = Field(default_factory=list)
-    skills: list[SkillActivity] = Field(default_factory=list)
-    truncated: bool = False
-    delivered: int = 0
-    """``agent.message`` events this segment delivered, counting any that truncation
-    dropped from ``messages``; what the run's E6 history is matched against."""
-    events: int = 0
-    reconnects: int = 0
-    malformed: int = 0
-    """Attempts of this segment that ended on malformed data (see MAX_MALFORMED_RETRIES)."""
-
-
 class StreamSegment:
     """One attempt of the ``stream_segment`` activity."""
 
@@ -120,7 +104,7 @@ class StreamSegment:
         self._auth_settle = auth_settle_seconds
         self._inp = inp
         info = activity.info()
-        restored = _restore(info.heartbeat_details)
+        restored = restore(info.heartbeat_details)
         self._resumed_from_heartbeat = restored is not None
         self._p = restored or SegmentProgress(
             cursor=inp.cursor or RunCursor(conversation_id=inp.conversation_id)
@@ -361,7 +345,7 @@ class StreamSegment:
         confirmation = connection = None
         if isinstance(ev, SkillConfirmationRequired | BusinessApprovalRequired):
             confirmation = SkillConfirmation(
-                call_id=_require(ev, "call_id"),
+                call_id=require(ev, "call_id"),
                 kind="business" if isinstance(ev, BusinessApprovalRequired) else "skill",
                 skill_name=getattr(ev, "skill_name", None),
                 skill_id=getattr(ev, "skill_id", None),
@@ -370,7 +354,7 @@ class StreamSegment:
         elif isinstance(ev, RuntimeConnectionAuthRequired):
             link = ev.auth_link
             connection = ConnectionRequest(
-                attempt_id=_require(ev, "runtime_connection_attempt_id"),
+                attempt_id=require(ev, "runtime_connection_attempt_id"),
                 connector_name=link.connector_name if link else None,
                 auth_url=link.url if link else None,
                 auth_expires_at=link.expires_at if link else None,
@@ -496,27 +480,6 @@ class StreamSegment:
         if force or now - self._last_beat >= HEARTBEAT_EVERY:
             self._last_beat = now
             activity.heartbeat(self._p.model_dump(mode="json"))
-
-
-def _restore(details: Any) -> SegmentProgress | None:
-    if not details:
-        return None
-    try:
-        return SegmentProgress.model_validate(details[0])
-    except ValueError:
-        log.warning("ignoring unreadable heartbeat details; resuming from the input cursor")
-        return None
-
-
-def _require(ev: GenieEvent, field: str) -> str:
-    value = getattr(ev, field, None)
-    if not isinstance(value, str) or not value:
-        raise ApplicationError(
-            f"{ev.type} event {ev.event_id} in conversation {ev.conversation_id} has no {field}",
-            type="ProtocolError",
-            non_retryable=True,
-        )
-    return value
 
 
 def _resume_kwargs(e: StreamResumeError) -> dict[str, Any]:
