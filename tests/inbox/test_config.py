@@ -228,7 +228,13 @@ def test_the_compose_service_is_a_valid_inbox_configuration(
     fields = {f"GENIE_INBOX_{name.upper()}" for name in InboxSettings.model_fields}
     names = {n for n in env if n.startswith("GENIE_INBOX_")}
     assert names <= fields, sorted(names - fields)
-    assert set(env) - names == {"TEMPORAL_ADDRESS", "TEMPORAL_NAMESPACE", "GENIE_TASK_QUEUE"}
+    # Temporal's address and the payload keys (the inbox reads encrypted conversations).
+    assert set(env) - names == {
+        "TEMPORAL_ADDRESS",
+        "TEMPORAL_NAMESPACE",
+        "GENIE_TASK_QUEUE",
+        "GENIE_PAYLOAD_KEY_FILE",
+    }
     assert "/healthz" in service["healthcheck"]["test"][3]
     routes = {getattr(r, "path", None) for r in create_app(load_inbox_config(**_DEV)).routes}
     assert "/healthz" in routes
