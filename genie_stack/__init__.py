@@ -22,7 +22,7 @@ when the process that started it dies, however it dies, so nothing outlives its 
 from __future__ import annotations
 
 from genie_stack._inbox import InboxProcess, inbox_env
-from genie_stack._ports import free_port, port_busy
+from genie_stack._ports import free_port, free_ports, port_busy
 from genie_stack._process import Child, ChildFailed
 from genie_stack._services import (
     Simulator,
@@ -44,6 +44,7 @@ __all__ = [
     "WorkerProcess",
     "connect",
     "free_port",
+    "free_ports",
     "inbox_env",
     "port_busy",
     "temporal_cli",

@@ -1,7 +1,8 @@
-"""Loopback ports: one the kernel has free now, and whether a given one is taken."""
+"""Loopback ports: ones the kernel has free now, and whether a given one is taken."""
 
 from __future__ import annotations
 
+import contextlib
 import socket
 
 
@@ -10,6 +11,18 @@ def free_port() -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
+
+
+def free_ports(n: int) -> list[int]:
+    """``n`` different free ports: each socket is held until all are picked, since
+    picking them one at a time may hand out the same port twice."""
+    with contextlib.ExitStack() as held:
+        ports = []
+        for _ in range(n):
+            s = held.enter_context(socket.socket(socket.AF_INET, socket.SOCK_STREAM))
+            s.bind(("127.0.0.1", 0))
+            ports.append(int(s.getsockname()[1]))
+        return ports
 
 
 def port_busy(port: int) -> bool:

@@ -22,7 +22,7 @@ import pytest
 from playwright.async_api import Page, expect
 from temporalio.testing import WorkflowEnvironment
 
-from genie_stack import InboxProcess, free_port, inbox_env
+from genie_stack import InboxProcess, free_ports, inbox_env
 from tests.browser.conftest import Shots
 
 GENIECTL = str(Path(sys.executable).parent / "geniectl")
@@ -125,8 +125,15 @@ async def test_geniectl_dev_demo_is_approved_with_one_click_in_the_inbox(
     """What a new user does after `make run`: open the inbox URL the stack prints, see the
     demo's pending approval with its context, click Approve, and the demo prints the
     genie's reply."""
-    ports = [str(free_port()) for _ in range(5)]
-    flags = ["--temporal-port", "--ui-port", "--sim-port", "--metrics-port", "--inbox-port"]
+    ports = [str(p) for p in free_ports(6)]
+    flags = [
+        "--temporal-port",
+        "--ui-port",
+        "--sim-port",
+        "--metrics-port",
+        "--inbox-port",
+        "--codec-port",
+    ]
     dev = await asyncio.create_subprocess_exec(
         GENIECTL,
         "dev",

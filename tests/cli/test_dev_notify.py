@@ -10,15 +10,15 @@ from pathlib import Path
 
 from standardwebhooks.webhooks import Webhook
 
+from genie_stack import free_ports
 from tests.cli.test_geniectl import _dev_flags, geniectl
-from tests.services import free_port
 from tests.webhooks import Receiver
 
 
 async def test_dev_notifies_each_pause_with_a_signed_webhook(tmp_path: Path) -> None:
     receiver = Receiver()
     try:
-        ports = [free_port() for _ in range(5)]
+        ports = free_ports(6)
         args = [
             "dev",
             "--demo",

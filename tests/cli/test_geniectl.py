@@ -17,6 +17,7 @@ from typing import Any
 import pytest
 from temporalio.testing import WorkflowEnvironment
 
+from genie_stack import free_ports
 from tests.services import free_port
 
 GENIECTL = str(Path(sys.executable).parent / "geniectl")
@@ -177,8 +178,16 @@ async def test_errors_map_to_exit_codes(cli_env: dict[str, str]) -> None:
 
 @pytest.mark.slow
 def _dev_flags(state_dir: Path, ports: list[int]) -> list[str]:
-    """`geniectl dev` on free ports (temporal, ui, sim, metrics, inbox) and its own state dir."""
-    names = ("--temporal-port", "--ui-port", "--sim-port", "--metrics-port", "--inbox-port")
+    """`geniectl dev` on free ports (temporal, ui, sim, metrics, inbox, codec) and its own
+    state dir."""
+    names = (
+        "--temporal-port",
+        "--ui-port",
+        "--sim-port",
+        "--metrics-port",
+        "--inbox-port",
+        "--codec-port",
+    )
     return [
         "--state-dir",
         str(state_dir),
@@ -189,7 +198,7 @@ def _dev_flags(state_dir: Path, ports: list[int]) -> list[str]:
 async def test_dev_stack_runs_the_demo_end_to_end(tmp_path: Path) -> None:
     """README command 1, with --auto-approve so it finishes alone: Temporal (SQLite),
     simulator and worker come up, the demo pauses, is approved, and replies."""
-    ports = [free_port() for _ in range(5)]
+    ports = free_ports(6)
     args = [
         "dev",
         "--demo",
@@ -239,7 +248,7 @@ async def test_dev_demo_survives_ctrl_c_and_the_printed_command_approves_it(
     """The README tour: the demo pauses and prints how to approve; Ctrl-C stops every
     child cleanly; the conversation survives a restart on the SQLite file; the printed
     command, pasted as is, approves it and the reply appears."""
-    ports = [free_port() for _ in range(5)]
+    ports = free_ports(6)
     dev_args = [
         "dev",
         *_dev_flags(tmp_path, ports),
@@ -309,7 +318,7 @@ async def test_dev_demo_survives_ctrl_c_and_the_printed_command_approves_it(
 async def test_dev_children_die_with_a_killed_supervisor(tmp_path: Path) -> None:
     """`geniectl dev` SIGKILLed (no chance to clean up): the kernel stops its Temporal
     server, simulator and worker, so nothing is left holding ports or the SQLite file."""
-    ports = [free_port() for _ in range(5)]
+    ports = free_ports(6)
     proc = await asyncio.create_subprocess_exec(
         GENIECTL,
         "dev",

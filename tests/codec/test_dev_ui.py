@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 from playwright.async_api import Page, Route, async_playwright, expect
 
-from genie_stack import free_port
+from genie_stack import free_ports
 from geniectl._dev import DEMO_MESSAGE, DEMO_USER
 from tests.browser.conftest import CHROMIUM, CHROMIUM_ARGS, TIMEOUT_MS
 from tests.cli.test_geniectl import GENIECTL, geniectl
@@ -48,7 +48,8 @@ async def _read_until(stream: asyncio.StreamReader, needle: str, within: float) 
 
 @pytest.fixture
 async def dev_stack(tmp_path: Path) -> AsyncIterator[DevStack]:
-    ports = {n: free_port() for n in ("temporal", "ui", "sim", "metrics", "inbox", "codec")}
+    names = ("temporal", "ui", "sim", "metrics", "inbox", "codec")
+    ports = dict(zip(names, free_ports(len(names)), strict=True))
     args = ["dev", "--demo", "--state-dir", str(tmp_path)]
     args += [a for name, port in ports.items() for a in (f"--{name}-port", str(port))]
     env = {k: v for k, v in os.environ.items() if not k.startswith(("GENIE_", "TEMPORAL_"))}
