@@ -427,6 +427,21 @@ async def pending_fragment(request: Request, ctx: Ctx) -> Response:
     return render(request, ctx, "_items.html", listing=listing, genie=genie, skill=skill)
 
 
+async def _posted_form(request: Request, ctx: Ctx) -> tuple[str, str, FormData] | Response:
+    """An item page's POST: its ids, and its form once the ids, the body and the CSRF
+    token hold; else the page that says what was wrong."""
+    wid, ref = _ids(request)
+    if not (_valid_id(wid) and _valid_id(ref)):
+        return _not_found(request, ctx)
+    try:
+        form = await _form(request)
+    except BadRequest as e:
+        return _bad_request(request, ctx, e)
+    if not _csrf_ok(ctx, _field(form, CSRF_FIELD)):
+        return _csrf_refused(request, ctx)
+    return wid, ref, form
+
+
 def _ids(request: Request) -> tuple[str, str]:
     wid = str(request.path_params["wid"])
     ref = str(request.path_params["ref"])
@@ -505,15 +520,10 @@ async def _explained(ctx: Ctx, e: Refused, wid: str, ref: str) -> Explanation:
 
 def decide_page(kind: Kind) -> Handler:
     async def post(request: Request, ctx: Ctx) -> Response:
-        wid, ref = _ids(request)
-        if not (_valid_id(wid) and _valid_id(ref)):
-            return _not_found(request, ctx)
-        try:
-            form = await _form(request)
-        except BadRequest as e:
-            return _bad_request(request, ctx, e)
-        if not _csrf_ok(ctx, _field(form, CSRF_FIELD)):
-            return _csrf_refused(request, ctx)
+        posted = await _posted_form(request, ctx)
+        if isinstance(posted, Response):
+            return posted
+        wid, ref, form = posted
         verdict = _verdict(kind, _field(form, "verdict"))
         reason = (_field(form, "reason") or "").strip() or None
         problem = None
@@ -580,15 +590,10 @@ def decide_page(kind: Kind) -> Handler:
 
 
 async def refresh_link_page(request: Request, ctx: Ctx) -> Response:
-    wid, ref = _ids(request)
-    if not (_valid_id(wid) and _valid_id(ref)):
-        return _not_found(request, ctx)
-    try:
-        form = await _form(request)
-    except BadRequest as e:
-        return _bad_request(request, ctx, e)
-    if not _csrf_ok(ctx, _field(form, CSRF_FIELD)):
-        return _csrf_refused(request, ctx)
+    posted = await _posted_form(request, ctx)
+    if isinstance(posted, Response):
+        return posted
+    wid, ref, _form_data = posted
     link_error = None
     link = None
     try:
