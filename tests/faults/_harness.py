@@ -273,6 +273,15 @@ class FaultStack:
         assert conversation_id is not None
         return Conversation(wid, conversation_id)
 
+    async def paused(
+        self, text: str = "confirm:send_email", policy: ConversationPolicy | None = None
+    ) -> tuple[Conversation, str]:
+        """A new conversation whose first turn waits for a skill decision; its call id."""
+        conv = await self.conversation(policy=policy)
+        res = await self.api.ask(conv.wid, text)
+        assert res.status == "awaiting_approval", res
+        return conv, res.pending.approvals[0].call_id
+
     def fault(self, conv: Conversation | None, endpoint: str, **spec: object) -> None:
         """Inject a simulator fault, scoped to ``conv`` unless it is None."""
         if conv is not None:

@@ -31,15 +31,6 @@ from workflows import (
 )
 
 
-async def _paused(
-    stack: FaultStack, text: str = "confirm:send_email", policy: ConversationPolicy | None = None
-) -> tuple[Conversation, str]:
-    conv = await stack.conversation(policy=policy)
-    res = await stack.api.ask(conv.wid, text)
-    assert res.status == "awaiting_approval", res
-    return conv, res.pending.approvals[0].call_id
-
-
 async def _refused_both_ways(
     stack: FaultStack, conv: Conversation, call_id: str, approver: str, expected: str
 ) -> None:
@@ -83,7 +74,7 @@ async def _settled(stack: FaultStack, conv: Conversation, turn: int = 1) -> str:
 
 @case("decisions", "duplicated: two approvals at once, a repeat, and a repeated signal")
 async def case_duplicated(stack: FaultStack) -> None:
-    conv, first = await _paused(stack, "confirm:send_email confirm:book_room")
+    conv, first = await stack.paused("confirm:send_email confirm:book_room")
     # Two approvers at the same moment: exactly one wins, the other is told why.
     outcomes = await asyncio.gather(
         stack.api.approve(conv.wid, first, approver="alice"),
@@ -128,7 +119,7 @@ async def case_late(stack: FaultStack) -> None:
 
 @case("decisions", "for an unknown call id")
 async def case_unknown(stack: FaultStack) -> None:
-    conv, call = await _paused(stack)
+    conv, call = await stack.paused()
     await _refused_both_ways(stack, conv, "call_does_not_exist", "alice", errors.UNKNOWN_CALL_ID)
     await stack.api.approve(conv.wid, call, approver="alice")
     await _settled(stack, conv)
@@ -167,7 +158,7 @@ async def case_unknown_early(stack: FaultStack) -> None:
 
 @case("decisions", "for another conversation's call id")
 async def case_other_conversation(stack: FaultStack) -> None:
-    (a, call_a), (b, call_b) = await asyncio.gather(_paused(stack), _paused(stack))
+    (a, call_a), (b, call_b) = await asyncio.gather(stack.paused(), stack.paused())
     await _refused_both_ways(stack, b, call_a, "alice", errors.UNKNOWN_CALL_ID)
     await stack.api.approve(b.wid, call_b, approver="alice")
     await stack.api.approve(a.wid, call_a, approver="alice")
@@ -183,7 +174,7 @@ async def case_other_conversation(stack: FaultStack) -> None:
 
 @case("decisions", "from an approver not allowed by the policy")
 async def case_not_allowed(stack: FaultStack) -> None:
-    conv, call = await _paused(stack, policy=ConversationPolicy(approvers=["alice"]))
+    conv, call = await stack.paused(policy=ConversationPolicy(approvers=["alice"]))
     await _refused_both_ways(stack, conv, call, "mallory", errors.APPROVER_NOT_ALLOWED)
     st = await stack.api.status(conv.wid)
     assert st.state == "awaiting_approval", st

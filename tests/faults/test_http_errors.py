@@ -151,16 +151,9 @@ async def case_e9_events(stack: FaultStack) -> None:
     stack.record("e9_events", f"completed from E9 once it answered ({how}), 1 POST")
 
 
-async def _paused(stack: FaultStack, text: str) -> tuple[Conversation, str]:
-    conv = await stack.conversation()
-    res = await stack.api.ask(conv.wid, text)
-    assert res.status == "awaiting_approval", res
-    return conv, res.pending.approvals[0].call_id
-
-
 @case("http_errors", f"E10 skill decision: {FLAKY}")
 async def case_e10_decision(stack: FaultStack) -> None:
-    conv, call = await _paused(stack, "confirm:send_email")
+    conv, call = await stack.paused()
     _flaky(stack, conv, "skill_approval")
     await stack.api.approve(conv.wid, call, approver="ops")
     result = await stack.finish(conv, 1)
@@ -175,7 +168,7 @@ async def case_e10_decision(stack: FaultStack) -> None:
 
 @case("http_errors", "E10 answer lost: 503 after the API applied the decision")
 async def case_e10_answer_lost(stack: FaultStack) -> None:
-    conv, call = await _paused(stack, "confirm:send_email")
+    conv, call = await stack.paused()
     stack.fault(conv, "skill_approval", status=503, after_request=True)
     await stack.api.approve(conv.wid, call, approver="ops")
     result = await stack.finish(conv, 1)

@@ -47,16 +47,6 @@ from workflows import (
 from workflows.models import MAX_ID_CHARS
 
 
-async def _paused(
-    stack: FaultStack, text: str = "confirm:send_email", policy: ConversationPolicy | None = None
-) -> tuple[Conversation, str]:
-    conv = await stack.conversation(policy=policy)
-    turn = (await stack.api.send(conv.wid, text)).turn
-    res = await stack.api.wait(conv.wid, turn)
-    assert res.status == "awaiting_approval", res
-    return conv, res.pending.approvals[0].call_id
-
-
 async def _status(
     stack: FaultStack, conv: Conversation, check: Any, what: str
 ) -> ConversationStatus:
@@ -77,7 +67,7 @@ async def _task_failures(stack: FaultStack, wid: str) -> int:
 
 @case("trust", "decision posted while the API answers 503 for 100 s")
 async def case_decision_post_outage(stack: FaultStack) -> None:
-    conv, call = await _paused(stack)
+    conv, call = await stack.paused()
     stack.fault(conv, "skill_approval", status=503, for_seconds=100)
     await stack.api.approve(conv.wid, call, approver="alice")
     st = await _status(
@@ -112,7 +102,7 @@ async def case_decision_post_outage(stack: FaultStack) -> None:
 
 @case("trust", "decision refused for good by the API (401), then decided again")
 async def case_decision_refused(stack: FaultStack) -> None:
-    conv, call = await _paused(stack)
+    conv, call = await stack.paused()
     stack.fault(conv, "skill_approval", status=401, times=1)
     await stack.api.approve(conv.wid, call, approver="alice")
     st = await _status(
@@ -192,6 +182,9 @@ async def _own_worker_case(
             )
         else:
             update_task = asyncio.create_task(api.approve(wid, p.call_id, approver="late"))
+            # The SDK cannot wait for "admitted" (only "accepted", which needs a worker), so
+            # give the update a moment to reach the server before the worker's first task.
+            # Arriving later would still be after the deadline and refused the same way.
             await asyncio.sleep(1)
         await worker.start()
         out: dict[str, Any] = {}
@@ -257,7 +250,7 @@ async def case_bad_input(stack: FaultStack) -> None:
         # Nothing was scheduled, so nothing was created at the API.
         assert EventType.EVENT_TYPE_ACTIVITY_TASK_SCHEDULED not in kinds, name
 
-    conv, call = await _paused(stack)
+    conv, call = await stack.paused()
     handle = stack.api.handle(conv.wid)
     bad_updates: list[tuple[str, Any]] = [
         ("wait_turn", {"turn": 1, "timeout_seconds": 1e300}),
@@ -300,7 +293,7 @@ async def case_bad_input(stack: FaultStack) -> None:
 @case("trust", "1 MB strings, refusal floods, 60 maximum-size turns across continue-as-new")
 async def case_bounds(stack: FaultStack) -> None:
     policy = ConversationPolicy(max_turns_per_run=25)
-    conv, call = await _paused(stack, policy=policy)
+    conv, call = await stack.paused(policy=policy)
     handle = stack.api.handle(conv.wid)
     for i in range(3):
         await handle.signal(

@@ -29,17 +29,9 @@ async def _events(stack: FaultStack, conv: Conversation) -> int:
     return len([e async for e in stack.api.handle(conv.wid).fetch_history_events()])
 
 
-async def _paused(stack: FaultStack) -> tuple[Conversation, str]:
-    conv = await stack.conversation()
-    turn = (await stack.api.send(conv.wid, "confirm:send_email")).turn
-    res = await stack.api.wait(conv.wid, turn)
-    assert res.status == "awaiting_approval", res
-    return conv, res.pending.approvals[0].call_id
-
-
 @case("waiting", "geniectl ask on a paused conversation for 3 minutes")
 async def case_wait_geniectl_ask(stack: FaultStack) -> None:
-    conv, call = await _paused(stack)
+    conv, call = await stack.paused()
     before = await _events(stack, conv)
     env = {
         **os.environ,
@@ -76,7 +68,7 @@ async def case_wait_geniectl_ask(stack: FaultStack) -> None:
 
 @case("waiting", "the Python API's wait, and two callers at once, for 3 minutes")
 async def case_wait_python_callers(stack: FaultStack) -> None:
-    (one, call_one), (two, call_two) = await asyncio.gather(_paused(stack), _paused(stack))
+    (one, call_one), (two, call_two) = await asyncio.gather(stack.paused(), stack.paused())
     before_one, before_two = await _events(stack, one), await _events(stack, two)
     waits: list[asyncio.Task[Any]] = [
         asyncio.create_task(stack.api.wait(one.wid, 1, wait_for="completion")),
