@@ -25,6 +25,7 @@ from genie_codec._codec import (
     key_id_of,
     missing_keys_error,
     payload_key_ids,
+    payloads_in,
 )
 from genie_codec._converter import build_data_converter
 from genie_codec._devkeys import (
@@ -52,6 +53,7 @@ __all__ = [
     "new_key",
     "parse_keys",
     "payload_key_ids",
+    "payloads_in",
     "register_dev_stack",
     "unregister_dev_stack",
 ]

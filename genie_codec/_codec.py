@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import os
 import zlib
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
@@ -148,29 +148,32 @@ def key_id_of(payload: Payload) -> str | None:
     return payload.metadata.get(KEY_ID_KEY, b"").decode(errors="replace")
 
 
-def payload_key_ids(messages: Iterable[Message]) -> set[str | None]:
-    """The key ids of every payload inside ``messages`` (history events, say); ``None``
-    for a plain payload. Search attributes are skipped: they are never encoded."""
-    found: set[str | None] = set()
+def payloads_in(messages: Iterable[Message]) -> Iterator[Payload]:
+    """Every payload inside ``messages`` (history events, say), depth first. Search
+    attributes are skipped: they are never encoded."""
 
-    def walk(m: Message) -> None:
+    def walk(m: Message) -> Iterator[Payload]:
         if isinstance(m, Payload):
-            found.add(key_id_of(m))
+            yield m
             return
         for fd, value in m.ListFields():
             if fd.message_type is None or fd.name == "search_attributes":
                 continue
             if isinstance(value, Message):
-                walk(value)
+                yield from walk(value)
                 continue
             items = value.values() if hasattr(value, "values") else value  # map or list
             for item in items:
                 if isinstance(item, Message):
-                    walk(item)
+                    yield from walk(item)
 
     for m in messages:
-        walk(m)
-    return found
+        yield from walk(m)
+
+
+def payload_key_ids(messages: Iterable[Message]) -> set[str | None]:
+    """The key ids of every payload inside ``messages``; ``None`` for a plain payload."""
+    return {key_id_of(p) for p in payloads_in(messages)}
 
 
 def missing_keys_error(codec: object, used: Iterable[str | None]) -> PayloadDecryptError | None:

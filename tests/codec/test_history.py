@@ -11,8 +11,6 @@ import logging
 import uuid
 
 import pytest
-from google.protobuf.message import Message
-from temporalio.api.common.v1 import Payload
 from temporalio.api.enums.v1 import EventType
 from temporalio.api.history.v1 import HistoryEvent
 from temporalio.contrib.pydantic import pydantic_data_converter
@@ -20,7 +18,7 @@ from temporalio.testing import WorkflowEnvironment
 from temporalio.worker import Replayer
 
 from genie_api import GenieClient
-from genie_codec import KEY_ID_KEY, PayloadDecryptError, key_id_of
+from genie_codec import KEY_ID_KEY, PayloadDecryptError, key_id_of, payloads_in
 from geniectl import Refused
 from tests.codec.conftest import K1, K2, codec_client, leaks, raw_events
 from tests.conftest import worker_settings
@@ -48,28 +46,12 @@ def _payload_keys(events: list[HistoryEvent]) -> set[str | None]:
     a patch's id, or a local activity's type, attempt and times (its result is
     encrypted)."""
     found: set[str | None] = set()
-
-    def walk(m: Message) -> None:
-        if isinstance(m, Payload):
-            kid = key_id_of(m)
-            found.add(kid)
-            if kid is None:
-                meta = json.loads(m.data)
-                assert set(meta) <= SDK_MARKER_FIELDS, f"a plain payload: {m.data[:200]!r}"
-            return
-        for field, value in m.ListFields():
-            if field.message_type is None or field.name == "search_attributes":
-                continue
-            if isinstance(value, Message):
-                walk(value)
-                continue
-            items = value.values() if hasattr(value, "values") else value  # map or list
-            for item in items:
-                if isinstance(item, Message):
-                    walk(item)
-
-    for e in events:
-        walk(e)
+    for payload in payloads_in(events):
+        kid = key_id_of(payload)
+        found.add(kid)
+        if kid is None:
+            meta = json.loads(payload.data)
+            assert set(meta) <= SDK_MARKER_FIELDS, f"a plain payload: {payload.data[:200]!r}"
     return found
 
 
