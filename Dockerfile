@@ -35,6 +35,7 @@ COPY geniectl/ ./geniectl/
 COPY genie_stack/ ./genie_stack/
 COPY inbox/ ./inbox/
 COPY genie_codec/ ./genie_codec/
+COPY genie_telemetry/ ./genie_telemetry/
 # Runtime dependencies only: no [dev] extras. The pip cache is a build cache mount, so
 # it never lands in a layer.
 RUN --mount=type=cache,target=/root/.cache/pip \
