@@ -22,6 +22,13 @@ RUN python -m venv /opt/venv
 ENV PATH=/opt/venv/bin:$PATH
 
 WORKDIR /src
+# Runtime dependencies only, exactly as locked: requirements/runtime.txt is uv.lock's
+# export without the [dev] extras (`make lock` writes it), and --require-hashes refuses
+# any file whose hash the lock does not name. A layer of its own, so a code change does
+# not reinstall them. The pip cache is a build cache mount, so it never lands in a layer.
+COPY requirements/runtime.txt ./requirements/
+RUN --mount=type=cache,target=/root/.cache/pip \
+    pip install --require-hashes -r requirements/runtime.txt
 # Only what `pip install .` needs (pyproject names README.md as the readme); tests,
 # docs and tooling stay out of the image (see also .dockerignore).
 COPY pyproject.toml README.md ./
@@ -36,10 +43,11 @@ COPY genie_stack/ ./genie_stack/
 COPY inbox/ ./inbox/
 COPY genie_codec/ ./genie_codec/
 COPY genie_telemetry/ ./genie_telemetry/
-# Runtime dependencies only: no [dev] extras. The pip cache is a build cache mount, so
-# it never lands in a layer.
+# The project itself with --no-deps: nothing is resolved here, and pip check fails the
+# build if the lock misses a dependency pyproject.toml declares.
 RUN --mount=type=cache,target=/root/.cache/pip \
-    pip install . \
+    pip install --no-deps . \
+    && pip check \
     && python -c "import worker, genie_sim, geniectl.cli, inbox._app, genie_codec.server"
 
 # --- runtime: the venv, the entry script, an unprivileged user ----------------------
