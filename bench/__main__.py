@@ -4,9 +4,10 @@ Run: ``.venv/bin/python -m bench [--only turn_overhead,history] [--skip concurre
 
 Each benchmark starts (and stops) its own stack and writes ``bench/results/<name>.json``.
 Their output streams through as they run; at the end the tables are printed again
-together (from the JSON files, or the tail of the output for benchmarks that do not put a
-table there). Exit status 1 if a benchmark failed to run; a missed target is a result,
-printed in its table, not a failure.
+together (from the JSON files; for a benchmark that does not put a table there, the tail
+of its output, which is then stored in its JSON), and ``docs/performance.md`` is
+regenerated from the JSON files (``bench.report``). Exit status 1 if a benchmark failed to
+run; a missed target is a result, printed in its table, not a failure.
 """
 
 from __future__ import annotations
@@ -18,9 +19,10 @@ import sys
 import time
 from pathlib import Path
 
+from bench import report
 from bench._stack import REPO, RESULTS, machine
 
-OURS = ["turn_overhead", "concurrency", "parked", "recovery", "history"]
+OURS = ["turn_overhead", "actions", "history", "concurrency", "workers", "parked", "recovery"]
 OTHERS = ["client_throughput", "sim_concurrency"]
 """Benchmarks of the client and the simulator alone, without a workflow; each runs when
 its module is present."""
@@ -51,14 +53,21 @@ def _run(name: str) -> tuple[int, list[str], float]:
 
 def _summary(name: str, lines: list[str]) -> str:
     path = RESULTS / f"{name}.json"
-    if name in OURS and path.exists():
+    data: dict[str, object] = {}
+    if path.exists():
         try:
-            text = json.loads(path.read_text()).get("table")
-            if isinstance(text, str):
-                return text
+            data = json.loads(path.read_text())
         except ValueError:
-            pass
-    return "\n".join([f"{name} (last {TAIL_LINES} lines of its output)", *lines[-TAIL_LINES:]])
+            data = {}
+        text = data.get("table")
+        if isinstance(text, str):
+            return text
+    text = "\n".join([f"{name} (last {TAIL_LINES} lines of its output)", *lines[-TAIL_LINES:]])
+    if data:
+        # Kept with the result, so the generated page shows the same table.
+        data.setdefault("machine", machine())
+        path.write_text(json.dumps({**data, "table": text}, indent=2, default=str) + "\n")
+    return text
 
 
 def main() -> int:
@@ -89,6 +98,7 @@ def main() -> int:
         status = "" if code == 0 else f"   [exit {code}]"
         print(f"\n--- {name} ({took:.0f}s){status}\n{text}")
     failed = [n for n, code, _, _ in outcomes if code != 0]
+    report.main([])
     if failed:
         print(f"\nfailed to run: {', '.join(failed)}")
     return 1 if failed else 0

@@ -36,10 +36,13 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-from temporalio.client import Client
+from prometheus_client.parser import text_string_to_metric_families
+from temporalio.client import Client, WithStartWorkflowOperation
+from temporalio.common import WorkflowIDConflictPolicy
 
+from bench._floor import FLOOR_TASK_QUEUE, FloorReply, FloorTurn, FloorTurns
 from genie_api import ApiKeyAuth, ClientTimeouts, GenieClient, RunReader
-from genie_stack import LocalStack, free_port
+from genie_stack import LocalStack, TemporalDevServer, WorkerProcess, free_port
 from geniectl import GenieConversations
 from workflows import DEFAULT_TASK_QUEUE
 
@@ -89,6 +92,18 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
+def machine_cpu() -> tuple[float, float]:
+    """(busy, total) CPU seconds of the whole machine so far, from ``/proc/stat``: the
+    share other processes (other engineers' test suites) took from a measurement."""
+    try:
+        f = [int(x) for x in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+    except (OSError, ValueError):
+        return 0.0, 0.0
+    hz = os.sysconf("SC_CLK_TCK")
+    idle = f[3] + (f[4] if len(f) > 4 else 0)
+    return (sum(f) - idle) / hz, sum(f) / hz
+
+
 def machine() -> dict[str, Any]:
     mem = ""
     with contextlib.suppress(OSError, IndexError):
@@ -106,6 +121,22 @@ def machine() -> dict[str, Any]:
 # ---------------------------------------------------------------- the stack
 
 
+@dataclass(kw_only=True)
+class MeteredTemporal(TemporalDevServer):
+    """The dev server with its Prometheus endpoint on: its ``action`` counter (the
+    server's own count of billable actions, by type) and ``service_requests`` (every
+    RPC, e.g. ``RecordActivityTaskHeartbeat``: heartbeats are not in history)."""
+
+    metrics_port: int = field(default_factory=free_port)
+
+    def command(self) -> list[str]:
+        return [*super().command(), "--metrics-port", str(self.metrics_port)]
+
+
+def _no_settings_env() -> dict[str, str]:
+    return {k: v for k, v in os.environ.items() if not k.startswith(("GENIE_", "TEMPORAL_"))}
+
+
 @dataclass
 class BenchStack:
     """Temporal dev server + simulator + worker subprocess, and both clients."""
@@ -117,6 +148,8 @@ class BenchStack:
     task_queue: str = DEFAULT_TASK_QUEUE
     worker_cmd: Sequence[str] = ("-m", "worker")
     """Arguments to the interpreter that runs the worker (an experiment may wrap it)."""
+    floor: bool = True
+    """Also run the floor worker (``bench._floor``) on ``FLOOR_TASK_QUEUE``."""
 
     def __post_init__(self) -> None:
         self.logs = RESULTS / "logs" / self.name
@@ -133,6 +166,23 @@ class BenchStack:
             worker_extra_env=self.worker_env,
             worker_argv=self.worker_cmd,
         )
+        t = self.stack.temporal
+        self.stack.temporal = MeteredTemporal(
+            log_path=t.log_path, port=t.port, http_port=t.http_port, ui_port=t.ui_port
+        )
+        self.floor_worker: WorkerProcess | None = None
+        if self.floor:
+            env = _no_settings_env() | {
+                "TEMPORAL_ADDRESS": t.address,
+                "FLOOR_TASK_QUEUE": FLOOR_TASK_QUEUE,
+                "FLOOR_API_BASE_URL": self.stack.simulator.base_url,
+                "FLOOR_API_KEY": API_KEY,
+                "PYTHONUNBUFFERED": "1",
+            }
+            self.floor_worker = WorkerProcess(
+                log_path=self.logs / "floor.log", env=env, argv=("-m", "bench._floor")
+            )
+        self.extra_workers: list[WorkerProcess] = []
         self._client: Client | None = None
         self._genie: GenieClient | None = None
 
@@ -146,9 +196,11 @@ class BenchStack:
         t0 = time.monotonic()
         await self.stack.start()
         try:
+            if self.floor_worker is not None:
+                await self.floor_worker.start()
             self._client = await self.stack.temporal.connect()
         except BaseException:
-            self.stack.stop()
+            self._stop_all()
             raise
         sim_url = self.stack.simulator.base_url
         self._genie = GenieClient(
@@ -164,7 +216,24 @@ class BenchStack:
     async def __aexit__(self, *exc: object) -> None:
         if self._genie is not None:
             await self._genie.aclose()
+        self._stop_all()
+
+    def _stop_all(self) -> None:
+        for w in self.extra_workers:
+            w.stop()
+        if self.floor_worker is not None:
+            self.floor_worker.stop()
         self.stack.stop()
+
+    async def add_worker(self) -> WorkerProcess:
+        """Another worker process on the same task queue (its own log and metrics port)."""
+        env = dict(self.stack.worker.env)
+        env["GENIE_METRICS_PORT"] = str(free_port())
+        n = len(self.extra_workers) + 2
+        w = WorkerProcess(log_path=self.logs / f"worker{n}.log", env=env, argv=self.worker_cmd)
+        self.extra_workers.append(w)
+        await w.start()
+        return w
 
     async def start_worker(self) -> float:
         """Start the worker again; seconds until its metrics endpoint answers."""
@@ -204,6 +273,19 @@ class BenchStack:
     def worker_pid(self) -> int:
         return self.stack.worker.pid
 
+    def pids(self) -> dict[str, int]:
+        """Every process of the run by role (the bench itself as ``bench``)."""
+        out = {"server": self.temporal_pid, "simulator": self.sim_pid}
+        if self.stack.worker.proc is not None:
+            out["worker"] = self.worker_pid
+        for i, w in enumerate(self.extra_workers):
+            if w.proc is not None:
+                out[f"worker{i + 2}"] = w.pid
+        if self.floor_worker is not None and self.floor_worker.proc is not None:
+            out["floor worker"] = self.floor_worker.pid
+        out["bench"] = os.getpid()
+        return out
+
     @property
     def metrics_url(self) -> str:
         url = self.stack.worker.metrics_url
@@ -233,6 +315,29 @@ class BenchStack:
                     out[key] = float(value)
         return out
 
+    async def server_metrics(self, settle: float = 2.0) -> dict[str, dict[str, float]]:
+        """The dev server's ``action`` counts by ``action_type`` and ``service_requests``
+        (frontend RPCs) by ``operation``, namespace ``default`` only (the server's own
+        system workflows run in ``temporal_system``). The server publishes its counters
+        about once a second: ``settle`` seconds are waited first."""
+        assert isinstance(self.stack.temporal, MeteredTemporal)
+        await asyncio.sleep(settle)
+        url = f"http://127.0.0.1:{self.stack.temporal.metrics_port}/metrics"
+        async with httpx.AsyncClient(timeout=10) as h:
+            text = (await h.get(url)).text
+        out: dict[str, dict[str, float]] = {"action": {}, "service_requests": {}}
+        for fam in text_string_to_metric_families(text):
+            if fam.name not in out:
+                continue
+            for smp in fam.samples:
+                if smp.labels.get("namespace") != "default" or smp.name.endswith("_created"):
+                    continue
+                if fam.name == "service_requests" and smp.labels.get("service_name") != "frontend":
+                    continue
+                key = smp.labels.get("action_type") or smp.labels.get("operation", "?")
+                out[fam.name][key] = out[fam.name].get(key, 0.0) + smp.value
+        return out
+
     async def sim_stats(self) -> dict[str, Any]:
         async with httpx.AsyncClient(timeout=10) as h:
             url = f"{self.stack.simulator.base_url}/_sim/stats"
@@ -248,6 +353,22 @@ class BenchStack:
     async def bare_conversation(self) -> str:
         conv = await self.genie.create_conversation(GENIE, user_id=USER)
         return conv.conversation_id
+
+    async def floor_turn(
+        self, wid: str, conversation_id: str | None, text: str, *, local: bool = False
+    ) -> FloorReply:
+        """Floor (a), or (b) with ``local``: one update on a ``FloorTurns`` workflow
+        (update-with-start, so the first turn also starts it) running one activity."""
+        op = WithStartWorkflowOperation(
+            FloorTurns.run,
+            local,
+            id=wid,
+            task_queue=FLOOR_TASK_QUEUE,
+            id_conflict_policy=WorkflowIDConflictPolicy.USE_EXISTING,
+        )
+        return await self.client.execute_update_with_start_workflow(
+            FloorTurns.turn, FloorTurn(conversation_id, text), start_workflow_operation=op
+        )
 
     async def bare_turn(self, conversation_id: str, text: str) -> int:
         """The baseline: ``RunReader.send`` on the bare client, to ``processing.finished``."""

@@ -12,6 +12,11 @@ once and delay only the last two events.)
 - **durable**: C concurrent ``GenieConversations.ask(new id, text, start_with=…)``: workflow
   start (update-with-start), ``create_conversation`` and ``stream_segment`` activities on
   the one worker subprocess, the reply returned by the update.
+- **floor (a)**: C concurrent update-with-starts of the minimal ``FloorTurns`` workflow
+  (its own worker process, same server), each running one activity that does the bare
+  conversation's work (E1, then the turn).
+
+The three run one after the other for each C (bare, floor, durable).
 
 Wall time is first request to last reply. Worker memory is sampled from
 ``/proc/<pid>/status`` every 100 ms (VmRSS) and VmHWM is read at the end. A turn that does
@@ -97,10 +102,26 @@ async def _durable_one(stack: BenchStack, text: str, texts: int, r: Round) -> No
     r.done += 1
 
 
+async def _floor_one(stack: BenchStack, text: str, expected: int, r: Round) -> None:
+    t0 = time.monotonic()
+    try:
+        reply = await stack.floor_turn(stack.new_id("f"), None, text)
+        if reply.events != expected:
+            r.fail(f"{reply.events} events, expected {expected}")
+            return
+    except Exception as e:
+        r.fail(f"{type(e).__name__}: {e}")
+        return
+    r.latencies.append(time.monotonic() - t0)
+    r.done += 1
+
+
 async def _round(stack: BenchStack, c: int, mode: str, text: str, steps: int) -> Round:
     r = Round(c, mode)
     pids = {"worker": stack.worker_pid, "temporal": stack.temporal_pid, "sim": stack.sim_pid}
     pids["bench"] = os.getpid()
+    if stack.floor_worker is not None:
+        pids["floor"] = stack.floor_worker.pid
     cpu0 = {k: cpu_seconds(p) for k, p in pids.items()}
     stop = asyncio.Event()
 
@@ -121,6 +142,8 @@ async def _round(stack: BenchStack, c: int, mode: str, text: str, steps: int) ->
     sampler = asyncio.create_task(sample())
     if mode == "bare":
         coros = [_bare_one(stack, text, steps + 3, r) for _ in range(c)]
+    elif mode == "floor":
+        coros = [_floor_one(stack, text, steps + 3, r) for _ in range(c)]
     else:
         coros = [_durable_one(stack, text, steps + 1, r) for _ in range(c)]
     async with ticker(2.0, progress):
@@ -141,29 +164,31 @@ async def _round(stack: BenchStack, c: int, mode: str, text: str, steps: int) ->
 async def main(cs: list[int], steps: int, delay_ms: int, budget: float) -> None:
     text = f"delay:{delay_ms} steps:{steps}"
     log(f"{NAME}: C in {cs}, one turn {text!r} ({steps + 3} SSE events) per conversation")
-    rounds: list[tuple[Round, Round]] = []
+    rounds: list[tuple[Round, Round, Round]] = []
     skipped: list[int] = []
     async with BenchStack(NAME) as stack:
         idle_rss = stack.worker_rss_mib()
         log("  warm-up: 20 conversations each way")
         await _round(stack, 20, "bare", text, steps)
+        await _round(stack, 20, "floor", text, steps)
         await _round(stack, 20, "durable", text, steps)
         warm_rss = stack.worker_rss_mib()
         started = time.monotonic()
         rate = 0.0  # durable conversations/s of the last round
         for c in cs:
             left = budget - (time.monotonic() - started)
-            if rate and c / rate * 1.4 > left:
+            if rate and c / rate * 1.9 > left:
                 log(
                     f"  C={c} skipped: at the {rate:.1f} conversations/s just measured it "
-                    f"would need ~{c / rate * 1.4:.0f}s (both ways) and {left:.0f}s of the "
+                    f"would need ~{c / rate * 1.9:.0f}s (three ways) and {left:.0f}s of the "
                     f"{budget:.0f}s budget are left; run with --c {c} to measure it"
                 )
                 skipped.append(c)
                 continue
             bare = await _round(stack, c, "bare", text, steps)
+            floor = await _round(stack, c, "floor", text, steps)
             durable = await _round(stack, c, "durable", text, steps)
-            rounds.append((bare, durable))
+            rounds.append((bare, floor, durable))
             rate = c / durable.wall
         hwm = stack.worker_hwm_mib()
         final_rss = stack.worker_rss_mib()
@@ -171,8 +196,9 @@ async def main(cs: list[int], steps: int, delay_ms: int, budget: float) -> None:
     rows: list[list[object]] = []
     data_rounds: list[dict[str, Any]] = []
     met: bool | None = None
-    for bare, durable in rounds:
+    for bare, floor, durable in rounds:
         ratio = durable.wall / bare.wall if bare.wall else float("nan")
+        f_ratio = durable.wall / floor.wall if floor.wall else float("nan")
         note = "(info)"
         if durable.c == TARGET_AT:
             ok_ratio = ratio <= TARGET_RATIO
@@ -187,13 +213,15 @@ async def main(cs: list[int], steps: int, delay_ms: int, budget: float) -> None:
             [
                 durable.c,
                 f"{bare.wall:.2f}",
+                f"{floor.wall:.2f}",
                 f"{durable.wall:.2f}",
                 f"{ratio:.2f}x",
+                f"{f_ratio:.2f}x",
                 f"{median(bare.latencies):.2f}/{pct(bare.latencies, 0.95):.2f}",
                 f"{median(durable.latencies):.2f}/{pct(durable.latencies, 0.95):.2f}",
                 f"{durable.c / durable.wall:.0f}",
                 f"{durable.peak_rss_mib:.0f}",
-                f"{bare.failed}/{durable.failed}",
+                f"{bare.failed}/{floor.failed}/{durable.failed}",
                 f"{durable.cpu.get('worker', 0):.1f}/{durable.cpu.get('temporal', 0):.1f}",
                 note,
             ]
@@ -202,8 +230,13 @@ async def main(cs: list[int], steps: int, delay_ms: int, budget: float) -> None:
             {
                 "c": durable.c,
                 "bare_wall_s": round(bare.wall, 3),
+                "floor_wall_s": round(floor.wall, 3),
                 "durable_wall_s": round(durable.wall, 3),
                 "ratio": round(ratio, 3),
+                "ratio_to_floor": round(f_ratio, 3),
+                "floor_latency_p50_s": round(median(floor.latencies), 3),
+                "floor_failed": floor.failed,
+                "cpu_seconds_floor": floor.cpu,
                 "bare_latency_p50_s": round(median(bare.latencies), 3),
                 "durable_latency_p50_s": round(median(durable.latencies), 3),
                 "durable_latency_p95_s": round(pct(durable.latencies, 0.95), 3),
@@ -211,20 +244,35 @@ async def main(cs: list[int], steps: int, delay_ms: int, budget: float) -> None:
                 "worker_peak_rss_mib": round(durable.peak_rss_mib, 1),
                 "bare_failed": bare.failed,
                 "durable_failed": durable.failed,
-                "failure_samples": bare.errors + durable.errors,
+                "failure_samples": bare.errors + floor.errors + durable.errors,
                 "cpu_seconds_bare": bare.cpu,
                 "cpu_seconds_durable": durable.cpu,
             }
         )
     for c in skipped:
         rows.append(
-            [c, "-", "-", "-", "-", "-", "-", "-", "-", "-", "skipped: over the time budget"]
+            [
+                c,
+                "-",
+                "-",
+                "-",
+                "-",
+                "-",
+                "-",
+                "-",
+                "-",
+                "-",
+                "-",
+                "-",
+                "skipped: over the time budget",
+            ]
         )
     text_table = table(
         f"concurrency: C new conversations x one turn {text!r}, one worker; "
         f"worker RSS idle {idle_rss:.0f} MiB, VmHWM {hwm:.0f} MiB",
-        ["C", "bare s", "durable s", "ratio", "bare p50/p95 s", "durable p50/p95 s",
-         "conv/s", "peak RSS MiB", "failed b/d", "CPU s worker/server", "target (C=500)"],
+        ["C", "bare s", "floor a s", "durable s", "/bare", "/floor", "bare p50/p95 s",
+         "durable p50/p95 s", "conv/s", "peak RSS MiB", "failed b/f/d", "CPU s worker/server",
+         "target (C=500)"],
         rows,
     )  # fmt: skip
     write_result(

@@ -11,6 +11,9 @@ history events and bytes (serialized protobuf size) the turn adds:
   ``ask`` (returns at the pause), ``approve`` (``decide_skill`` update), then, once the
   turn has finished, ``wait`` (``wait_turn`` update) for its result.
 
+Floor (a): one turn of 10 SSE events through the minimal ``FloorTurns`` workflow (one
+update running one activity), counted the same way.
+
 Targets: the same count for 10 and 1,000 SSE events; <= 15 events per plain turn.
 """
 
@@ -86,12 +89,32 @@ async def _case(stack: BenchStack, kind: str, sse: int, text: str) -> dict[str, 
     return row
 
 
+async def _floor_case(stack: BenchStack) -> dict[str, Any]:
+    wid = stack.new_id("h-floor")
+    conv = (await stack.floor_turn(wid, None, "hello")).conversation_id
+    before = await _history(stack, wid)
+    reply = await stack.floor_turn(wid, conv, "steps:7")
+    added = (await _history(stack, wid))[len(before) :]
+    types = Counter(EventType.Name(e.event_type).removeprefix("EVENT_TYPE_") for e in added)
+    log(f"  floor (a) {reply.events:5d} SSE events: +{len(added)} history events")
+    return {
+        "kind": "floor (a)",
+        "sse_events": reply.events,
+        "text": "steps:7",
+        "history_events": len(added),
+        "history_bytes": sum(e.ByteSize() for e in added),
+        "largest_event_bytes": max(e.ByteSize() for e in added),
+        "event_types": dict(types.most_common()),
+    }
+
+
 async def main() -> None:
     log(f"{NAME}: history added per turn, plain and approval, 10 and 1,000 SSE events")
     rows: list[dict[str, Any]] = []
     async with BenchStack(NAME) as stack:
         for kind, sse, text in CASES:
             rows.append(await _case(stack, kind, sse, text))
+        floor = await _floor_case(stack)
 
     by = {(r["kind"], r["sse_events"] >= 100): r for r in rows}
     t_rows: list[list[object]] = []
@@ -113,6 +136,17 @@ async def main() -> None:
                     f"{target}: {verdict(ok)}" if r is long_ else "",
                 ]
             )
+    plain_events = by[("plain", False)]["history_events"]
+    t_rows.append(
+        [
+            "floor (a): update -> activity",
+            floor["sse_events"],
+            floor["history_events"],
+            f"{floor['history_bytes']:,}",
+            f"{floor['largest_event_bytes']:,}",
+            f"plain turn / floor: {plain_events / floor['history_events']:.2f}x",
+        ]
+    )
     text_table = table(
         "history: events and bytes one turn adds (after a warm-up turn)",
         ["turn", "SSE events", "history events", "history bytes", "largest event B", "target"],
@@ -120,7 +154,12 @@ async def main() -> None:
     )
     write_result(
         NAME,
-        {"cases": rows, "target_plain_events": TARGET_PLAIN_EVENTS, "met": met_all},
+        {
+            "cases": rows,
+            "floor_a": floor,
+            "target_plain_events": TARGET_PLAIN_EVENTS,
+            "met": met_all,
+        },
         text_table,
     )
 

@@ -12,10 +12,22 @@ the idle worker (after a warm-up of a few conversations). Then every parked conv
 approved (``decide_skill`` update) and waited on to completion (``wait_turn``), and
 decisions/s to completion are reported.
 
-This box cannot always park thousands within the time budget: the script then stops at the
-budget, prints the P it really parked, and extrapolates nothing.
+Decisions are measured interleaved with two baselines, in chunks of ``IN_FLIGHT`` (ours,
+floor, bare, ours, ...) until the approve budget is spent:
 
-Targets: RSS <= +50 MB over idle at P = 5,000; >= 50 decisions/s to completion.
+- **floor (c)**: a run parked at the simulator on the same confirmation (by the bare
+  client) and a minimal ``FloorDecision`` workflow waiting on it; its ``decide`` signal
+  runs one activity (E10, then the run resumed to ``processing.finished``) and the
+  workflow completes. Timed from the signal to the workflow's result.
+- **bare**: E10 and the resumed run with the bare client.
+
+This box cannot always park thousands within the time budget: the script then stops at
+the budget, prints the P it really parked and the rate it parked at, and the time P would
+take at that rate (an extrapolation, labelled as one); ``--p``/``--park-budget`` set the
+size.
+
+Targets: RSS <= +50 MB over idle at P = 5,000; >= 50 decisions/s to completion, and
+>= 0.8 of floor (c)'s rate.
 """
 
 from __future__ import annotations
@@ -24,8 +36,11 @@ import argparse
 import asyncio
 import os
 import time
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
+from typing import Any, TypeVar
 
+from bench._floor import FLOOR_TASK_QUEUE, FloorDecision, FloorPark, bare_decide, park_bare
 from bench._stack import (
     GENIE,
     USER,
@@ -45,7 +60,10 @@ TEXT = "please confirm:send_email"
 TARGET_RSS_DELTA_MB = 50.0
 TARGET_RSS_AT = 5000
 TARGET_DECISIONS_PER_S = 50.0
+TARGET_FLOOR_RATIO = 0.8
 IN_FLIGHT = 100
+BASELINE_PARKED = 300
+"""Runs parked for each baseline (floor c, bare): enough for the chunks a budget allows."""
 
 
 @dataclass
@@ -96,6 +114,80 @@ async def _park_until(stack: BenchStack, parked: Parked, p: int, deadline: float
         tasks.append(asyncio.create_task(one()))
         launched += 1
     await asyncio.gather(*tasks)
+
+
+T = TypeVar("T")
+
+
+def _take(items: list[T], n: int) -> list[T]:
+    out = items[:n]
+    del items[:n]
+    return out
+
+
+@dataclass
+class Chunks:
+    """One way of deciding, timed over the chunks it ran (IN_FLIGHT at once each)."""
+
+    done: int = 0
+    failed: int = 0
+    launched: int = 0
+    seconds: float = 0.0
+    errors: list[str] = field(default_factory=list)
+    latencies: list[float] = field(default_factory=list)
+
+    async def run(self, fn: Callable[[T], Awaitable[None]], items: list[T]) -> None:
+        async def one(item: T) -> None:
+            t0 = time.monotonic()
+            try:
+                await fn(item)
+            except Exception as e:
+                self.failed += 1
+                if len(self.errors) < 5:
+                    self.errors.append(f"{type(e).__name__}: {e}")
+                return
+            self.latencies.append(time.monotonic() - t0)
+            self.done += 1
+
+        t0 = time.monotonic()
+        self.launched += len(items)
+        await asyncio.gather(*(one(i) for i in items))
+        self.seconds += time.monotonic() - t0
+
+    def rate(self) -> float:
+        return self.done / self.seconds if self.seconds else 0.0
+
+    def as_json(self) -> dict[str, Any]:
+        return {
+            "done": self.done,
+            "failed": self.failed,
+            "seconds": round(self.seconds, 2),
+            "per_s": round(self.rate(), 1),
+            "latency_p50_s": round(median(self.latencies), 2),
+            "failure_samples": self.errors,
+        }
+
+
+async def _park_bare_many(stack: BenchStack, n: int) -> list[FloorPark]:
+    sem = asyncio.Semaphore(IN_FLIGHT)
+
+    async def one() -> FloorPark:
+        async with sem:
+            return await park_bare(stack.genie)
+
+    return list(await asyncio.gather(*(one() for _ in range(n))))
+
+
+async def _start_floor_many(stack: BenchStack, parks: list[FloorPark]) -> list[Any]:
+    sem = asyncio.Semaphore(IN_FLIGHT)
+
+    async def one(park: FloorPark) -> Any:
+        async with sem:
+            return await stack.client.start_workflow(
+                FloorDecision.run, park, id=stack.new_id("fc"), task_queue=FLOOR_TASK_QUEUE
+            )
+
+    return list(await asyncio.gather(*(one(p) for p in parks)))
 
 
 async def _settle_rss(stack: BenchStack, seconds: float = 2.0) -> float:
@@ -162,59 +254,62 @@ async def main(ps: list[int], park_budget: float, approve_budget: float) -> None
         park_cpu = {k: round(cpu_seconds(v) - cpu0[k], 1) for k, v in pids.items()}
         metrics = await stack.metrics()
 
-        # ---- approve everything, wait for every turn to complete
+        # ---- baselines: parked runs for floor (c) and for the bare client
+        log(f"  parking {BASELINE_PARKED} runs each for floor (c) and the bare client")
+        f_parks = await _park_bare_many(stack, BASELINE_PARKED)
+        b_parks = await _park_bare_many(stack, BASELINE_PARKED)
+        floor_handles = await _start_floor_many(stack, f_parks)
+
+        # ---- approve everything, wait for every turn to complete; interleaved chunks
         total = len(parked.calls)
-        done = 0
-        failed = 0
-        errors: list[str] = []
-        decided = 0
-        sem = asyncio.Semaphore(IN_FLIGHT)
+        ours_items = list(parked.calls.items())
+        stats = {k: Chunks() for k in ("ours", "floor", "bare")}
+        cpu1 = {k: cpu_seconds(v) for k, v in pids.items()}
         t_appr = time.monotonic()
         stop_at = t_appr + approve_budget
-        latencies: list[float] = []
 
-        async def approve(wid: str, call_id: str) -> None:
-            nonlocal done, failed, decided
-            t0 = time.monotonic()
-            try:
-                await stack.api.approve(wid, call_id, approver="bench")
-                decided += 1
-                res = await stack.api.wait(wid, 1, wait_for="completion")
-                if res.status != "completed":
-                    raise RuntimeError(f"turn ended {res.status}: {res.error}")
-                done += 1
-                latencies.append(time.monotonic() - t0)
-            except Exception as e:
-                failed += 1
-                if len(errors) < 5:
-                    errors.append(f"{type(e).__name__}: {e}")
-            finally:
-                sem.release()
+        async def approve(item: tuple[str, str]) -> None:
+            wid, call_id = item
+            await stack.api.approve(wid, call_id, approver="bench")
+            res = await stack.api.wait(wid, 1, wait_for="completion")
+            if res.status != "completed":
+                raise RuntimeError(f"turn ended {res.status}: {res.error}")
+
+        async def floor_decide(h: Any) -> None:
+            await h.signal(FloorDecision.decide)
+            await h.result()
+
+        async def bare(park: FloorPark) -> None:
+            await bare_decide(stack.genie, park)
 
         def appr_progress() -> str:
             el = time.monotonic() - t_appr
-            rate = done / el
-            return f"    approved {decided}, completed {done}/{total} ({rate:.0f}/s), {el:.0f}s"
+            o = stats["ours"]
+            return f"    approved and completed {o.done}/{total} ({o.rate():.1f}/s), {el:.0f}s"
 
-        cpu1 = {k: cpu_seconds(v) for k, v in pids.items()}
-        tasks: list[asyncio.Task[None]] = []
         async with ticker(5.0, appr_progress):
-            for wid, call_id in parked.calls.items():
-                await sem.acquire()
-                if time.monotonic() >= stop_at:
-                    sem.release()
-                    break
-                tasks.append(asyncio.create_task(approve(wid, call_id)))
-            await asyncio.gather(*tasks)
+            while ours_items and time.monotonic() < stop_at:
+                await stats["ours"].run(approve, _take(ours_items, IN_FLIGHT))
+                if floor_handles:
+                    await stats["floor"].run(floor_decide, _take(floor_handles, IN_FLIGHT))
+                if b_parks:
+                    await stats["bare"].run(bare, _take(b_parks, IN_FLIGHT))
         appr_s = time.monotonic() - t_appr
         appr_cpu = {k: round(cpu_seconds(v) - cpu1[k], 1) for k, v in pids.items()}
         rss_after = stack.worker_rss_mib()
         hwm = stack.worker_hwm_mib()
 
+    o = stats["ours"]
+    done, failed, errors, latencies = o.done, o.failed, o.errors, o.latencies
     cache_size = GenieSettings().max_cached_workflows  # the worker inherits our GENIE_*
-    rate = done / appr_s if appr_s else 0.0
-    log(f"  approvals: {done} completed of {len(tasks)} launched in {appr_s:.1f}s, {failed} failed")
-    for e in parked.errors + errors:
+    rate = o.rate()
+    f_rate, b_rate = stats["floor"].rate(), stats["bare"].rate()
+    floor_ratio = rate / f_rate if f_rate else float("nan")
+    log(
+        f"  approvals: {done} completed of {o.launched} launched in {o.seconds:.1f}s of chunks "
+        f"({appr_s:.1f}s in all), {failed} failed; floor (c) {f_rate:.1f}/s, bare {b_rate:.1f}/s"
+    )
+    for e in parked.errors + errors + stats["floor"].errors + stats["bare"].errors:
         log(f"    failure: {e}")
     rows: list[list[object]] = []
     met_rss: bool | None = None
@@ -225,7 +320,12 @@ async def main(ps: list[int], park_budget: float, approve_budget: float) -> None
                 met_rss = float(cp["delta_mib"]) <= TARGET_RSS_DELTA_MB
                 note = f"<= +{TARGET_RSS_DELTA_MB:.0f} MiB: {verdict(met_rss)}"
             else:
-                note = f"NOT REACHED: {cp['parked']} parked in the {park_budget:.0f}s budget"
+                per_s = float(cp["parked_per_s"]) or float("nan")
+                note = (
+                    f"NOT REACHED: {cp['parked']} parked in the {park_budget:.0f}s budget; at "
+                    f"{per_s:.1f}/s, {TARGET_RSS_AT} would take ~{TARGET_RSS_AT / per_s:.0f}s "
+                    f"(extrapolated; --park-budget to run it)"
+                )
         rows.append(
             [
                 f"parked P={cp['requested']}",
@@ -244,17 +344,43 @@ async def main(ps: list[int], park_budget: float, approve_budget: float) -> None
         n = len(parked.calls)
         note = "(info)"
         if p == TARGET_RSS_AT:
-            note = f"NOT REACHED: budget spent at {n} parked; nothing extrapolated"
+            last = checkpoints[-1] if checkpoints else None
+            per_s = float(last["parked_per_s"]) if last and last["parked_per_s"] else float("nan")
+            note = (
+                f"NOT REACHED: budget spent at {n} parked; at {per_s:.1f}/s, {p} would take "
+                f"~{p / per_s:.0f}s (extrapolated; --park-budget to run it)"
+            )
         rows.append([f"parked P={p}", "not run", "", "", "", note])
     met_rate = rate >= TARGET_DECISIONS_PER_S
+    met_floor = floor_ratio >= TARGET_FLOOR_RATIO
     rows.append(
         [
-            "approve all -> completed",
+            "approve -> completed (ours)",
             done,
             f"-> {rss_after:.0f} (VmHWM {hwm:.0f})",
             "",
             f"{rate:.1f}/s",
             f">= {TARGET_DECISIONS_PER_S:.0f}/s: {verdict(met_rate)}",
+        ]
+    )
+    rows.append(
+        [
+            "floor (c): signal -> activity -> done",
+            stats["floor"].done,
+            "",
+            "",
+            f"{f_rate:.1f}/s",
+            f"ours/floor {floor_ratio:.2f} >= {TARGET_FLOOR_RATIO}: {verdict(met_floor)}",
+        ]
+    )
+    rows.append(
+        [
+            "bare: E10 + resumed run",
+            stats["bare"].done,
+            "",
+            "",
+            f"{b_rate:.1f}/s",
+            f"ours/bare {rate / b_rate if b_rate else float('nan'):.2f}",
         ]
     )
     text_table = table(
@@ -279,22 +405,29 @@ async def main(ps: list[int], park_budget: float, approve_budget: float) -> None
             "park_failed": parked.failed,
             "park_cpu_seconds": park_cpu,
             "approved_completed": done,
-            "approve_launched": len(tasks),
+            "approve_launched": o.launched,
             "approve_failed": failed,
-            "approve_seconds": round(appr_s, 2),
+            "approve_seconds": round(o.seconds, 2),
+            "approve_phase_seconds": round(appr_s, 2),
             "decisions_per_s": round(rate, 1),
+            "floor_c": stats["floor"].as_json(),
+            "bare": stats["bare"].as_json(),
+            "ratio_to_floor_c": round(floor_ratio, 3),
             "approve_latency_p50_s": round(median(latencies), 2),
             "approve_cpu_seconds": appr_cpu,
             "worker_rss_after_mib": round(rss_after, 1),
             "worker_vmhwm_mib": round(hwm, 1),
             "failure_samples": parked.errors + errors,
+            "baseline_parked": BASELINE_PARKED,
+            "in_flight": IN_FLIGHT,
             "sticky_cache_metrics": cache,
             "targets": {
                 "rss_delta_mb": TARGET_RSS_DELTA_MB,
                 "at_p": TARGET_RSS_AT,
                 "decisions_per_s": TARGET_DECISIONS_PER_S,
+                "ratio_to_floor_c": TARGET_FLOOR_RATIO,
             },
-            "met": {"rss": met_rss, "decisions_per_s": met_rate},
+            "met": {"rss": met_rss, "decisions_per_s": met_rate, "ratio_to_floor_c": met_floor},
             "cpus": os.cpu_count(),
         },
         text_table,
@@ -304,8 +437,10 @@ async def main(ps: list[int], park_budget: float, approve_budget: float) -> None
 def cli() -> None:
     p = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
     p.add_argument("--p", default="1000,5000", help="comma-separated checkpoints (cumulative)")
-    p.add_argument("--park-budget", type=float, default=80.0, help="seconds for parking")
-    p.add_argument("--approve-budget", type=float, default=20.0, help="seconds for approving")
+    p.add_argument("--park-budget", type=float, default=120.0, help="seconds for parking")
+    p.add_argument(
+        "--approve-budget", type=float, default=40.0, help="seconds for the decision chunks"
+    )
     a = p.parse_args()
     asyncio.run(main([int(x) for x in a.p.split(",")], a.park_budget, a.approve_budget))
 

@@ -1,0 +1,375 @@
+"""Render ``docs/performance.md`` from the last run's ``bench/results/*.json``.
+
+``python -m bench.report [results dir] [output.md]`` (``python -m bench`` runs it after
+the benchmarks). Every number on the page comes from the JSON files, so the page cannot
+drift from the last run: a summary of each figure next to its floor and target, then
+every benchmark's own table as it printed it, each with the date, machine and load of
+its run.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+from bench._stack import REPO, RESULTS
+
+DOC_PATH = REPO / "docs" / "performance.md"
+NA = "-"
+"""A cell with nothing to compare."""
+ORDER = [
+    "turn_overhead",
+    "actions",
+    "history",
+    "concurrency",
+    "workers",
+    "parked",
+    "recovery",
+    "client_throughput",
+    "sim_concurrency",
+]
+
+INTRO = """\
+# Performance
+
+What durability costs, measured against two baselines in the same run:
+
+- **bare**: the `genie_api` client doing the same work against the same simulator, with
+  no Temporal at all;
+- **the floor**: the smallest Temporal workflows that do the same work, on the same dev
+  server, with a worker process of their own (`bench/_floor.py`): (a) an update that runs
+  one activity and replies, (b) the same with a local activity, (c) a signal that runs
+  one activity (the decision), after which the workflow completes. The floor is what
+  Temporal itself costs; *ours / floor* is what our workflow adds beyond it.
+
+The floors run interleaved with ours (turn by turn, or in alternating rounds and
+chunks), so the machine's noise hits both alike. For what happens when things fail, see
+[fault-tolerance.md](fault-tolerance.md).
+
+This page is generated from `bench/results/*.json` by `python -m bench.report`, which
+`make bench` (`python -m bench`) runs after the benchmarks; do not edit it by hand.
+"""
+
+
+def _load(results: Path) -> dict[str, dict[str, Any]]:
+    out: dict[str, dict[str, Any]] = {}
+    for name in ORDER:
+        path = results / f"{name}.json"
+        if path.exists():
+            out[name] = json.loads(path.read_text())
+    return out
+
+
+def _f(x: Any, fmt: str = ".1f") -> str:
+    return NA if x is None else format(x, fmt)
+
+
+def _ok(met: Any) -> str:
+    return {True: "met", False: "**missed**"}.get(met, NA)
+
+
+def _machine_line(name: str, r: dict[str, Any]) -> str:
+    m = r.get("machine", {})
+    load = m.get("loadavg_at_start") or m.get("loadavg") or []
+    load_s = "/".join(f"{x:.1f}" for x in load[:3]) if load else "?"
+    return (
+        f"`{name}`: {m.get('date', '?')}, {m.get('nproc', '?')} CPUs, load (1/5/15 min) "
+        f"{load_s} when written"
+    )
+
+
+Row = list[str]
+
+
+def _turns(r: dict[str, Any]) -> list[Row]:
+    p = r["p50_ms"]
+    first = r["first_turn_durable_ms"]
+    rows = [
+        [
+            "plain next turn, p50 ms",
+            _f(p["bare"]),
+            f"a {_f(p['floor_a'])} / b {_f(p['floor_b'])}",
+            _f(p["durable"]),
+            f"{r['ratio_durable_to']['floor_a']:.2f}x / {r['ratio_durable_to']['floor_b']:.2f}x",
+            f"added over bare ≤ {r['target_added_p50_ms']:.0f} ms: {r['added_p50_ms']:+.1f}",
+            _ok(r["met"]),
+        ]
+    ]
+    if first:
+        fa = r.get("first_turn_floor_a_ms") or []
+        fb = r.get("first_turn_floor_b_ms") or []
+        dm, fam = _median(first), _median(fa)
+        rows.append(
+            [
+                "first turn (start + E1), p50 ms",
+                _f(_median(r["first_turn_bare_ms"])),
+                f"a {_f(fam)} / b {_f(_median(fb))}",
+                _f(dm),
+                f"{dm / fam:.2f}x" if dm and fam else NA,
+                NA,
+                "info",
+            ]
+        )
+    return rows
+
+
+def _median(xs: Sequence[float]) -> float | None:
+    s = sorted(xs)
+    if not s:
+        return None
+    mid = len(s) // 2
+    return s[mid] if len(s) % 2 else (s[mid - 1] + s[mid]) / 2
+
+
+def _actions(r: dict[str, Any]) -> list[Row]:
+    by = {c["case"]: c for c in r["cases"]}
+    plain = by.get("plain turn, 3 SSE events")
+    fa = by.get("floor (a): update -> activity")
+    fc = by.get("floor (c): signal -> activity -> complete")
+    rows = []
+    if plain and fa:
+        rows.append(
+            [
+                "billable actions per plain turn",
+                "0",
+                f"a {fa['total']}",
+                str(plain["total"]),
+                f"{plain['total'] / fa['total']:.1f}x",
+                f"≤ {r['targets']['plain_turn']}",
+                _ok(r["met"]["plain_turn"]),
+            ]
+        )
+    for case in ("approval turn (ask, approve, wait)", "connection turn (ask, link, done, wait)"):
+        if case in by and fc:
+            rows.append(
+                [
+                    f"billable actions per {case.split(' (')[0]}",
+                    "0",
+                    f"a+c {fa['total'] + fc['total'] if fa else '?'}",
+                    str(by[case]["total"]),
+                    NA,
+                    NA,
+                    "info",
+                ]
+            )
+    for h in r["per_hour"]:
+        target = "0" if h["case"].startswith("parked") else NA
+        met = _ok(h["per_hour"] == 0) if target == "0" else "info"
+        rows.append(
+            [f"billable actions per hour, {h['case']}", "0", "0", str(h["per_hour"]), NA,
+             target, met]
+        )  # fmt: skip
+    return rows
+
+
+def _history(r: dict[str, Any]) -> list[Row]:
+    plain = [c for c in r["cases"] if c["kind"] == "plain"]
+    fl = r.get("floor_a")
+    if not plain:
+        return []
+    events = " vs ".join(str(c["history_events"]) for c in plain)
+    sse = " vs ".join(f"{c['sse_events']:,}" for c in plain)
+    return [
+        [
+            f"history events per plain turn ({sse} SSE events)",
+            NA,
+            str(fl["history_events"]) if fl else NA,
+            events,
+            f"{plain[0]['history_events'] / fl['history_events']:.2f}x" if fl else NA,
+            f"same, ≤ {r['target_plain_events']}",
+            _ok(r["met"]),
+        ]
+    ]
+
+
+def _concurrency(r: dict[str, Any]) -> list[Row]:
+    rows = []
+    at = r["targets"]["at_c"]
+    for c in r["rounds"]:
+        target, met = NA, "info"
+        if c["c"] == at:
+            target = f"≤ {r['targets']['ratio']}x bare, ≤ {r['targets']['peak_rss_mb']:.0f} MB"
+            met = _ok(r["met"])
+        rows.append(
+            [
+                f"{c['c']} new conversations at once, wall s (peak RSS MiB, failed)",
+                _f(c["bare_wall_s"]),
+                f"a {_f(c.get('floor_wall_s'))}",
+                f"{_f(c['durable_wall_s'])} ({c['worker_peak_rss_mib']:.0f}, "
+                f"{c['durable_failed']})",
+                f"{_f(c.get('ratio_to_floor'), '.2f')}x (bare {c['ratio']:.2f}x)",
+                target,
+                met,
+            ]
+        )
+    return rows
+
+
+def _workers(r: dict[str, Any]) -> list[Row]:
+    rounds = {x["name"]: x for x in r["rounds"]}
+    fl = next((x for x in r["rounds"] if x["name"].startswith("floor")), None)
+    rows = []
+    for name, x in rounds.items():
+        if x is fl:
+            continue
+        target, met = NA, "info"
+        extra = ""
+        if "SIGKILL" in name:
+            dup = x["sim"].get("duplicate_posts", 0) + x["sim"].get("accepted_twice", 0)
+            target = "0 lost, 0 duplicate posts"
+            met = _ok(r["met"]["lost"] and r["met"]["duplicates"])
+            extra = (
+                f"; lost {x['lost']}, duplicates {dup}, orphans {x['sim'].get('orphans', 0)}, "
+                f"drain {_f(x['drain_s'])} s"
+            )
+        rows.append(
+            [
+                f"{r['c']} conversations, {name}: conv/s",
+                NA,
+                f"a {_f(fl['conversations_per_s']) if fl else NA}",
+                f"{_f(x['conversations_per_s'])}{extra}",
+                f"{x['ratio_to_floor']:.2f}x wall",
+                target,
+                met,
+            ]
+        )
+    return rows
+
+
+def _parked(r: dict[str, Any]) -> list[Row]:
+    rows = []
+    for cp in r["checkpoints"]:
+        at = cp["requested"] == r["targets"]["at_p"]
+        target = f"≤ +{r['targets']['rss_delta_mb']:.0f} MB" if at else NA
+        met = (_ok(r["met"]["rss"]) if cp["reached"] else "**not reached**") if at else "info"
+        rows.append(
+            [
+                f"parked P={cp['requested']:,}: worker RSS over idle "
+                f"({cp['parked']:,} parked at {cp['parked_per_s']}/s)",
+                NA,
+                NA,
+                f"{cp['delta_mib']:+.0f} MiB",
+                NA,
+                target,
+                met,
+            ]
+        )
+    fc = r.get("floor_c", {})
+    bare = r.get("bare", {})
+    rows.append(
+        [
+            "decisions to completion per s",
+            _f(bare.get("per_s")),
+            f"c {_f(fc.get('per_s'))}",
+            _f(r["decisions_per_s"]),
+            f"{_f(r.get('ratio_to_floor_c'), '.2f')}x",
+            f"≥ {r['targets']['decisions_per_s']:.0f}/s; ≥ "
+            f"{r['targets'].get('ratio_to_floor_c', 0.8)}x floor",
+            f"{_ok(r['met']['decisions_per_s'])}; {_ok(r['met'].get('ratio_to_floor_c'))}",
+        ]
+    )
+    return rows
+
+
+def _recovery(r: dict[str, Any]) -> list[Row]:
+    ok = sum(1 for x in r["runs"] if x["texts_exactly_once"])
+    return [
+        [
+            f"SIGKILL mid-stream → turn completed, p50 s ({ok}/{len(r['runs'])} exactly once)",
+            NA,
+            f"{_f(r.get('floor_p50_s'), '.2f')} (detection)",
+            _f(r["recovery_p50_s"], ".2f"),
+            f"{_f(r.get('ratio_to_floor'), '.2f')}x",
+            f"≤ {r['target_p50_s']:.0f} s",
+            _ok(r["met"]),
+        ]
+    ]
+
+
+SUMMARY: dict[str, Callable[[dict[str, Any]], list[Row]]] = {
+    "turn_overhead": _turns,
+    "actions": _actions,
+    "history": _history,
+    "concurrency": _concurrency,
+    "workers": _workers,
+    "parked": _parked,
+    "recovery": _recovery,
+}
+
+
+def _cell(s: str) -> str:
+    return s.replace("|", "\\|")
+
+
+def render(results: dict[str, dict[str, Any]]) -> str:
+    out = [INTRO]
+    dates = sorted(r["machine"]["date"] for r in results.values() if "machine" in r)
+    m: dict[str, Any] = next((r["machine"] for r in results.values() if "machine" in r), {})
+    if dates:
+        out.append(
+            f"Last run: {dates[0]} to {dates[-1]} on {m.get('nproc', '?')} CPUs "
+            f"({m.get('memory', '?')}), Python {m.get('python', '?')}, {m.get('platform', '?')};"
+            " a local dev server (`temporal server start-dev`, in memory), the simulator, "
+            "the worker(s) and the floor worker all on the same cores, shared with other "
+            "engineers' test suites (the load of each benchmark's run is under its table)."
+        )
+    out += [
+        "",
+        "## Summary",
+        "",
+        "| figure | bare | floor | ours | ours / floor | target | |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for name, fn in SUMMARY.items():
+        if name in results:
+            try:
+                rows = fn(results[name])
+            except (KeyError, TypeError, ZeroDivisionError) as e:
+                rows = [[f"{name}: result not readable ({type(e).__name__}: {e})"] + [""] * 6]
+            out += ["| " + " | ".join(_cell(c) for c in row) + " |" for row in rows]
+        else:
+            out.append(f"| {name}: not run | | | | | | |")
+    a = results.get("actions")
+    if a and a.get("cuts"):
+        out += ["", "## Billable actions: what would cut the rest", ""]
+        out += [f"- {c}" for c in a["cuts"]]
+        out.append(
+            f"\nCounted by Temporal's rules ({a.get('rules')}) from each case's history "
+            "events, plus the heartbeats that reached the server (its "
+            "`RecordActivityTaskHeartbeat` count; heartbeats are not in history). The "
+            "server's own `action` counter is shown next to each total as a cross-check."
+        )
+    w = results.get("workers")
+    if w:
+        out += ["", "## Where the time goes with more than one worker", ""]
+        for x in w["rounds"]:
+            out.append(f"- {x['name']}: most CPU in {x['bottleneck']}.")
+    out += ["", "## Every table, as the last run printed it", ""]
+    for name in ORDER:
+        r = results.get(name)
+        if r is None:
+            continue
+        out += [f"### {name}", "", _machine_line(name, r), "", "```"]
+        out.append(r.get("table") or r.get("text_table") or json.dumps(r, indent=1)[:3000])
+        out += ["```", ""]
+    return "\n".join(out).rstrip() + "\n"
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = list(sys.argv[1:] if argv is None else argv)
+    src = Path(args[0]) if args else RESULTS
+    dst = Path(args[1]) if len(args) > 1 else DOC_PATH
+    results = _load(src)
+    if not results:
+        print(f"no results in {src}: run `python -m bench` first", file=sys.stderr)
+        return 1
+    dst.write_text(render(results))
+    print(f"wrote {dst}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
