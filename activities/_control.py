@@ -12,7 +12,12 @@ from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
 from activities._attachments import AttachmentReader, UrlPolicy
-from activities._errors import credential_refusal, decision_refused, to_application_error
+from activities._errors import (
+    CREDENTIAL_SETTLING,
+    credential_refusal,
+    decision_refused,
+    to_application_error,
+)
 from activities._options import DEFAULT_AUTH_SETTLE_SECONDS, HEARTBEAT_EVERY
 from activities._users import UserIdPolicy
 from activities.models import (
@@ -90,7 +95,8 @@ class ControlActivities:
 
     def _api_error(self, e: GenieAPIError) -> ApplicationError:
         """The activity failure for a client error: a credential that may still be
-        settling is retried for a while (``credential_refusal``), the rest as classified."""
+        settling goes to the workflow to retry (``credential_refusal``), the rest as
+        classified."""
         refusal = credential_refusal(
             e, accepted_before=self._client.credential_accepted, settle_seconds=self._auth_settle
         )
@@ -102,7 +108,7 @@ class ControlActivities:
         refusal = credential_refusal(
             e, accepted_before=self._client.credential_accepted, settle_seconds=self._auth_settle
         )
-        if refusal is not None and not refusal.non_retryable:
+        if refusal is not None and refusal.type == CREDENTIAL_SETTLING:
             raise refusal from None
         return _settle(e, already_resolved, what)
 

@@ -5,14 +5,15 @@ A ``GenieAPIError`` becomes an ``ApplicationError`` whose ``type`` is the client
 known, ``genie_run_id`` for ``status.last_error``. 4xx are final; 429/5xx/transport
 errors retry, after the server's ``Retry-After`` when it gave one (and only then:
 otherwise the workflow's back-off applies; ``activities/_options.py`` states the whole
-budget). Two exceptions: a 401/403 to a key that may still be settling is retried for a
-while (``credential_refusal``), and ``409 conversation_busy`` with an earlier turn's run
-waits for it (``BUSY_WITH_EARLIER_RUN``, raised by the stream segment).
+budget). Two exceptions: a 401/403 to a key that may still be settling is handed to the
+workflow to retry for a while (``credential_refusal``), and ``409 conversation_busy``
+with an earlier turn's run waits for it (``BUSY_WITH_EARLIER_RUN``, raised by the stream
+segment).
 """
 
 from __future__ import annotations
 
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
@@ -49,9 +50,21 @@ decision was not applied; a human can decide again. Not retried."""
 CREDENTIAL_REFUSED = "CredentialRefused"
 """The API refused the worker's credential (401/403) for good: a wrong, revoked or
 replaced key, or a key for another data centre. Not retried; fix the configuration."""
+CREDENTIAL_SETTLING = "CredentialSettling"
+"""The API refused a credential this worker has never had accepted: it may still be on
+its way to the API gateway. Handed to the workflow (not retried by Temporal), which
+retries the step every ``AUTH_RETRY_EVERY`` seconds on durable timers, shows it on the
+details card, and turns it into :data:`CREDENTIAL_REFUSED` once the settle window, in
+the details as ``settle_seconds``, has passed since the first refusal."""
 BUSY_WITH_EARLIER_RUN = "ConversationBusyWithEarlierRun"
 """E5 answered ``409 conversation_busy`` and the active run is an earlier turn's (one that
 failed with its run still active): the send waits for it to end. Retried."""
+
+CREDENTIAL_ADVICE = (
+    "Check GENIE_API_KEY / GENIE_API_KEY_FILE (the genie client's key, not a Developer API "
+    "token) and that GENIE_API_BASE_URL / GENIE_API_REGION is your workspace's data centre"
+)
+"""What to do about a refused credential; part of every final refusal's message."""
 
 
 def credential_refusal(
@@ -60,20 +73,16 @@ def credential_refusal(
     """What a 401/403 means for this activity; ``None`` for any other error.
 
     A new or rotated API key reaches the API gateway asynchronously: for up to about a
-    minute calls may answer ``403 access_denied`` or ``401``. So a refusal is *settling*
-    (retried, about every ``AUTH_RETRY_EVERY`` seconds) while all of these hold:
-
-    - this worker has never had the credential accepted (``accepted_before``): a key that
-      worked and is refused now was revoked or replaced;
-    - less than ``settle_seconds`` have passed since the activity was first scheduled
-      (``activity.info().scheduled_time``: across its attempts);
-    - the retry policy has attempts left (the last one reports the refusal as final, so
-      the workflow never rides it out as an outage).
-
-    Otherwise it is a final :data:`CREDENTIAL_REFUSED` naming the credential problem.
-    ``401 user_nonactive_or_missing`` is about the end user, not the credential, and is
-    left to the caller (final, as every other 4xx). Each refusal counts in the metric
-    ``genie_credential_refusals`` (``outcome`` = ``retried`` or ``final``).
+    minute calls may answer ``403 access_denied`` or ``401``. So while this worker has
+    never had the credential accepted (``accepted_before``; a key that worked and is
+    refused now was revoked or replaced) and the window is not 0, the refusal is
+    :data:`CREDENTIAL_SETTLING`: the workflow, which sees every attempt, retries and
+    bounds it in workflow time (``workflows/_steps.py``), so the wait is on the details
+    card and survives a worker restart. Otherwise it is a final :data:`CREDENTIAL_REFUSED`
+    naming the credential problem. ``401 user_nonactive_or_missing`` is about the end
+    user, not the credential, and is left to the caller (final, as every other 4xx).
+    Each refusal counts in the metric ``genie_credential_refusals`` (``outcome`` =
+    ``retried`` or ``final``).
 
     Args:
         e: The client's error.
@@ -84,13 +93,7 @@ def credential_refusal(
         return None
     if e.error_code == USER_NONACTIVE_OR_MISSING:
         return None
-    info = activity.info()
-    elapsed = max(0.0, (datetime.now(UTC) - info.scheduled_time).total_seconds())
-    policy = info.retry_policy
-    last_attempt = bool(
-        policy is not None and policy.maximum_attempts and info.attempt >= policy.maximum_attempts
-    )
-    settling = not accepted_before and elapsed < settle_seconds and not last_attempt
+    settling = not accepted_before and settle_seconds > 0
     activity.metric_meter().create_counter(
         "genie_credential_refusals",
         "401/403 answers to the worker's credential, retried while it may still be settling",
@@ -98,29 +101,23 @@ def credential_refusal(
     answer = f"HTTP {e.status} {e.error_code or '(no error_code)'}"
     rid = f"[request_id={e.request_id or 'none'}]"
     if settling:
-        remaining = settle_seconds - elapsed
         return ApplicationError(
-            f"the Headless API refused the worker's credential ({answer}) {elapsed:.0f} s "
-            f"into this step; a new or rotated API key can take up to {settle_seconds:g} s "
-            f"to reach the API gateway, so it is retried (attempt {info.attempt}) {rid}",
-            {**_details(e), "credential_settling": True},
-            type=e.error_type,
-            non_retryable=False,
-            next_retry_delay=timedelta(seconds=max(1.0, min(AUTH_RETRY_EVERY, remaining))),
+            f"the Headless API has not accepted the worker's credential yet ({answer}); a "
+            f"new or rotated API key can take up to {settle_seconds:g} s to reach the API "
+            f"gateway, so the step is retried every {AUTH_RETRY_EVERY:g} s {rid}",
+            {**_details(e), "credential_settling": True, "settle_seconds": settle_seconds},
+            type=CREDENTIAL_SETTLING,
+            # Not Temporal's to retry: the workflow does, where the card can show it.
+            non_retryable=True,
         )
-    if accepted_before:
-        why = "the key was accepted earlier, so it has been revoked or replaced"
-    else:
-        why = (
-            f"still refused {elapsed:.0f} s after this step began, longer than the "
-            f"{settle_seconds:g} s (GENIE_AUTH_SETTLE_SECONDS) a new or rotated key needs "
-            "to reach the API gateway"
-        )
+    why = (
+        "the key was accepted earlier, so it has been revoked or replaced"
+        if accepted_before
+        else "GENIE_AUTH_SETTLE_SECONDS is 0, so it is not waited for"
+    )
     return ApplicationError(
-        f"the Headless API refused the worker's credential ({answer}): {why}. Check "
-        "GENIE_API_KEY / GENIE_API_KEY_FILE (the genie client's key, not a Developer API "
-        f"token) and that GENIE_API_BASE_URL / GENIE_API_REGION is your workspace's data "
-        f"centre {rid}",
+        f"the Headless API refused the worker's credential ({answer}): {why}. "
+        f"{CREDENTIAL_ADVICE} {rid}",
         _details(e),
         type=CREDENTIAL_REFUSED,
         non_retryable=True,

@@ -57,7 +57,7 @@ so a bogus ``Retry-After`` cannot park a conversation for hours."""
 
 DEFAULT_AUTH_SETTLE_SECONDS = 60.0
 """How long a 401/403 to a credential this worker has never had accepted is retried, from
-the first attempt of the step (``GENIE_AUTH_SETTLE_SECONDS``): a new or rotated key is
+the step's first refusal in workflow time (``GENIE_AUTH_SETTLE_SECONDS``): a new or rotated key is
 reported to reach the API gateway within about a minute (``activities._errors``)."""
 
 AUTH_RETRY_EVERY = 10.0

@@ -18,8 +18,8 @@ Durability rules this file implements (how long it keeps trying is stated once, 
 - ``409 conversation_busy`` on the post: if the active run is this turn's (an earlier
   attempt's post landed) it is resumed; if it is an earlier turn's, the segment fails
   retryably and waits for it to end (``RunInspector.busy_run``), never finally.
-- A 401/403 to a credential this worker has never had accepted is retried while the key
-  may still be settling (``credential_refusal``).
+- A 401/403 to a credential this worker has never had accepted goes to the workflow,
+  which retries while the key may still be settling (``credential_refusal``).
 - On worker shutdown the segment checkpoints and fails fast with a retryable error, so
   another worker resumes it at once instead of after a heartbeat timeout.
 """

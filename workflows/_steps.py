@@ -11,6 +11,12 @@ Two layers of retries, each bounded in *time*, never in attempts alone:
   since the first failure. A worker restart, a deploy or a Temporal restart in between
   loses nothing: the timer and the step are in history.
 
+A credential the API does not accept yet (``CredentialSettling``: a new or rotated key
+on its way to the API gateway) is retried the same way, every 10 s, for the settle
+window the worker reports (``GENIE_AUTH_SETTLE_SECONDS``) counted from the first refusal
+in workflow time, with "API key not accepted yet since …" on the card; past the window
+it is final (``CredentialNotAccepted``, reported as ``CredentialRefused``).
+
 An error the API calls final (4xx, a refused attachment, malformed data that stays
 malformed) is raised at once. Every call can also be cut short by the conversation
 ending (``cancel_when``): the running activity is cancelled — it heartbeats, so the
@@ -30,6 +36,10 @@ from temporalio.common import RetryPolicy
 from temporalio.exceptions import ActivityError, ApplicationError, RetryState
 
 from workflows.models import ErrorInfo
+
+with workflow.unsafe.imports_passed_through():
+    from activities import CREDENTIAL_ADVICE, CREDENTIAL_REFUSED, CREDENTIAL_SETTLING
+    from activities._options import AUTH_RETRY_EVERY
 
 T = TypeVar("T")
 
@@ -69,6 +79,8 @@ LINK = _Kind(
 
 OUTAGE_FIRST_WAIT = timedelta(seconds=30)
 OUTAGE_MAX_WAIT = timedelta(minutes=5)
+SETTLE_RETRY_EVERY = timedelta(seconds=AUTH_RETRY_EVERY)
+"""Between attempts while the worker's credential may be settling (advice from production)."""
 
 
 class StepCancelled(Exception):
@@ -82,6 +94,27 @@ class OutageExceeded(Exception):
         super().__init__(str(cause))
         self.cause = cause
         self.since = since
+
+
+class CredentialNotAccepted(OutageExceeded):
+    """The API kept refusing the worker's credential for the whole settle window."""
+
+    def __init__(self, cause: ActivityError, since: datetime, window: timedelta) -> None:
+        super().__init__(cause, since)
+        self.window = window
+
+
+def settle_window(e: ActivityError) -> timedelta | None:
+    """The settle window of a ``CredentialSettling`` failure; None for any other error."""
+    cause = e.cause
+    if not isinstance(cause, ApplicationError) or cause.type != CREDENTIAL_SETTLING:
+        return None
+    details = cause.details[0] if cause.details and isinstance(cause.details[0], dict) else {}
+    seconds = details.get("settle_seconds")
+    # Bounded, so a malformed detail can neither wedge nor stretch the wait.
+    if not isinstance(seconds, int | float) or not 0 < seconds <= 3600:
+        seconds = 60
+    return timedelta(seconds=seconds)
 
 
 def heals(e: ActivityError) -> bool:
@@ -101,6 +134,23 @@ def error_info(e: BaseException, *, turn: int | None, at: datetime) -> ErrorInfo
         details: dict[str, Any] = {}
         if cause.details and isinstance(cause.details[0], dict):
             details = cause.details[0]
+        if isinstance(e, CredentialNotAccepted):
+            answer = f"HTTP {details.get('status')} {details.get('error_code') or ''}".strip()
+            return ErrorInfo(
+                type=CREDENTIAL_REFUSED,
+                message=(
+                    f"the Headless API refused the worker's credential ({answer}) for "
+                    f"{e.window.total_seconds():g} s from the first refusal at "
+                    f"{e.since:%H:%M:%S} UTC, longer than a new or rotated key needs to "
+                    f"reach the API gateway (GENIE_AUTH_SETTLE_SECONDS). {CREDENTIAL_ADVICE} "
+                    f"[request_id={details.get('request_id') or 'none'}]"
+                )[:2000],
+                status=details.get("status"),
+                error_code=details.get("error_code"),
+                request_id=details.get("request_id"),
+                turn=turn,
+                at=at,
+            )
         return ErrorInfo(
             type=cause.type or "ApplicationError",
             message=cause.message[:2000],
@@ -145,6 +195,7 @@ class Steps:
         ``ride_outage`` may be a callable, asked after each failure: a step that must
         not outlive an ending conversation stops riding once it ends."""
         wait = OUTAGE_FIRST_WAIT
+        settling_since: datetime | None = None
         while True:
             if cancel_when is not None and cancel_when():
                 raise StepCancelled
@@ -167,6 +218,27 @@ class Steps:
                     raise StepCancelled from None
                 now = workflow.now()
                 riding = ride_outage() if callable(ride_outage) else ride_outage
+                window = settle_window(e)
+                if window is not None and riding:
+                    settling_since = settling_since or now
+                    if now - settling_since >= window:
+                        self._set(None, None)
+                        raise CredentialNotAccepted(e, settling_since, window) from None
+                    info = error_info(e, turn=turn, at=now)
+                    self._set(settling_since, info)
+                    if on_retry is not None:
+                        on_retry(info)
+                    with contextlib.suppress(TimeoutError):
+                        await workflow.wait_condition(
+                            lambda: _stop(cancel_when, ride_outage),
+                            timeout=SETTLE_RETRY_EVERY,
+                            timeout_summary=(
+                                f"API key not accepted yet since {settling_since:%H:%M:%S}: "
+                                f"retry {summary}"
+                            ),
+                        )
+                    arg = again if again is not None else arg
+                    continue
                 if not heals(e):
                     if self.unreachable_since is not None:
                         self._set(None, None)  # a final answer: the API is reachable

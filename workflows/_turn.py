@@ -43,7 +43,15 @@ from workflows import _decisions as rules
 from workflows._notices import Notices
 from workflows._policy import ItemPolicy, for_connection, for_skill
 from workflows._state import ConversationData
-from workflows._steps import CONTROL, PROBE, STREAM, OutageExceeded, Steps, error_info
+from workflows._steps import (
+    CONTROL,
+    PROBE,
+    STREAM,
+    CredentialNotAccepted,
+    OutageExceeded,
+    Steps,
+    error_info,
+)
 from workflows.models import (
     AuditKind,
     ConversationPolicy,
@@ -184,6 +192,9 @@ class TurnRunner(Notices):
                 on_retry=on_retry,
                 ride_outage=lambda: not self._d.ending,
             )
+        except CredentialNotAccepted as e:
+            info = error_info(e, turn=turn.turn, at=workflow.now())
+            return info.message
         except OutageExceeded as e:
             info = error_info(e, turn=turn.turn, at=workflow.now())
             return f"the API stayed unreachable past api_outage_timeout ({info.message})"

@@ -13,7 +13,11 @@ from typing import Any
 from temporalio import workflow
 
 from workflows._state import ConversationData
+from workflows._steps import SETTLE_RETRY_EVERY
 from workflows._ui import details_card
+
+with workflow.unsafe.imports_passed_through():
+    from activities import CREDENTIAL_SETTLING
 from workflows.models import ConversationPolicy, ConversationStart, ConversationState, ErrorInfo
 from workflows.search_attributes import GENIE_AWAITING_SINCE, GENIE_STATE
 
@@ -27,6 +31,8 @@ class Visibility:
         self._d.api_unreachable_since = since
         if info is not None:
             self._d.last_error = info
+        elif self._d.last_error is not None and self._d.last_error.type == CREDENTIAL_SETTLING:
+            self._d.last_error = None  # the key was accepted: a wait, not an error
         self._refresh_details()
 
     def _set_state(self, state: ConversationState) -> None:
@@ -57,9 +63,16 @@ class Visibility:
                 notes[c.attempt_id] = _note(c)
         api_note = d.left_at_api
         if d.api_unreachable_since is not None:
-            api_note = (
-                f"API unreachable since {d.api_unreachable_since:%Y-%m-%d %H:%M:%S} UTC, retrying"
-            )
+            since = f"{d.api_unreachable_since:%Y-%m-%d %H:%M:%S} UTC"
+            e = d.last_error
+            if e is not None and e.type == CREDENTIAL_SETTLING:
+                api_note = (
+                    f"API key not accepted yet since {since} (HTTP {e.status} "
+                    f"{e.error_code or ''}): a new or rotated key can take a minute to reach "
+                    f"the API gateway; retrying every {SETTLE_RETRY_EVERY.seconds} s"
+                )
+            else:
+                api_note = f"API unreachable since {since}, retrying"
         workflow.set_current_details(
             details_card(
                 workflow_id=workflow.info().workflow_id,

@@ -22,14 +22,15 @@ from collections.abc import AsyncIterator, Callable
 
 import httpx
 import pytest
-from temporalio.client import WorkflowFailureError
+from temporalio.api.sdk.v1 import WorkflowMetadata
+from temporalio.client import Client, WorkflowFailureError
 
 # The subset's cases register when their modules are imported.
 import tests.faults.test_decisions
 import tests.faults.test_http_errors
 import tests.faults.test_malformed
 import tests.faults.test_streams  # noqa: F401
-from activities import BUSY_WITH_EARLIER_RUN, CREDENTIAL_REFUSED
+from activities import BUSY_WITH_EARLIER_RUN, CREDENTIAL_REFUSED, CREDENTIAL_SETTLING
 from geniectl import GenieConversations
 from tests.faults._harness import (
     CASES,
@@ -100,13 +101,32 @@ async def _status_until(
     )
 
 
-async def _credential_attempts(stack: FaultStack, conv: Conversation) -> list[str]:
-    """Attempts of the conversation's activities that followed a refused credential."""
-    return [
-        f"{a.activity} attempt {a.attempt}"
-        for a in await stack.activity_attempts(conv)
-        if a.previous_failure in ("GeniePermissionDenied", "GenieAuthentication")
-    ]
+async def _credential_retries(client: Client, wid: str) -> list[str]:
+    """The steps the workflow scheduled again after a refused credential: each failed
+    with ``CredentialSettling`` and was followed by a durable timer the UI names."""
+    failed: list[str] = []
+    timers = 0
+    types: dict[int, str] = {}
+    async for ev in client.get_workflow_handle(wid).fetch_history_events():
+        if ev.HasField("activity_task_scheduled_event_attributes"):
+            types[ev.event_id] = ev.activity_task_scheduled_event_attributes.activity_type.name
+        elif ev.HasField("activity_task_failed_event_attributes"):
+            a = ev.activity_task_failed_event_attributes
+            if a.failure.application_failure_info.type == CREDENTIAL_SETTLING:
+                failed.append(types[a.scheduled_event_id])
+        elif ev.HasField("timer_started_event_attributes") and ev.HasField("user_metadata"):
+            summary = await client.data_converter.decode([ev.user_metadata.summary])
+            timers += str(summary[0]).startswith("API key not accepted yet since")
+    # One timer after each refusal, but the last when the window ran out.
+    assert len(failed) - 1 <= timers <= len(failed), (timers, failed)
+    return failed
+
+
+async def _card(client: Client, wid: str) -> str:
+    meta = await client.get_workflow_handle(wid).query(
+        "__temporal_workflow_metadata", result_type=WorkflowMetadata
+    )
+    return str(meta.current_details)
 
 
 # ---------------------------------------------------------------- credentials
@@ -117,7 +137,7 @@ async def case_settling_key(stack: FaultStack) -> None:
     conv = await stack.conversation()
     result = await stack.api.ask(conv.wid, "hello while the key settles", wait_for="completion")
     await stack.check_turn(conv, result)
-    retried = await _credential_attempts(stack, conv)
+    retried = await _credential_retries(stack.client, conv.wid)
     assert retried, await stack.activity_attempts(conv)
     await stack.check_secrets(conv)
     stack.record(
@@ -150,6 +170,18 @@ async def case_wrong_key(stack: FaultStack) -> None:
         wid = await api.start(
             GENIE, USER, workflow_id=f"fault-{uuid.uuid4().hex[:12]}", create_at_start=True
         )
+        # While it waits, ops see why on the card and in status (not "unreachable").
+        waiting = await wait_until(
+            lambda: api.status(wid),
+            lambda st: st.last_error is not None and st.last_error.type == CREDENTIAL_SETTLING,
+            what="a settling credential in status",
+            within=30,
+            every=QUERY_EVERY,
+        )
+        assert waiting.api_unreachable_since is not None
+        card = await _card(stack.client, wid)
+        assert "API key not accepted yet since" in card, card
+        assert "API unreachable" not in card and SIM_API_KEY not in card, card
         with pytest.raises(WorkflowFailureError) as failed:
             async with asyncio.timeout(100):
                 await api.handle(wid).result()
@@ -161,6 +193,11 @@ async def case_wrong_key(stack: FaultStack) -> None:
         st = await api.status(wid)
         assert st.state == "failed" and st.last_error is not None
         assert (st.last_error.type, st.last_error.status) == (CREDENTIAL_REFUSED, 401)
+        assert st.api_unreachable_since is None
+        # Retried every 10 s on durable timers: 20 s of window is 2-3 more attempts.
+        retries = await _credential_retries(stack.client, wid)
+        assert 2 <= len(retries) <= 4, retries
+        assert 18 <= took <= 60, took
     finally:
         worker.stop()
     stack.record(
@@ -385,7 +422,8 @@ async def test_revoked_then_rotated_key(
     assert again.messages == ["You said: after the rotation"]
     stats = stack.conv_stats(conv)
     assert stats["messages_accepted"] == 2, stats
-    assert await _credential_attempts(stack, conv), "the restarted worker was never refused"
+    retried = await _credential_retries(stack.client, conv.wid)
+    assert retried, "the restarted worker was never refused"
     await stack.check_secrets(conv)
 
 
