@@ -19,11 +19,13 @@ from datetime import timedelta
 from typing import NoReturn
 
 from temporalio.client import Client
+from temporalio.common import VersioningBehavior, WorkerDeploymentVersion
 from temporalio.runtime import PrometheusConfig, Runtime, TelemetryConfig
 from temporalio.worker import (
     PollerBehaviorSimpleMaximum,
     UnsandboxedWorkflowRunner,
     Worker,
+    WorkerDeploymentConfig,
     WorkflowRunner,
 )
 from temporalio.worker.workflow_sandbox import SandboxedWorkflowRunner, SandboxRestrictions
@@ -102,10 +104,34 @@ def build_worker(
         # otherwise hold heartbeats back to 80% of the heartbeat timeout (8 s). Heartbeats
         # are server calls, not history events, so this costs no history.
         max_heartbeat_throttle_interval=HEARTBEAT_THROTTLE,
+        deployment_config=deployment_config(settings),
     )
 
 
 HEARTBEAT_THROTTLE = timedelta(seconds=1)
+
+
+def deployment_config(settings: GenieSettings) -> WorkerDeploymentConfig | None:
+    """Worker Versioning, when ``GENIE_WORKER_DEPLOYMENT_NAME``/``_BUILD_ID`` are set;
+    unset: ``None``, the unversioned worker of every deploy before it.
+
+    Conversations are PINNED to the version that started them (and move at a turn's
+    end, see ``GenieConversation._upgrade_due``). Set here rather than on the workflow
+    definition because an unversioned worker must not name a behaviour at all: the
+    server refuses its workflow task completions ("versioning behavior cannot be
+    specified without deployment options").
+    """
+    if settings.worker_deployment_name is None or settings.worker_build_id is None:
+        return None
+    version = WorkerDeploymentVersion(
+        deployment_name=settings.worker_deployment_name, build_id=settings.worker_build_id
+    )
+    log.info("worker deployment version %s:%s", version.deployment_name, version.build_id)
+    return WorkerDeploymentConfig(
+        version=version,
+        use_worker_versioning=True,
+        default_versioning_behavior=VersioningBehavior.PINNED,
+    )
 
 
 def workflow_runner(*, sandboxed: bool) -> WorkflowRunner:

@@ -45,6 +45,9 @@ _HOST_NAME = re.compile(
 """DNS labels (letters, digits, hyphens, underscores) joined by dots; IDNA names go in
 their ``xn--`` form, which is what the worker compares with."""
 MAX_HOST_NAME_CHARS = 253
+MAX_VERSION_PART_CHARS = 255
+"""A worker deployment name or build id longer than this is refused at start-up (build
+ids have been limited to 255 characters by the server; names share its id limit)."""
 
 
 class ConfigError(Exception):
@@ -133,6 +136,13 @@ class GenieSettings(BaseSettings):
     """Run workflow code in the SDK's sandbox (a runtime guard against non-determinism,
     at ~2.5x the worker CPU per conversation); tests always run it sandboxed."""
     graceful_shutdown_seconds: float = Field(default=15.0, ge=0)
+    worker_deployment_name: str | None = None
+    """Worker Versioning: the worker deployment this worker is a version of (e.g.
+    ``genie-worker``; no ``.`` or ``|``), with ``GENIE_WORKER_BUILD_ID``. Set both and
+    each conversation is pinned to the version that started it and moves to a newer one
+    at the end of a turn (docs/deployment.md); unset both (the default): unversioned."""
+    worker_build_id: str | None = None
+    """This build's id within the worker deployment (e.g. the image tag or git commit)."""
     log_level: str = "INFO"
 
     @model_validator(mode="before")
@@ -207,6 +217,36 @@ class GenieSettings(BaseSettings):
             except re.error as e:
                 raise ValueError(f"not a valid regular expression ({e})") from None
         return v
+
+    @field_validator("worker_deployment_name", "worker_build_id", mode="before")
+    @classmethod
+    def _version_part(cls, v: Any) -> Any:
+        if not isinstance(v, str):
+            return v
+        v = v.strip()
+        if not v:
+            return None  # an empty variable (a compose default) means "not set"
+        if len(v) > MAX_VERSION_PART_CHARS or any(c.isspace() for c in v):
+            raise ValueError(f"at most {MAX_VERSION_PART_CHARS} characters, no whitespace")
+        return v
+
+    @field_validator("worker_deployment_name")
+    @classmethod
+    def _deployment_name(cls, v: str | None) -> str | None:
+        # Temporal writes a version as "<deployment>.<build id>" in places (and reserves
+        # "|"), so a deployment name holding either would be ambiguous or refused.
+        if v is not None and any(c in v for c in ".|"):
+            raise ValueError("may not contain '.' or '|'")
+        return v
+
+    @model_validator(mode="after")
+    def _versioning_pair(self) -> GenieSettings:
+        if (self.worker_deployment_name is None) != (self.worker_build_id is None):
+            raise ValueError(
+                "GENIE_WORKER_DEPLOYMENT_NAME and GENIE_WORKER_BUILD_ID go together: "
+                "set both (Worker Versioning) or neither"
+            )
+        return self
 
     @field_validator("log_level")
     @classmethod

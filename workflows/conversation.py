@@ -83,6 +83,11 @@ QUERY_BUDGET_BYTES = 1_000_000
 """A query answer stays under this (the server's payload limit is 2 MB)."""
 
 
+# PINNED under Worker Versioning: a run stays on the version that started it, so a
+# conversation parked for days is never replayed on code that came later; it moves at the
+# end of its next turn (``_upgrade_due``). The behaviour is the versioned worker's default
+# (worker.deployment_config), not declared here: the server fails every workflow task of
+# an unversioned worker whose completions name a behaviour.
 @workflow.defn(name=WORKFLOW_TYPE)
 class GenieConversation(TurnRunner):
     """A durable conversation with one genie, for one user."""
@@ -132,24 +137,38 @@ class GenieConversation(TurnRunner):
             await self._run_turn(d.queue.pop(0))
             if d.ending:
                 break
-            if self._should_continue_as_new():
-                # Let in-flight updates (a wait_turn, a decision) finish first; they see
-                # ``_draining`` and return. An end that arrives meanwhile is not carried.
-                self._draining = True
-                self.stop_deliveries()
-                await workflow.wait_condition(workflow.all_handlers_finished)
-                if not d.ending:
-                    d.runs += 1
-                    workflow.continue_as_new(
-                        ConversationStart(
-                            genie_handle=start.genie_handle,
-                            user_id=start.user_id,
-                            policy=self._policy,
-                            # As data: the sandbox may hold a second copy of the class.
-                            carried=d.model_dump(),
-                        )
-                    )
+            if self._upgrade_due() or self._should_continue_as_new():
+                await self._continue_as_new(start)
         return await self._finish()
+
+    async def _continue_as_new(self, start: StartInput) -> None:
+        """Between turns only: carry the whole state into a new run (and, when a newer
+        worker version is the target, onto it). Returns only if an end arrived meanwhile."""
+        d = self._d
+        # Let in-flight updates (a wait_turn, a decision) finish first; they see
+        # ``_draining`` and return. An end that arrives meanwhile is not carried.
+        self._draining = True
+        self.stop_deliveries()
+        await workflow.wait_condition(workflow.all_handlers_finished)
+        if d.ending:
+            return
+        d.runs += 1
+        workflow.continue_as_new(
+            ConversationStart(
+                genie_handle=start.genie_handle,
+                user_id=start.user_id,
+                policy=self._policy,
+                # As data: the sandbox may hold a second copy of the class.
+                carried=d.model_dump(),
+            ),
+            # The next run starts on the task queue's target version instead of
+            # inheriting this run's pin; left unset, it would stay on the old one.
+            initial_versioning_behavior=(
+                workflow.ContinueAsNewVersioningBehavior.AUTO_UPGRADE
+                if self._upgrade_due()
+                else None
+            ),
+        )
 
     async def _load_deployment(self, *, explicit_policy: bool) -> str:
         """The worker's deployment settings, once per conversation: a local activity, so
@@ -184,6 +203,25 @@ class GenieConversation(TurnRunner):
         except TimeoutError:
             d.end_reason = "idle timeout"
         return not d.ending
+
+    def _upgrade_due(self) -> bool:
+        """A newer worker version is this run's target (Worker Versioning, PINNED runs).
+
+        Asked at the end of each turn only. A turn parked on an approval or a connection
+        finishes on the version it started on (its stream cursor, pending decisions and
+        timers belong to that code); the conversation moves when the turn ends. The
+        server refreshes the flag as a workflow task starts but wakes no run for it, so
+        an idle conversation runs its next turn where it is and moves after it. At most
+        one continue-as-new per turn: if the next run cannot leave this version (an
+        operator's pinned override), nothing loops.
+
+        Why no ``workflow.patched``: the server records this flag in each workflow
+        task's started event, and replay reads it from there. It is False in every
+        history an unversioned worker wrote and whenever the run's own version is still
+        the target, so those histories take exactly the branches they took before. When
+        it is True, the continue-as-new it adds is in the history too.
+        """
+        return workflow.info().is_target_worker_deployment_version_changed()
 
     def _should_continue_as_new(self) -> bool:
         return (
