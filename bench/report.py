@@ -222,7 +222,9 @@ def _workers(r: dict[str, Any]) -> list[Row]:
             target = "0 lost, 0 duplicate posts"
             met = _ok(r["met"]["lost"] and r["met"]["duplicates"])
             extra = (
-                f"; lost {x['lost']}, duplicates {dup}, orphans {x['sim'].get('orphans', 0)}, "
+                f"; lost {x['lost']}, client errors (turn completed) "
+                f"{x.get('client_errors_turn_completed', 0)}, duplicates {dup}, orphans "
+                f"{x['sim'].get('orphans', 0)}, "
                 f"drain {_f(x['drain_s'])} s"
             )
         rows.append(

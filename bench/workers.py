@@ -13,7 +13,10 @@ events; ``GenieConversations.ask`` with update-with-start), on one stack:
    turn completed.
 
 Ground truth from the simulator (``/_sim/stats``) for the conversations each round
-created: a **lost turn** is one that did not come back ``completed`` with every text; a
+created: a **lost turn** is one that did not come back ``completed`` with every text,
+also when asked again after the round (``wait_turn``: a client call that gave up, e.g.
+an update whose workflow task was on the killed worker, is counted apart as a **client
+error** if the turn did complete); a
 **duplicate post** is a second ``POST /messages`` in a conversation (``message_posts``
 > 1) or a message accepted twice; an **orphan** is a conversation created with no message
 (a create retried after the kill would leave one).
@@ -67,6 +70,9 @@ class Round:
     killed_at: float | None = None
     drain_s: float | None = None
     sim: dict[str, int] = field(default_factory=dict)
+    gave_up: list[tuple[str, str]] = field(default_factory=list)
+    """(workflow id, error) of asks that raised: checked again after the round."""
+    client_errors: int = 0
 
     def fail(self, text: str) -> None:
         self.lost += 1
@@ -79,15 +85,19 @@ class Round:
 
 async def _one(stack: BenchStack, r: Round, text: str, texts: int, floor: bool, t0: float) -> None:
     s = time.monotonic()
+    wid = stack.new_id("wf" if floor else "w")
     try:
         if floor:
-            reply = await stack.floor_turn(stack.new_id("wf"), None, text)
+            reply = await stack.floor_turn(wid, None, text)
             ok, why = reply.events == texts + 2, f"{reply.events} events"
         else:
-            res = await stack.api.ask(stack.new_id("w"), text, start_with=(GENIE, USER))
+            res = await stack.api.ask(wid, text, start_with=(GENIE, USER))
             ok = res.status == "completed" and len(res.messages) == texts
             why = f"{res.status} with {len(res.messages)} texts: {res.error}"
     except Exception as e:
+        if not floor:
+            r.gave_up.append((wid, f"{type(e).__name__}: {e}"))
+            return
         ok, why = False, f"{type(e).__name__}: {e}"
     if not ok:
         r.fail(why)
@@ -146,9 +156,25 @@ async def _round(
     r.cpu = {role: round(cpu_seconds(p) - cpu0[role], 2) for role, p in pids.items()}
     r.cpu.update({role: round(v, 2) for role, v in killed_cpu.items()})
     r.machine_busy = round(machine_cpu()[0] - busy0, 2)
+
+    async def again(wid: str) -> bool:
+        try:
+            res = await asyncio.wait_for(stack.api.wait(wid, 1, wait_for="completion"), 120)
+        except Exception:
+            return False
+        return res.status == "completed" and len(res.messages) == texts
+
+    checked = await asyncio.gather(*(again(wid) for wid, _ in r.gave_up))
+    for (_, err), ok in zip(r.gave_up, checked, strict=True):
+        if ok:
+            r.client_errors += 1
+            log(f"    client error, turn completed anyway: {err}")
+        else:
+            r.fail(f"{err} (and not completed when asked again)")
     r.sim, seen = await _sim_counts(stack, seen)
     log(
-        f"  {name}: {c / r.wall:.1f} conv/s, wall {r.wall:.1f}s, lost {r.lost}, sim {r.sim}, "
+        f"  {name}: {c / r.wall:.1f} conv/s, wall {r.wall:.1f}s, lost {r.lost}, client errors "
+        f"{r.client_errors}, sim {r.sim}, "
         f"cores {r.cores()}"
     )
     for e in r.errors:
@@ -220,7 +246,7 @@ async def main(c: int, steps: int, delay_ms: int) -> None:
                 f"{r.wall / floor.wall:.2f}x" if r is not floor else "1.00x",
                 f"{one.wall / r.wall:.2f}x" if r is not floor else "",
                 f"{median(r.latencies):.1f}/{pct(r.latencies, 0.95):.1f}",
-                r.lost,
+                f"{r.lost}/{r.client_errors}",
                 f"{r.sim.get('duplicate_posts', 0)}/{r.sim.get('orphans', 0)}",
                 "" if r.drain_s is None else f"{r.drain_s:.1f}",
                 f"{cores.get('server', 0):.2f}/{workers:.2f}/{cores.get('simulator', 0):.2f}"
@@ -230,7 +256,8 @@ async def main(c: int, steps: int, delay_ms: int) -> None:
         )
     text_table = table(
         f"workers: {c} new conversations x one turn {text!r} ({steps + 3} SSE events)",
-        ["round", "wall s", "conv/s", "vs floor", "speed-up vs 1", "p50/p95 s", "lost",
+        ["round", "wall s", "conv/s", "vs floor", "speed-up vs 1", "p50/p95 s",
+         "lost/client err",
          "dup posts/orphans", "drain s", "cores srv/wrk/sim/bench", "target"],
         rows,
     )  # fmt: skip
@@ -252,6 +279,8 @@ async def main(c: int, steps: int, delay_ms: int) -> None:
                     "latency_p95_s": round(pct(r.latencies, 0.95), 2),
                     "lost": r.lost,
                     "lost_samples": r.errors,
+                    "client_errors_turn_completed": r.client_errors,
+                    "client_error_samples": [e for _, e in r.gave_up][:5],
                     "sim": r.sim,
                     "killed_at_s": r.killed_at,
                     "drain_s": r.drain_s,
