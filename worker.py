@@ -42,6 +42,7 @@ from genie_config import (
     temporal_connect_config,
 )
 from genie_config._settings import data_converter
+from genie_telemetry import setup_tracing, shutdown_tracing
 from workflows import GenieConversation
 
 log = logging.getLogger("genie_worker")
@@ -203,6 +204,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     # httpx logs every request at INFO; keep our log about conversations, not sockets.
     logging.getLogger("httpx").setLevel(logging.WARNING)
+    try:  # traces (OTEL_*; off unless set), before any client or worker exists
+        setup_tracing("genie-worker")
+    except ConfigError as e:
+        print(f"genie-worker: configuration error: {e}", file=sys.stderr)
+        return 2
 
     async def _main() -> None:
         stop = asyncio.Event()
@@ -231,6 +237,7 @@ def _exit_now(code: int) -> NoReturn:
     orchestrator then sees a crash instead of exit code 0. By the time ``main`` returns
     the worker has drained and closed everything, so skipping finalization loses nothing.
     """
+    shutdown_tracing()  # export the spans still batched: os._exit skips atexit
     logging.shutdown()
     sys.stdout.flush()
     sys.stderr.flush()

@@ -22,6 +22,7 @@ from genie_api._http import (
     parse_json_body,
     transport_error,
 )
+from genie_telemetry import instrument_http
 
 __all__ = ["ClientTimeouts", "Transport", "format_timestamp"]
 
@@ -105,6 +106,7 @@ class Transport:
             headers={"User-Agent": _USER_AGENT},
             follow_redirects=False,
         )
+        instrument_http(self._http)  # a span per request when OTEL_* turn traces on
 
     @property
     def base_url(self) -> str:

@@ -24,6 +24,7 @@ from temporalio.envconfig import ClientConfig
 from temporalio.runtime import Runtime
 
 from genie_codec import PayloadKeyConfigError, build_data_converter, dev_key_file_for, load_keys
+from genie_telemetry import temporal_plugins
 
 DEFAULT_API_BASE_URL = "http://127.0.0.1:8787"
 """The embedded default: the simulator that ``geniectl dev`` starts."""
@@ -385,4 +386,12 @@ async def connect_temporal(*, runtime: Runtime | None = None) -> Client:
 
         interceptors.append(AuditLogInterceptor())
     converter = data_converter(settings, target_host=target)
-    return await Client.connect(target, data_converter=converter, interceptors=interceptors, **cfg)
+    # Traces (OTEL_*): the SDK's OpenTelemetryPlugin, on the client so that a worker built
+    # on it traces too; nothing when traces are off.
+    return await Client.connect(
+        target,
+        data_converter=converter,
+        interceptors=interceptors,
+        plugins=temporal_plugins(),
+        **cfg,
+    )
