@@ -27,6 +27,7 @@ from temporalio.common import (
 from temporalio.exceptions import ApplicationError
 from temporalio.service import RPCError, RPCStatusCode
 
+from genie_telemetry import annotate, caller_span
 from workflows import (
     DEFAULT_TASK_QUEUE,
     TERMINAL_TURN_STATUSES,
@@ -193,7 +194,9 @@ class GenieConversations:
         if refusal is not None:
             raise Refused(refusal.type, refusal.message)
         if start_with is None:
-            return await self._update(workflow_id, "send_message", msg, MessageAccepted)
+            sent = await self._update(workflow_id, "send_message", msg, MessageAccepted)
+            annotate(workflow_id=workflow_id, turn=sent.turn)  # on the caller's span, if any
+            return sent
         op = WithStartWorkflowOperation(
             GenieConversation.run, **self._start_options(workflow_id, *start_with, policy)
         )
@@ -203,7 +206,9 @@ class GenieConversations:
             )
         except (WorkflowUpdateFailedError, RPCError) as e:
             raise _translate(e, workflow_id) from None
-        return _typed(res, MessageAccepted)
+        sent = _typed(res, MessageAccepted)
+        annotate(workflow_id=workflow_id, genie_handle=start_with[0], turn=sent.turn)
+        return sent
 
     async def wait(
         self,
@@ -257,21 +262,23 @@ class GenieConversations:
         """Send a message and wait for the reply (or the first pause for a human).
 
         One update does both; only if the workflow continued as new meanwhile does a
-        second call (``wait``) follow the conversation into its next run.
+        second call (``wait``) follow the conversation into its next run. With traces on,
+        one span holds both, and the turn's activities hang from it.
         """
-        accepted = await self.send(
-            workflow_id,
-            text,
-            client_message_id=client_message_id,
-            attachment_uri=attachment_uri,
-            start_with=start_with,
-            policy=policy,
-            wait_for=wait_for,
-        )
-        res = accepted.result
-        if res is not None and _settled(res, wait_for, []):
-            return res
-        return await self.wait(workflow_id, accepted.turn, wait_for=wait_for)
+        with caller_span("GenieConversations.ask", workflow_id=workflow_id):
+            accepted = await self.send(
+                workflow_id,
+                text,
+                client_message_id=client_message_id,
+                attachment_uri=attachment_uri,
+                start_with=start_with,
+                policy=policy,
+                wait_for=wait_for,
+            )
+            res = accepted.result
+            if res is not None and _settled(res, wait_for, []):
+                return res
+            return await self.wait(workflow_id, accepted.turn, wait_for=wait_for)
 
     async def approve(
         self,

@@ -27,6 +27,7 @@ from temporalio.service import RPCError, RPCStatusCode
 
 from genie_codec import PayloadDecryptError, PayloadKeyConfigError, new_key
 from genie_config import ConfigError, connect_temporal, load_settings, temporal_connect_config
+from genie_telemetry import caller_span, setup_tracing, shutdown_tracing
 from geniectl._api import GenieConversations, NotFound, Refused, new_workflow_id
 from geniectl._contract import contract
 from geniectl._dev import dev
@@ -83,15 +84,20 @@ def _run(
     ``if_missing`` is the hint printed when the workflow id names no conversation.
     """
 
+    # The command's span is named after the command: every ``fn`` is defined in one.
+    command = "geniectl " + fn.__qualname__.split(".", 1)[0].replace("_", "-")
+
     async def go() -> T:
         try:
             settings = load_settings()
+            setup_tracing("geniectl")  # OTEL_*: off unless set
             client: Client = await connect_temporal()
         except ConfigError as e:
             fail(f"configuration: {e}")
         except RuntimeError as e:  # the SDK's connection failure
             fail(_unreachable(e))
-        return await fn(GenieConversations(client, task_queue=settings.task_queue))
+        with caller_span(command):
+            return await fn(GenieConversations(client, task_queue=settings.task_queue))
 
     try:
         return asyncio.run(go())
@@ -540,6 +546,7 @@ def exit_now(code: int) -> NoReturn:
     finalizer ("PyGILState_Release: thread state … must be current", sdk-python#300),
     turning a successful command into exit -6. All our work is done and flushed here.
     """
+    shutdown_tracing()  # export the spans still batched: os._exit skips atexit
     sys.stdout.flush()
     sys.stderr.flush()
     os._exit(code)

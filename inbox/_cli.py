@@ -11,6 +11,7 @@ from typing import Annotated
 import typer
 
 from genie_config import ConfigError
+from genie_telemetry import setup_tracing
 from inbox._settings import load_inbox_config
 
 
@@ -30,6 +31,7 @@ def inbox(
         overrides["port"] = port
     try:
         config = load_inbox_config(**overrides)
+        setup_tracing("genie-inbox")  # OTEL_*: off unless set
     except ConfigError as e:
         print(f"geniectl inbox: configuration: {e}", file=sys.stderr)
         raise typer.Exit(2) from None

@@ -94,6 +94,10 @@ class ConversationData(BaseModel):
     """The last notification to each endpoint."""
     policy_source: str | None = None
     """``deployment`` when the policy is the deployment's default."""
+    trace_parents: dict[int, str] = Field(default_factory=dict)
+    """Queued turn -> the W3C traceparent of the request that queued it, only while traces
+    are on (``genie_telemetry.turn_trace``); taken when the turn starts, so at most one per
+    queued turn."""
 
     # ------------------------------------------------------------------ lookups
 

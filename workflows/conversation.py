@@ -73,6 +73,7 @@ from workflows.signing import SigningPolicy
 with workflow.unsafe.imports_passed_through():
     from activities import GenieActivities
     from activities.models import AuthLinkInput, DeploymentInput
+    from genie_telemetry import turn_context, turn_trace
 
 WORKFLOW_TYPE = "GenieConversation"
 STREAM_HEARTBEAT_TIMEOUT = STREAM.heartbeat
@@ -134,7 +135,9 @@ class GenieConversation(TurnRunner):
         if d.state == "starting":
             self._set_state("idle")
         while await self._wait_for_work():
-            await self._run_turn(d.queue.pop(0))
+            turn = d.queue.pop(0)
+            with turn_context(d.trace_parents.pop(turn.turn, None)):  # the asker's trace
+                await self._run_turn(turn)
             if d.ending:
                 break
             if self._upgrade_due() or self._should_continue_as_new():
@@ -388,6 +391,8 @@ class GenieConversation(TurnRunner):
         )
         d.next_turn += 1
         d.queue.append(rec)
+        if (traced := turn_trace(rec.turn)) is not None:
+            d.trace_parents[rec.turn] = traced
         if msg.client_message_id:
             remember_client_id(d, msg.client_message_id, rec.turn)
         self._refresh_details()

@@ -179,6 +179,7 @@ def test_the_whole_state_survives_continue_as_new() -> None:
             "ops": Delivery(endpoint="ops", event="pause", ref="c1", at=at, state="delivered")
         },
         policy_source="deployment",
+        trace_parents={4: "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"},
     )
     defaults = ConversationData()
     unset = [f for f in ConversationData.model_fields if getattr(data, f) == getattr(defaults, f)]
