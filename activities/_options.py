@@ -26,8 +26,10 @@ Combined: a turn's stream rides out an API outage of any length within the workf
 outage budget, resuming from its cursor without re-posting; it fails at once on a final
 answer (4xx; a rejected credential once it cannot be still settling, see
 ``DEFAULT_AUTH_SETTLE_SECONDS``) and after 3 malformed-data retries in one segment.
-Segments and control calls heartbeat every ``HEARTBEAT_EVERY`` = 1.0 s whatever the API
-does, so a dead worker is noticed within the workflow's heartbeat timeout.
+Segments heartbeat every ``HEARTBEAT_EVERY`` = 1.0 s while they make progress and every
+``HEARTBEAT_IDLE_EVERY`` = 3.0 s while they wait, and control calls every second once they
+take longer than one, whatever the API does, so a dead worker is noticed within the
+workflow's heartbeat timeout.
 """
 
 from __future__ import annotations
@@ -36,6 +38,7 @@ __all__ = [
     "AUTH_RETRY_EVERY",
     "DEFAULT_AUTH_SETTLE_SECONDS",
     "HEARTBEAT_EVERY",
+    "HEARTBEAT_IDLE_EVERY",
     "MAX_MALFORMED_RETRIES",
     "MAX_SERVER_RETRY_DELAY",
 ]
@@ -43,6 +46,13 @@ __all__ = [
 HEARTBEAT_EVERY = 1.0
 """Seconds between heartbeats. The SDK throttles what reaches the server anyway; this
 bounds how often a stream segment serialises its progress snapshot on a fast stream."""
+
+HEARTBEAT_IDLE_EVERY = 3.0
+"""Seconds between a stream segment's heartbeats while its progress does not change (a
+genie thinking, a silent stream). Each heartbeat that reaches the server is a billable
+action on Temporal Cloud, so one per second of silence buys nothing; one every 3 s keeps
+the worker's liveness well inside the 10 s heartbeat timeout, and lets an end cancel the
+segment within seconds (a cancellation reaches an activity on a heartbeat's answer)."""
 
 MAX_MALFORMED_RETRIES = 3
 """How many times a segment starts over from its cursor after malformed data (a garbled

@@ -45,6 +45,7 @@ from activities._errors import (
 from activities._options import (
     DEFAULT_AUTH_SETTLE_SECONDS,
     HEARTBEAT_EVERY,
+    HEARTBEAT_IDLE_EVERY,
     MAX_MALFORMED_RETRIES,
 )
 from activities._progress import SegmentProgress, require, restore
@@ -118,7 +119,12 @@ class StreamSegment:
         )
         self._events_at_start = self._p.events
         self._last_event_at = time.monotonic()
-        self._last_beat = 0.0
+        # The first heartbeat waits HEARTBEAT_EVERY: the SDK sends a first heartbeat at
+        # once, and a short turn (most of them) would pay a billable action for a
+        # checkpoint nobody reads. A worker dying in that second costs a retry from the
+        # input cursor, which reconciles before posting (``may_have_posted``).
+        self._last_beat = time.monotonic()
+        self._beaten = (self._p.events, self._p.reconnects)
         self._runs = RunInspector(
             client, inp.genie_handle, inp.conversation_id, user_id=inp.user_id
         )
@@ -386,7 +392,7 @@ class StreamSegment:
                         "on another worker",
                         type=WORKER_SHUTDOWN,
                     )
-                self._beat(force=True)
+                self._beat(idle=True)
                 silent = time.monotonic() - self._last_event_at
                 if silent >= self._silence_check:
                     self._last_event_at = time.monotonic()
@@ -475,10 +481,20 @@ class StreamSegment:
         result.recovered_from_history = True
         return result
 
-    def _beat(self, *, force: bool = False) -> None:
+    def _beat(self, *, force: bool = False, idle: bool = False) -> None:
+        """Checkpoint the progress: at most every HEARTBEAT_EVERY while it changes, every
+        HEARTBEAT_IDLE_EVERY while it does not (``idle``: the watcher's tick), and at once
+        when ``force``d (a failure, cancellation or shutdown leaves the freshest cursor)."""
         now = time.monotonic()
-        if force or now - self._last_beat >= HEARTBEAT_EVERY:
+        since = now - self._last_beat
+        changed = (self._p.events, self._p.reconnects) != self._beaten
+        if (
+            force
+            or (since >= HEARTBEAT_EVERY and (changed or not idle))
+            or (since >= HEARTBEAT_IDLE_EVERY)
+        ):
             self._last_beat = now
+            self._beaten = (self._p.events, self._p.reconnects)
             activity.heartbeat(self._p.model_dump(mode="json"))
 
 

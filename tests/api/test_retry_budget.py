@@ -53,6 +53,7 @@ def test_budget_docstring_names_every_limit_with_its_value() -> None:
         "MAX_MALFORMED_RETRIES",
         "MAX_SERVER_RETRY_DELAY",
         "HEARTBEAT_EVERY",
+        "HEARTBEAT_IDLE_EVERY",
     }
     for name, value in stated.items():
         assert _actual(name) == value, f"{name} is {_actual(name)}, the docstring says {value}"
