@@ -3,31 +3,53 @@
 A mixin of ``GenieConversation``. Search attributes change once per state transition
 (each upsert is a history event); the card (``workflow.set_current_details``) is free
 to refresh, since it lives in memory and is read by the Web UI through a query.
+
+Metrics go through ``workflow.metric_meter()``, which records nothing while replaying, so
+each event counts once however often the history is replayed. Names and labels are
+fixed, with a handful of values each (never an id or any content); the dashboard and the
+alerts in ``deploy/`` are built on them.
 """
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 from temporalio import workflow
 
+from workflows._policy import for_connection, for_skill
 from workflows._state import ConversationData
 from workflows._steps import SETTLE_RETRY_EVERY
 from workflows._ui import details_card
 
 with workflow.unsafe.imports_passed_through():
     from activities import CREDENTIAL_SETTLING
-from workflows.models import ConversationPolicy, ConversationStart, ConversationState, ErrorInfo
-from workflows.search_attributes import GENIE_AWAITING_SINCE, GENIE_STATE
+from workflows.models import (
+    ConversationPolicy,
+    ConversationStart,
+    ConversationState,
+    ErrorInfo,
+    TurnRecord,
+)
+from workflows.search_attributes import GENIE_AWAITING_SINCE, GENIE_DEADLINE, GENIE_STATE
+
+OUTAGE_RETRIES = "genie_api_outage_retries"
+"""Steps scheduled again on a durable timer because the API kept failing (``Steps``)."""
+TURN_LATENCY = "genie_turn_latency"
+"""From a turn's start to its end, in milliseconds as the SDK's latencies (its buckets
+are set in ``worker.py``)."""
 
 
 class Visibility:
     _d: ConversationData
     _start: ConversationStart
     _policy: ConversationPolicy
+    _paused_turn: int | None = None
+    """The turn that last waited for a human, for the turn latency's ``paused`` label."""
 
     def _on_outage(self, since: datetime | None, info: ErrorInfo | None) -> None:
+        if since is not None:
+            self._count(OUTAGE_RETRIES)
         self._d.api_unreachable_since = since
         if info is not None:
             self._d.last_error = info
@@ -41,16 +63,62 @@ class Visibility:
         awaiting = state in ("awaiting_approval", "awaiting_connection")
         if state != previous or not awaiting:
             d.awaiting_since = workflow.now() if awaiting else None
+        if awaiting and d.current is not None:
+            self._paused_turn = d.current.turn
         if state != previous:
+            deadline = self._wait_deadline(state)
+            # One upsert per transition, as before GenieDeadline existed: adding a key to
+            # it adds no command, so recorded histories replay unchanged.
             workflow.upsert_search_attributes(
                 [
                     GENIE_STATE.value_set(state),
                     GENIE_AWAITING_SINCE.value_set(d.awaiting_since)
                     if d.awaiting_since
                     else GENIE_AWAITING_SINCE.value_unset(),
+                    GENIE_DEADLINE.value_set(deadline)
+                    if deadline
+                    else GENIE_DEADLINE.value_unset(),
                 ]
             )
+            # The outage counter at 0 before any outage: Prometheus's increase() cannot
+            # see a counter's first sample, and the API alert rests on it.
+            workflow.metric_meter().create_counter(OUTAGE_RETRIES).add(0)
         self._refresh_details()
+
+    def _wait_deadline(self, state: ConversationState) -> datetime | None:
+        """The latest time the policy decides what the conversation now waits for: the
+        soonest deadline among the undecided items, moved by the escalation wait where
+        the policy escalates and has not yet."""
+        if state == "awaiting_approval":
+            items: list[Any] = [p for p in self._d.approvals if p.decision is None]
+            policies = [for_skill(self._policy, p.skill_name) for p in items]
+        elif state == "awaiting_connection":
+            items = [c for c in self._d.connections if c.decision is None]
+            policies = [for_connection(self._policy, c.connector_name) for c in items]
+        else:
+            return None
+        ends = [
+            item.deadline
+            + (
+                pol.escalation_timeout
+                if pol.on_timeout == "escalate" and not item.escalated
+                else timedelta(0)
+            )
+            for item, pol in zip(items, policies, strict=True)
+        ]
+        return min(ends, default=None)
+
+    def _turn_finished(self, turn: TurnRecord) -> None:
+        """Count a finished turn by its status, and how long it took (``paused``: whether
+        it waited for a human, which takes minutes to days rather than seconds)."""
+        attrs = {"status": turn.status}
+        meter = workflow.metric_meter()
+        meter.create_counter("genie_turns").add(1, attrs)
+        if turn.started_at is not None and turn.finished_at is not None:
+            paused = "true" if self._paused_turn == turn.turn else "false"
+            meter.create_histogram_timedelta(
+                TURN_LATENCY, "from a turn's start to its end", "ms"
+            ).record(turn.finished_at - turn.started_at, {**attrs, "paused": paused})
 
     def _refresh_details(self) -> None:
         d = self._d

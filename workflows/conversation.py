@@ -294,7 +294,7 @@ class GenieConversation(TurnRunner):
                 turn.error.message, type=errors.APPROVAL_TIMED_OUT, non_retryable=True
             ) from None
         self._close_turn(turn)
-        self._count("genie_turns", {"status": turn.status})
+        self._turn_finished(turn)
         self._set_state("idle")
 
     async def _create(self) -> None:

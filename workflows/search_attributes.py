@@ -14,6 +14,7 @@ __all__ = [
     "ALL_SEARCH_ATTRIBUTES",
     "GENIE_AWAITING_SINCE",
     "GENIE_CONVERSATION_ID",
+    "GENIE_DEADLINE",
     "GENIE_HANDLE",
     "GENIE_STATE",
     "GENIE_USER_ID",
@@ -25,6 +26,10 @@ GENIE_CONVERSATION_ID: Final = SearchAttributeKey.for_keyword("GenieConversation
 GENIE_STATE: Final = SearchAttributeKey.for_keyword("GenieState")
 GENIE_USER_ID: Final = SearchAttributeKey.for_keyword("GenieUserId")
 GENIE_AWAITING_SINCE: Final = SearchAttributeKey.for_datetime("GenieAwaitingSince")
+GENIE_DEADLINE: Final = SearchAttributeKey.for_datetime("GenieDeadline")
+"""When the current wait for a human ends at the latest (after any escalation): the
+policy decides then. A running conversation still waiting past it is stuck, which the
+``genie_approvals_past_deadline`` gauge and its alert watch (deploy/prometheus)."""
 
 ALL_SEARCH_ATTRIBUTES: Final = (
     GENIE_HANDLE,
@@ -32,6 +37,7 @@ ALL_SEARCH_ATTRIBUTES: Final = (
     GENIE_STATE,
     GENIE_USER_ID,
     GENIE_AWAITING_SINCE,
+    GENIE_DEADLINE,
 )
 """Every key, for registration (``temporal server start-dev --search-attribute``)."""
 
