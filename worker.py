@@ -43,6 +43,7 @@ from genie_config import (
 )
 from genie_config._settings import data_converter
 from genie_telemetry import setup_tracing, shutdown_tracing
+from genie_telemetry._pending import PendingGauges
 from workflows import GenieConversation
 
 log = logging.getLogger("genie_worker")
@@ -110,6 +111,14 @@ def build_worker(
 
 
 HEARTBEAT_THROTTLE = timedelta(seconds=1)
+HISTOGRAM_BUCKETS = {
+    # Milliseconds, as every latency on /metrics: a turn takes seconds to minutes, and
+    # one that waits for a human hours to days (the SDK's default tops out at 10 s).
+    "genie_turn_latency": [
+        *(1000 * s for s in (1, 2, 5, 10, 20, 30, 60, 120, 300, 600, 1800)),
+        *(3_600_000 * h for h in (1, 4, 24, 72)),
+    ],
+}
 
 
 def deployment_config(settings: GenieSettings) -> WorkerDeploymentConfig | None:
@@ -160,7 +169,13 @@ async def serve(settings: GenieSettings, stop: asyncio.Event) -> None:
     runtime = None
     if settings.metrics_port:
         bind = f"{settings.metrics_host}:{settings.metrics_port}"
-        runtime = Runtime(telemetry=TelemetryConfig(metrics=PrometheusConfig(bind_address=bind)))
+        runtime = Runtime(
+            telemetry=TelemetryConfig(
+                metrics=PrometheusConfig(
+                    bind_address=bind, histogram_bucket_overrides=HISTOGRAM_BUCKETS
+                )
+            )
+        )
         log.info("metrics on http://%s/metrics", bind)
     client = await connect_temporal(runtime=runtime)
     async with genie_client(settings) as genie:
@@ -177,6 +192,7 @@ async def serve(settings: GenieSettings, stop: asyncio.Event) -> None:
                 codec.keys.encrypting, ", ".join(codec.keys.ids),
             )  # fmt: skip
         run = asyncio.create_task(worker.run())
+        pending = PendingGauges.start(client, runtime, settings.task_queue)  # with metrics
         stopped = asyncio.create_task(stop.wait())
         await asyncio.wait({run, stopped}, return_when=asyncio.FIRST_COMPLETED)
         if not run.done():
@@ -185,6 +201,8 @@ async def serve(settings: GenieSettings, stop: asyncio.Event) -> None:
             )
             await worker.shutdown()
         await run
+        if pending is not None:
+            await pending.stop()
     log.info("worker stopped")
 
 
