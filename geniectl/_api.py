@@ -18,6 +18,7 @@ from temporalio.client import (
     WithStartWorkflowOperation,
     WorkflowHandle,
     WorkflowUpdateFailedError,
+    WorkflowUpdateRPCTimeoutOrCancelledError,
 )
 from temporalio.common import (
     SearchAttributePair,
@@ -63,6 +64,11 @@ M = TypeVar("M", bound=BaseModel)
 STREAM_ACTIVITY = "stream_segment"
 PENDING_QUERY_TIMEOUT = 5.0
 """Seconds ``pending`` waits for one conversation's status (its worker may be gone)."""
+SEND_RETRIES = 3
+"""Times a message is sent again when the server did not answer in time (a busy server
+can accept an update and lose the answer). Safe: every message carries a key the
+workflow remembers (``client_message_id``), so a retry gets the same turn back. A wait
+(``wait_turn``) is retried for as long as it takes: it only reads."""
 
 
 class Refused(Exception):
@@ -113,12 +119,30 @@ class GenieConversations:
     def handle(self, workflow_id: str) -> WorkflowHandle[GenieConversation, Any]:
         return self.client.get_workflow_handle_for(GenieConversation.run, workflow_id)
 
-    async def _update(self, workflow_id: str, name: str, arg: BaseModel, result: type[M]) -> M:
-        try:
-            res = await self.handle(workflow_id).execute_update(name, arg, result_type=result)
-        except (WorkflowUpdateFailedError, RPCError) as e:
-            raise _translate(e, workflow_id) from None
-        return _typed(res, result)
+    async def _update(
+        self,
+        workflow_id: str,
+        name: str,
+        arg: BaseModel,
+        result: type[M],
+        *,
+        retries: int | None = 0,
+    ) -> M:
+        """Run an update; ``retries`` more times (None: without end) when the server did
+        not answer in time. Only for updates that are safe to repeat: a wait, or a
+        message carrying its ``client_message_id``."""
+        timeouts = 0
+        while True:
+            try:
+                res = await self.handle(workflow_id).execute_update(name, arg, result_type=result)
+            except WorkflowUpdateRPCTimeoutOrCancelledError as e:
+                timeouts += 1
+                if not _server_timed_out(e) or (retries is not None and timeouts > retries):
+                    raise
+                continue
+            except (WorkflowUpdateFailedError, RPCError) as e:
+                raise _translate(e, workflow_id) from None
+            return _typed(res, result)
 
     def _start_options(
         self,
@@ -184,7 +208,9 @@ class GenieConversations:
         msg = _model(
             SendMessage,
             text=text,
-            client_message_id=client_message_id,
+            # Always a key: if the server's answer is lost (a timeout under load), the
+            # message is sent again, and the workflow answers the retry with the same turn.
+            client_message_id=client_message_id or f"auto-{uuid.uuid4()}",
             attachment_uri=attachment_uri,
             wait_for=wait_for,
         )
@@ -194,18 +220,30 @@ class GenieConversations:
         if refusal is not None:
             raise Refused(refusal.type, refusal.message)
         if start_with is None:
-            sent = await self._update(workflow_id, "send_message", msg, MessageAccepted)
+            sent = await self._update(
+                workflow_id, "send_message", msg, MessageAccepted, retries=SEND_RETRIES
+            )
             annotate(workflow_id=workflow_id, turn=sent.turn)  # on the caller's span, if any
             return sent
-        op = WithStartWorkflowOperation(
-            GenieConversation.run, **self._start_options(workflow_id, *start_with, policy)
-        )
-        try:
-            res = await self.client.execute_update_with_start_workflow(
-                "send_message", msg, start_workflow_operation=op, result_type=MessageAccepted
+        timeouts = 0
+        while True:
+            # A fresh operation per try (one is single-use); USE_EXISTING makes the start
+            # idempotent and the message key the message.
+            op = WithStartWorkflowOperation(
+                GenieConversation.run, **self._start_options(workflow_id, *start_with, policy)
             )
-        except (WorkflowUpdateFailedError, RPCError) as e:
-            raise _translate(e, workflow_id) from None
+            try:
+                res = await self.client.execute_update_with_start_workflow(
+                    "send_message", msg, start_workflow_operation=op, result_type=MessageAccepted
+                )
+            except WorkflowUpdateRPCTimeoutOrCancelledError as e:
+                timeouts += 1
+                if not _server_timed_out(e) or timeouts > SEND_RETRIES:
+                    raise
+                continue
+            except (WorkflowUpdateFailedError, RPCError) as e:
+                raise _translate(e, workflow_id) from None
+            break
         sent = _typed(res, MessageAccepted)
         annotate(workflow_id=workflow_id, genie_handle=start_with[0], turn=sent.turn)
         return sent
@@ -231,7 +269,7 @@ class GenieConversations:
             WaitTurn, turn=turn, timeout_seconds=timeout_seconds, wait_for=wait_for, seen=seen or []
         )
         while True:
-            res = await self._update(workflow_id, "wait_turn", req, TurnResult)
+            res = await self._update(workflow_id, "wait_turn", req, TurnResult, retries=None)
             if _settled(res, wait_for, req.seen) or timeout_seconds is not None:
                 return res
 
@@ -467,6 +505,15 @@ def _start_attributes(genie_handle: str, user_id: str) -> TypedSearchAttributes:
             SearchAttributePair(GENIE_STATE, "starting"),
         ]
     )
+
+
+def _server_timed_out(e: WorkflowUpdateRPCTimeoutOrCancelledError) -> bool:
+    """The server did not answer in time, as opposed to the caller cancelling the call
+    (which the SDK reports with the same error, caused by ``CancelledError``)."""
+    if isinstance(e.__cause__, asyncio.CancelledError):
+        return False
+    task = asyncio.current_task()
+    return task is None or not task.cancelling()
 
 
 def _translate(e: Exception, workflow_id: str) -> Exception:

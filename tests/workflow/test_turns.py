@@ -5,10 +5,17 @@ from __future__ import annotations
 import asyncio
 import uuid
 from pathlib import Path
+from typing import Any
 
 import pytest
-from temporalio.client import Client, WorkflowFailureError
+from temporalio.client import (
+    Client,
+    WorkflowFailureError,
+    WorkflowHandle,
+    WorkflowUpdateRPCTimeoutOrCancelledError,
+)
 from temporalio.exceptions import ApplicationError
+from temporalio.service import RPCError, RPCStatusCode
 
 from geniectl import Refused
 from tests.services import SimProcess
@@ -159,3 +166,57 @@ async def test_api_refusal_on_create_fails_the_workflow_with_the_api_code(
     st = await wait_state(api, wid, "failed")
     assert st.last_error is not None and st.last_error.status == 406
     assert st.last_error.error_code == "chat_interface_not_configured"
+
+
+async def test_a_lost_answer_to_a_send_is_retried_as_the_same_turn(
+    client: Client, task_queue: str, sim: SimProcess, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Under load the server can accept an update and the client's call still time out.
+    The one odd response is mocked (the server's answer is dropped after the real update
+    ran): the retry must be answered with the same turn, and the API sees one post."""
+    api = convs(client, task_queue)
+    wid = await start(api)
+    real = WorkflowHandle.execute_update
+    lost: list[str] = []
+
+    async def answer_lost_once(
+        self: WorkflowHandle[Any, Any], update: Any, *a: Any, **kw: Any
+    ) -> Any:
+        res = await real(self, update, *a, **kw)
+        if update in ("send_message", "wait_turn") and update not in lost:
+            lost.append(update)
+            err = WorkflowUpdateRPCTimeoutOrCancelledError()
+            err.__cause__ = RPCError("deadline exceeded", RPCStatusCode.DEADLINE_EXCEEDED, b"")
+            raise err
+        return res
+
+    monkeypatch.setattr(WorkflowHandle, "execute_update", answer_lost_once)
+    result = await api.ask(wid, "asked once", wait_for="completion")
+    assert lost == ["send_message", "wait_turn"] or lost == ["send_message"], lost
+    assert result.status == "completed" and result.reply == "You said: asked once"
+    st = await api.status(wid)
+    assert st.turn == 1, st
+    conv = sim.stats()["conversations"][st.conversation_id]  # type: ignore[index]
+    assert conv["message_posts"] == 1 and conv["messages_accepted"] == 1
+
+
+async def test_a_cancelled_ask_is_not_retried(
+    client: Client, task_queue: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The SDK reports a caller's cancellation with the same error as a timeout: that
+    one must propagate, never be sent again."""
+    api = convs(client, task_queue)
+    wid = await start(api)
+    calls = 0
+
+    async def cancelled(self: WorkflowHandle[Any, Any], update: Any, *a: Any, **kw: Any) -> Any:
+        nonlocal calls
+        calls += 1
+        err = WorkflowUpdateRPCTimeoutOrCancelledError()
+        err.__cause__ = asyncio.CancelledError()
+        raise err
+
+    monkeypatch.setattr(WorkflowHandle, "execute_update", cancelled)
+    with pytest.raises(WorkflowUpdateRPCTimeoutOrCancelledError):
+        await api.send(wid, "never sent twice")
+    assert calls == 1
