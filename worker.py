@@ -18,9 +18,11 @@ from collections.abc import Sequence
 from datetime import timedelta
 from typing import NoReturn
 
+from temporalio.api.operatorservice.v1 import ListSearchAttributesRequest
 from temporalio.client import Client
 from temporalio.common import VersioningBehavior, WorkerDeploymentVersion
 from temporalio.runtime import PrometheusConfig, Runtime, TelemetryConfig
+from temporalio.service import RPCError
 from temporalio.worker import (
     PollerBehaviorSimpleMaximum,
     UnsandboxedWorkflowRunner,
@@ -45,6 +47,7 @@ from genie_config._settings import data_converter
 from genie_telemetry import setup_tracing, shutdown_tracing
 from genie_telemetry._pending import PendingGauges
 from workflows import GenieConversation
+from workflows.search_attributes import ALL_SEARCH_ATTRIBUTES, cli_type
 
 log = logging.getLogger("genie_worker")
 
@@ -161,6 +164,41 @@ def workflow_runner(*, sandboxed: bool) -> WorkflowRunner:
     )
 
 
+class NamespaceNotReady(Exception):
+    """The namespace lacks a search attribute the workflow writes: every workflow task
+    that upserted it would fail, in a loop, until someone registered it."""
+
+
+async def check_search_attributes(client: Client) -> None:
+    """Refuse to start on a namespace without our search attributes registered (a new
+    one, like ``GenieDeadline``, must be registered before the code that writes it is
+    deployed). If the caller may not list them (an API key without that permission),
+    say so and go on: the deploy procedure is then the only guard."""
+    try:
+        listed = await client.operator_service.list_search_attributes(
+            ListSearchAttributesRequest(namespace=client.namespace)
+        )
+    except RPCError as e:
+        log.warning(
+            "could not list the namespace's search attributes (%s); make sure %s are "
+            "registered", e.status.name, ", ".join(k.name for k in ALL_SEARCH_ATTRIBUTES),
+        )  # fmt: skip
+        return
+    known = {**listed.system_attributes, **listed.custom_attributes}
+    missing = [k for k in ALL_SEARCH_ATTRIBUTES if k.name not in known]
+    if missing:
+        how = "; ".join(
+            f"temporal operator search-attribute create --namespace {client.namespace} "
+            f"--name {k.name} --type {cli_type(k)}"
+            for k in missing
+        )
+        raise NamespaceNotReady(
+            f"namespace {client.namespace!r} has no search attribute "
+            f"{', '.join(k.name for k in missing)}, which conversations write; register "
+            f"it before starting this worker: {how}"
+        )
+
+
 def genie_client(settings: GenieSettings) -> GenieClient:
     return GenieClient(str(settings.api_base_url), ApiKeyAuth(settings.api_key_value()))
 
@@ -178,6 +216,7 @@ async def serve(settings: GenieSettings, stop: asyncio.Event) -> None:
         )
         log.info("metrics on http://%s/metrics", bind)
     client = await connect_temporal(runtime=runtime)
+    await check_search_attributes(client)
     async with genie_client(settings) as genie:
         worker = build_worker(client, settings, genie)
         log.info(
@@ -237,6 +276,9 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     try:
         asyncio.run(_main())
+    except NamespaceNotReady as e:
+        print(f"genie-worker: {e}", file=sys.stderr)
+        return 2
     except OSError as e:
         print(f"genie-worker: {e}", file=sys.stderr)
         return 2

@@ -6,7 +6,7 @@ message text or secret ever goes here.
 
 from __future__ import annotations
 
-from typing import Final
+from typing import Any, Final
 
 from temporalio.common import SearchAttributeIndexedValueType, SearchAttributeKey
 
@@ -18,6 +18,7 @@ __all__ = [
     "GENIE_HANDLE",
     "GENIE_STATE",
     "GENIE_USER_ID",
+    "cli_type",
     "dev_server_flags",
 ]
 
@@ -48,10 +49,15 @@ _CLI_TYPES = {
 }
 
 
+def cli_type(key: SearchAttributeKey[Any]) -> str:
+    """The type's name as ``temporal operator search-attribute create --type`` takes it."""
+    return _CLI_TYPES[key.indexed_value_type]
+
+
 def dev_server_flags() -> list[str]:
     """``--search-attribute NAME=TYPE`` flags for ``temporal server start-dev``."""
     return [
         arg
         for key in ALL_SEARCH_ATTRIBUTES
-        for arg in ("--search-attribute", f"{key.name}={_CLI_TYPES[key.indexed_value_type]}")
+        for arg in ("--search-attribute", f"{key.name}={cli_type(key)}")
     ]
