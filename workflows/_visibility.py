@@ -48,7 +48,8 @@ class Visibility:
     """The turn that last waited for a human, for the turn latency's ``paused`` label."""
 
     def _on_outage(self, since: datetime | None, info: ErrorInfo | None) -> None:
-        if since is not None:
+        if since is not None and (info is None or info.type != CREDENTIAL_SETTLING):
+            # A key still settling is no outage: genie_credential_refusals counts it.
             self._count(OUTAGE_RETRIES)
         self._d.api_unreachable_since = since
         if info is not None:
