@@ -54,6 +54,39 @@ This page is generated from `bench/results/*.json` by `python -m bench.report`, 
 """
 
 
+DECISIONS = """\
+## Decisions taken on these numbers
+
+- **Heartbeats only when there is something to say** (kept). A stream segment's first
+  heartbeat waits a second and a silent stream beats every 3 s instead of every second:
+  a plain turn went from 5 billable actions to 4 and an approval turn from 13 to 11.
+- **The fast path** (tried 2026-12-02, not kept). Running a turn's first stream segment
+  as a local activity for up to 2.5 s took a plain turn's p50 from +36.5 to +22.9 ms
+  over the bare client, with one marker in history instead of an activity. But the
+  workflow task stays open while a local activity runs: the `send_message` update that
+  queued the turn is not accepted until it ends (a send that does not wait took 2,540 ms
+  for a long turn instead of 18 ms), queries and other updates wait behind it, live
+  progress (which comes from heartbeats) disappears for that time, and a worker killed
+  inside it is noticed only at the workflow task timeout. The added p50 target is met
+  without it, so it is not worth what it costs callers who do not wait.
+- **Connection probes stay** (the 0 per hour target is wrong for connections). The
+  live API may never send `runtime_connection.auth_success`, so probing E3/E6 is how a
+  completed connection is noticed when nobody clicks *done*: 15 probes (30 actions) in
+  the first hour, then 12 an hour at the 5-minute cap, for as long as the pause lasts
+  (its deadline, 24 h by default). An approval pause costs nothing per hour.
+- **Decisions per second** are bounded by replay once more conversations are parked
+  than the worker caches (`GENIE_MAX_CACHED_WORKFLOWS`, 400): each decision then replays
+  its conversation's history. With every parked conversation cached it was 0.84x the
+  floor's (a smoke run with 324 parked); raising the cache trades memory (about 120 KiB
+  per cached conversation) for it. Decisions of different conversations cannot be
+  batched; a turn rarely has more than one.
+- **Memory past the cache** is not flat: from 1,000 to 5,000 parked the worker grew by
+  another 27 MiB (about 7 KiB per conversation beyond the cache). Where it goes (the SDK
+  core's per-run bookkeeping, or ours) is not yet found; the +50 MB target at 5,000 is
+  missed by that and by the cache itself (400 x about 120 KiB).
+"""
+
+
 def _load(results: Path) -> dict[str, dict[str, Any]]:
     out: dict[str, dict[str, Any]] = {}
     for name in ORDER:
@@ -344,6 +377,7 @@ def render(results: dict[str, dict[str, Any]]) -> str:
             "`RecordActivityTaskHeartbeat` count; heartbeats are not in history). The "
             "server's own `action` counter is shown next to each total as a cross-check."
         )
+    out += ["", DECISIONS.rstrip()]
     w = results.get("workers")
     if w:
         out += ["", "## Where the time goes with more than one worker", ""]
