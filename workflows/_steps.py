@@ -219,48 +219,37 @@ class Steps:
                 now = workflow.now()
                 riding = ride_outage() if callable(ride_outage) else ride_outage
                 window = settle_window(e)
-                if window is not None and riding:
+                if window is None or not riding:
+                    if not heals(e):  # a settling key is never healed by Temporal's retries
+                        if self.unreachable_since is not None:
+                            self._set(None, None)  # a final answer: the API is reachable
+                        raise
+                    if not riding:
+                        raise
+                # Both waits are durable timers, visible in the UI; an end cuts them short.
+                if window is not None:
                     settling_since = settling_since or now
-                    if now - settling_since >= window:
-                        self._set(None, None)
-                        raise CredentialNotAccepted(e, settling_since, window) from None
-                    info = error_info(e, turn=turn, at=now)
-                    self._set(settling_since, info)
-                    if on_retry is not None:
-                        on_retry(info)
-                    with contextlib.suppress(TimeoutError):
-                        await workflow.wait_condition(
-                            lambda: _stop(cancel_when, ride_outage),
-                            timeout=SETTLE_RETRY_EVERY,
-                            timeout_summary=(
-                                f"API key not accepted yet since {settling_since:%H:%M:%S}: "
-                                f"retry {summary}"
-                            ),
-                        )
-                    arg = again if again is not None else arg
-                    continue
-                if not heals(e):
-                    if self.unreachable_since is not None:
-                        self._set(None, None)  # a final answer: the API is reachable
-                    raise
-                if not riding:
-                    raise
-                since = self.unreachable_since or now
-                if now - since >= self._outage_timeout():
+                    since, limit, pause = settling_since, window, SETTLE_RETRY_EVERY
+                    what = "API key not accepted yet"
+                else:
+                    since, limit = self.unreachable_since or now, self._outage_timeout()
+                    pause, wait = min(wait, limit), min(wait * 2, OUTAGE_MAX_WAIT)
+                    what = "API unreachable"
+                if now - since >= limit:
                     self._set(None, None)
+                    if window is not None:
+                        raise CredentialNotAccepted(e, since, window) from None
                     raise OutageExceeded(e, since) from None
                 info = error_info(e, turn=turn, at=now)
                 self._set(since, info)
                 if on_retry is not None:
                     on_retry(info)
-                # A durable timer, visible in the UI; an end cuts it short.
                 with contextlib.suppress(TimeoutError):
                     await workflow.wait_condition(
                         lambda: _stop(cancel_when, ride_outage),
-                        timeout=min(wait, self._outage_timeout()),
-                        timeout_summary=f"API unreachable since {since:%H:%M:%S}: retry {summary}",
+                        timeout=pause,
+                        timeout_summary=f"{what} since {since:%H:%M:%S}: retry {summary}",
                     )
-                wait = min(wait * 2, OUTAGE_MAX_WAIT)
                 arg = again if again is not None else arg
                 continue
             if self.unreachable_since is not None:
