@@ -7,6 +7,7 @@ virtualenv, with our search attributes registered; nothing is downloaded at test
 
 from __future__ import annotations
 
+import os
 import uuid
 from collections.abc import AsyncIterator, Iterator
 
@@ -78,3 +79,13 @@ async def task_queue(
     )
     async with worker:
         yield tq
+
+
+@pytest.fixture
+def no_genie_env(monkeypatch: pytest.MonkeyPatch) -> pytest.MonkeyPatch:
+    """No ``GENIE_*`` setting from the shell that runs the tests reaches this one; the
+    monkeypatch, to set the ones it needs."""
+    for name in list(os.environ):
+        if name.startswith("GENIE_"):
+            monkeypatch.delenv(name)
+    return monkeypatch

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import pytest
@@ -15,7 +14,7 @@ SECRET = "/run/secrets/genie_payload_keys"
 
 
 def test_the_codec_service_config_loads_and_matches_the_ui(
-    monkeypatch: pytest.MonkeyPatch,
+    no_genie_env: pytest.MonkeyPatch,
 ) -> None:
     compose = interpolate(load_yaml(COMPOSE_FILE), {})
     services = compose["services"]
@@ -28,11 +27,8 @@ def test_the_codec_service_config_loads_and_matches_the_ui(
         assert environment(services[name])["GENIE_PAYLOAD_KEY_FILE"] == SECRET, name
         assert "genie_payload_keys" in services[name]["secrets"], name
     env = environment(codec)
-    for name in list(os.environ):
-        if name.startswith("GENIE_"):
-            monkeypatch.delenv(name)
     for name, value in env.items():
-        monkeypatch.setenv(name, str(example) if value == SECRET else value)
+        no_genie_env.setenv(name, str(example) if value == SECRET else value)
     config = load_codec_config(host="0.0.0.0", port=8235)
     ui_port = ui["ports"][0].split(":")[1]
     assert f"http://127.0.0.1:{ui_port}" in config.origins

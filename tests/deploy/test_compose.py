@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import importlib.util
 import json
-import os
 import re
 import shutil
 import subprocess
@@ -303,7 +302,7 @@ def test_every_genie_name_given_to_the_worker_is_a_setting(
 
 
 def test_the_worker_environment_is_a_valid_configuration(
-    compose: dict[str, Any], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    compose: dict[str, Any], tmp_path: Path, no_genie_env: pytest.MonkeyPatch
 ) -> None:
     """The defaults load as GenieSettings, exactly as worker.py would load them."""
     env = environment(compose["services"]["worker"])
@@ -311,12 +310,9 @@ def test_the_worker_environment_is_a_valid_configuration(
     key_file.write_text("test-key-123\n")
     assert env["GENIE_API_KEY_FILE"] == "/run/secrets/genie_api_key"
     env["GENIE_API_KEY_FILE"] = str(key_file)
-    for name in list(os.environ):
-        if name.startswith("GENIE_"):
-            monkeypatch.delenv(name)
     for name, value in env.items():
         if name.startswith("GENIE_"):
-            monkeypatch.setenv(name, value)
+            no_genie_env.setenv(name, value)
     settings = GenieSettings()
     assert settings.api_key_value().get_secret_value() == "test-key-123"
     assert str(settings.api_base_url) == "https://genie-api.workato.com/"

@@ -3,8 +3,6 @@ at start-up when half set or malformed, and what the worker then polls as."""
 
 from __future__ import annotations
 
-import os
-
 import pytest
 from temporalio.common import VersioningBehavior
 
@@ -13,11 +11,8 @@ from worker import deployment_config
 
 
 @pytest.fixture(autouse=True)
-def _clean_env(monkeypatch: pytest.MonkeyPatch) -> None:
-    for name in list(os.environ):
-        if name.startswith("GENIE_"):
-            monkeypatch.delenv(name)
-    monkeypatch.setenv("GENIE_API_KEY", "k")
+def _clean_env(no_genie_env: pytest.MonkeyPatch) -> None:
+    no_genie_env.setenv("GENIE_API_KEY", "k")
 
 
 def test_unset_or_empty_is_an_unversioned_worker(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -2,19 +2,14 @@
 
 from __future__ import annotations
 
-import os
-
 import pytest
 
 from genie_config import ConfigError, GenieSettings, load_settings
 
 
 @pytest.fixture(autouse=True)
-def _clean_env(monkeypatch: pytest.MonkeyPatch) -> None:
-    for name in list(os.environ):
-        if name.startswith("GENIE_"):
-            monkeypatch.delenv(name)
-    monkeypatch.setenv("GENIE_API_KEY", "k")
+def _clean_env(no_genie_env: pytest.MonkeyPatch) -> None:
+    no_genie_env.setenv("GENIE_API_KEY", "k")
 
 
 def test_defaults_allow_no_url_attachments_and_any_user() -> None:
