@@ -23,7 +23,7 @@ from __future__ import annotations
 
 from genie_stack._inbox import InboxProcess, inbox_env
 from genie_stack._ports import free_port, free_ports, port_busy
-from genie_stack._process import Child, ChildFailed
+from genie_stack._process import Child, ChildFailed, start_together
 from genie_stack._services import (
     Simulator,
     TemporalDevServer,
@@ -47,6 +47,7 @@ __all__ = [
     "free_ports",
     "inbox_env",
     "port_busy",
+    "start_together",
     "temporal_cli",
     "worker_env",
 ]

@@ -10,7 +10,7 @@ import subprocess
 import sys
 import time
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, ClassVar, Self
@@ -23,6 +23,18 @@ KILL_WAIT_SECONDS = 10.0
 _PR_SET_PDEATHSIG = 1
 _prctl = ctypes.CDLL(None, use_errno=True).prctl if sys.platform == "linux" else None
 """Resolved here, in the parent: between fork and exec the child only calls it."""
+
+
+async def start_together(*starts: Awaitable[object]) -> None:
+    """Run ``starts`` at once; if one fails, cancel the others (a half-started stack must
+    not go on starting) and raise its error as it is."""
+    tasks = [asyncio.ensure_future(s) for s in starts]
+    try:
+        await asyncio.gather(*tasks)
+    finally:
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
 
 
 def _die_with_parent() -> None:

@@ -3,14 +3,13 @@ asked for); stopped in reverse."""
 
 from __future__ import annotations
 
-import asyncio
 import atexit
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 
 from genie_stack._inbox import InboxProcess, inbox_env
 from genie_stack._ports import free_port
-from genie_stack._process import Child
+from genie_stack._process import Child, start_together
 from genie_stack._services import Simulator, TemporalDevServer, WorkerProcess, worker_env
 from workflows import DEFAULT_TASK_QUEUE
 
@@ -116,13 +115,7 @@ class LocalStack:
             for child in first:
                 if announce is not None:
                     announce(child)
-            starting = [asyncio.create_task(c.start(within)) for c in first]
-            try:
-                await asyncio.gather(*starting)
-            finally:  # one failed: the other must not go on starting
-                for task in starting:
-                    task.cancel()
-                await asyncio.gather(*starting, return_exceptions=True)
+            await start_together(*(c.start(within) for c in first))
             if announce is not None:
                 announce(self.worker)
             await self.worker.start(within)

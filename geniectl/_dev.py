@@ -48,6 +48,7 @@ from genie_stack import (
     TemporalDevServer,
     free_port,
     port_busy,
+    start_together,
 )
 from geniectl._api import GenieConversations
 from geniectl._render import EXIT_ERROR, commands, err, fail, follow_turn, out
@@ -251,16 +252,11 @@ async def _dev(
         err.print(f"[red]configuration[/]: {escape(str(e))}", highlight=False)
         return EXIT_ERROR
     try:
-        starting = [asyncio.create_task(stack.start(announce=_announce(state_dir)))]
+        starting = [stack.start(announce=_announce(state_dir))]
         if codec is not None:
             err.print(f"starting the codec server on {codec.url}…")
-            starting.append(asyncio.create_task(codec.start()))
-        try:
-            await asyncio.gather(*starting)
-        finally:  # one failed: the other must not go on starting
-            for task in starting:
-                task.cancel()
-            await asyncio.gather(*starting, return_exceptions=True)
+            starting.append(codec.start())
+        await start_together(*starting)
     except ChildFailed as e:
         err.print(f"[red]the stack did not come up[/]: {escape(str(e))}", highlight=False)
         return EXIT_ERROR
