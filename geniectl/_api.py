@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import uuid
+from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 from typing import Any, Literal, TypeVar
 
@@ -131,18 +132,11 @@ class GenieConversations:
         """Run an update; ``retries`` more times (None: without end) when the server did
         not answer in time. Only for updates that are safe to repeat: a wait, or a
         message carrying its ``client_message_id``."""
-        timeouts = 0
-        while True:
-            try:
-                res = await self.handle(workflow_id).execute_update(name, arg, result_type=result)
-            except WorkflowUpdateRPCTimeoutOrCancelledError as e:
-                timeouts += 1
-                if not _server_timed_out(e) or (retries is not None and timeouts > retries):
-                    raise
-                continue
-            except (WorkflowUpdateFailedError, RPCError) as e:
-                raise _translate(e, workflow_id) from None
-            return _typed(res, result)
+        handle = self.handle(workflow_id)
+        res = await _call(
+            workflow_id, lambda: handle.execute_update(name, arg, result_type=result), retries
+        )
+        return _typed(res, result)
 
     def _start_options(
         self,
@@ -225,25 +219,18 @@ class GenieConversations:
             )
             annotate(workflow_id=workflow_id, turn=sent.turn)  # on the caller's span, if any
             return sent
-        timeouts = 0
-        while True:
+
+        def with_start() -> Awaitable[MessageAccepted]:
             # A fresh operation per try (one is single-use); USE_EXISTING makes the start
             # idempotent and the message key the message.
             op = WithStartWorkflowOperation(
                 GenieConversation.run, **self._start_options(workflow_id, *start_with, policy)
             )
-            try:
-                res = await self.client.execute_update_with_start_workflow(
-                    "send_message", msg, start_workflow_operation=op, result_type=MessageAccepted
-                )
-            except WorkflowUpdateRPCTimeoutOrCancelledError as e:
-                timeouts += 1
-                if not _server_timed_out(e) or timeouts > SEND_RETRIES:
-                    raise
-                continue
-            except (WorkflowUpdateFailedError, RPCError) as e:
-                raise _translate(e, workflow_id) from None
-            break
+            return self.client.execute_update_with_start_workflow(
+                "send_message", msg, start_workflow_operation=op, result_type=MessageAccepted
+            )
+
+        res = await _call(workflow_id, with_start, SEND_RETRIES)
         sent = _typed(res, MessageAccepted)
         annotate(workflow_id=workflow_id, genie_handle=start_with[0], turn=sent.turn)
         return sent
@@ -505,6 +492,24 @@ def _start_attributes(genie_handle: str, user_id: str) -> TypedSearchAttributes:
             SearchAttributePair(GENIE_STATE, "starting"),
         ]
     )
+
+
+R = TypeVar("R")
+
+
+async def _call(workflow_id: str, call: Callable[[], Awaitable[R]], retries: int | None) -> R:
+    """``call()``, again up to ``retries`` times (None: without end) when the server did
+    not answer in time; the API's refusals as ``Refused``/``NotFound``."""
+    timeouts = 0
+    while True:
+        try:
+            return await call()
+        except WorkflowUpdateRPCTimeoutOrCancelledError as e:
+            timeouts += 1
+            if not _server_timed_out(e) or (retries is not None and timeouts > retries):
+                raise
+        except (WorkflowUpdateFailedError, RPCError) as e:
+            raise _translate(e, workflow_id) from None
 
 
 def _server_timed_out(e: WorkflowUpdateRPCTimeoutOrCancelledError) -> bool:
