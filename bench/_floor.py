@@ -191,7 +191,9 @@ async def _serve() -> None:
         workflow_runner=UnsandboxedWorkflowRunner(),
         max_concurrent_activities=1000,
         max_concurrent_workflow_tasks=200,
-        max_cached_workflows=400,
+        # As many as our worker caches (the bench passes it), so that with more runs
+        # parked than cached the floor wakes evicted runs exactly as ours does.
+        max_cached_workflows=int(os.environ.get("FLOOR_MAX_CACHED_WORKFLOWS", "400")),
         workflow_task_poller_behavior=PollerBehaviorSimpleMaximum(20),
     )
     async with genie, worker:

@@ -42,6 +42,7 @@ from temporalio.common import WorkflowIDConflictPolicy
 
 from bench._floor import FLOOR_TASK_QUEUE, FloorReply, FloorTurn, FloorTurns
 from genie_api import ApiKeyAuth, ClientTimeouts, GenieClient, RunReader
+from genie_config import GenieSettings
 from genie_stack import LocalStack, TemporalDevServer, WorkerProcess, free_port
 from geniectl import GenieConversations
 from workflows import DEFAULT_TASK_QUEUE
@@ -177,6 +178,7 @@ class BenchStack:
                 "FLOOR_TASK_QUEUE": FLOOR_TASK_QUEUE,
                 "FLOOR_API_BASE_URL": self.stack.simulator.base_url,
                 "FLOOR_API_KEY": API_KEY,
+                "FLOOR_MAX_CACHED_WORKFLOWS": str(self.cache_size),
                 "PYTHONUNBUFFERED": "1",
             }
             self.floor_worker = WorkerProcess(
@@ -294,6 +296,17 @@ class BenchStack:
 
     def worker_rss_mib(self) -> float:
         return proc_status_kib(self.worker_pid, "VmRSS") / 1024
+
+    def floor_rss_mib(self) -> float:
+        assert self.floor_worker is not None
+        return proc_status_kib(self.floor_worker.pid, "VmRSS") / 1024
+
+    @property
+    def cache_size(self) -> int:
+        """Our worker's ``max_cached_workflows`` (from its extra env, else our settings,
+        which it inherits); the floor worker caches as many."""
+        given = self.worker_env.get("GENIE_MAX_CACHED_WORKFLOWS")
+        return int(given) if given is not None else GenieSettings().max_cached_workflows
 
     def worker_hwm_mib(self) -> float:
         return proc_status_kib(self.worker_pid, "VmHWM") / 1024

@@ -12,13 +12,22 @@ the idle worker (after a warm-up of a few conversations). Then every parked conv
 approved (``decide_skill`` update) and waited on to completion (``wait_turn``), and
 decisions/s to completion are reported.
 
-Decisions are measured interleaved with two baselines, in chunks of ``IN_FLIGHT`` (ours,
-floor, bare, ours, ...) until the approve budget is spent:
+The floor worker caches as many runs as ours (``max_cached_workflows``) and is loaded
+the same way: at each checkpoint it holds P parked minimal workflows (``FloorTurns``,
+waiting on a signal), and its RSS over its own idle is the floor for ours.
+
+Decisions are measured interleaved with three baselines, in chunks of ``IN_FLIGHT``
+(ours, floor evicted, floor cached, bare, ours, ...) until the approve budget is spent:
 
 - **floor (c)**: a run parked at the simulator on the same confirmation (by the bare
   client) and a minimal ``FloorDecision`` workflow waiting on it; its ``decide`` signal
   runs one activity (E10, then the run resumed to ``processing.finished``) and the
-  workflow completes. Timed from the signal to the workflow's result.
+  workflow completes. Timed from the signal to the workflow's result. Measured twice:
+  *evicted*, runs started before the floor's P parked ones, so that (like ours, with P
+  well over the cache) each decision wakes a run the worker no longer holds and replays
+  it: the same work as ours, and the floor the target is judged against; and *cached*,
+  runs started last, still in the floor worker's cache (what a decision costs when no
+  replay is needed).
 - **bare**: E10 and the resumed run with the bare client.
 
 This box cannot always park thousands within the time budget: the script then stops at
@@ -27,7 +36,7 @@ take at that rate (an extrapolation, labelled as one); ``--p``/``--park-budget``
 size.
 
 Targets: RSS <= +50 MB over idle at P = 5,000; >= 50 decisions/s to completion, and
->= 0.8 of floor (c)'s rate.
+>= 0.8 of floor (c)'s rate (evicted, the same work).
 """
 
 from __future__ import annotations
@@ -40,7 +49,14 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
-from bench._floor import FLOOR_TASK_QUEUE, FloorDecision, FloorPark, bare_decide, park_bare
+from bench._floor import (
+    FLOOR_TASK_QUEUE,
+    FloorDecision,
+    FloorPark,
+    FloorTurns,
+    bare_decide,
+    park_bare,
+)
 from bench._stack import (
     GENIE,
     USER,
@@ -53,7 +69,6 @@ from bench._stack import (
     verdict,
     write_result,
 )
-from genie_config import GenieSettings
 
 NAME = "parked"
 TEXT = "please confirm:send_email"
@@ -190,9 +205,23 @@ async def _start_floor_many(stack: BenchStack, parks: list[FloorPark]) -> list[A
     return list(await asyncio.gather(*(one(p) for p in parks)))
 
 
-async def _settle_rss(stack: BenchStack, seconds: float = 2.0) -> float:
+async def _park_floor_until(stack: BenchStack, parked: list[Any], n: int) -> None:
+    """Park minimal floor workflows (``FloorTurns``, waiting on a signal) until ``n``."""
+    sem = asyncio.Semaphore(IN_FLIGHT)
+
+    async def one() -> Any:
+        async with sem:
+            return await stack.client.start_workflow(
+                FloorTurns.run, False, id=stack.new_id("fp"), task_queue=FLOOR_TASK_QUEUE
+            )
+
+    parked.extend(await asyncio.gather(*(one() for _ in range(n - len(parked)))))
+
+
+async def _settle_rss(stack: BenchStack, seconds: float = 2.0) -> tuple[float, float]:
+    """Ours and the floor worker's RSS (MiB), once the last tasks have settled."""
     await asyncio.sleep(seconds)
-    return stack.worker_rss_mib()
+    return stack.worker_rss_mib(), stack.floor_rss_mib()
 
 
 async def main(ps: list[int], park_budget: float, approve_budget: float) -> None:
@@ -208,13 +237,20 @@ async def main(ps: list[int], park_budget: float, approve_budget: float) -> None
         await asyncio.gather(
             *(stack.api.approve(w, c, approver="bench") for w, c in warm.calls.items())
         )
-        rss_idle = await _settle_rss(stack)
-        log(f"  idle worker RSS {rss_idle:.1f} MiB (at start {rss_start:.1f} MiB)")
+        rss_idle, floor_idle = await _settle_rss(stack)
+        log(
+            f"  idle worker RSS {rss_idle:.1f} MiB (at start {rss_start:.1f} MiB); "
+            f"floor worker {floor_idle:.1f} MiB"
+        )
+        # Floor (c) runs to decide once the floor worker has cached P newer ones since.
+        f_evicted = await _start_floor_many(stack, await _park_bare_many(stack, BASELINE_PARKED))
+        floor_parked: list[Any] = []
+        floor_park_s = 0.0
         pids = {"worker": stack.worker_pid, "temporal": stack.temporal_pid, "sim": stack.sim_pid}
         cpu0 = {k: cpu_seconds(v) for k, v in pids.items()}
 
         parked = Parked()
-        checkpoints: list[dict[str, float | int | bool]] = []
+        checkpoints: list[dict[str, Any]] = []
         t_park = time.monotonic()
         deadline = t_park + park_budget
 
@@ -230,24 +266,34 @@ async def main(ps: list[int], park_budget: float, approve_budget: float) -> None
 
         async with ticker(5.0, park_progress):
             for p in ps:
-                await _park_until(stack, parked, p, deadline)
-                rss = await _settle_rss(stack)
+                await _park_until(stack, parked, p, deadline + floor_park_s)
                 n = len(parked.calls)
-                el = time.monotonic() - t_park - 2.0 * (len(checkpoints) + 1)
-                cp = {
+                t_floor = time.monotonic()
+                await _park_floor_until(stack, floor_parked, n)
+                floor_park_s += time.monotonic() - t_floor
+                rss, floor_rss = await _settle_rss(stack)
+                # Parking time of ours only: not the floor's, nor the settling pauses.
+                el = time.monotonic() - t_park - floor_park_s - 2.0 * (len(checkpoints) + 1)
+                cp: dict[str, Any] = {
                     "requested": p,
                     "parked": n,
                     "reached": n >= p,
                     "rss_mib": round(rss, 1),
                     "delta_mib": round(rss - rss_idle, 1),
                     "kib_per_parked": round((rss - rss_idle) * 1024 / n, 1) if n else 0.0,
+                    "floor_rss_mib": round(floor_rss, 1),
+                    "floor_delta_mib": round(floor_rss - floor_idle, 1),
+                    "ratio_to_floor": round((rss - rss_idle) / (floor_rss - floor_idle), 2)
+                    if floor_rss > floor_idle
+                    else None,
                     "park_seconds": round(el, 1),
                     "parked_per_s": round(n / el, 1) if el > 0 else 0.0,
                 }
                 checkpoints.append(cp)
                 log(
                     f"  checkpoint P={p}: {n} parked ({'reached' if n >= p else 'BUDGET OUT'})"
-                    f", worker RSS {rss:.1f} MiB = idle {cp['delta_mib']:+.1f} MiB"
+                    f", worker RSS {rss:.1f} MiB = idle {cp['delta_mib']:+.1f} MiB; floor "
+                    f"worker {floor_rss:.1f} MiB = idle {cp['floor_delta_mib']:+.1f} MiB"
                 )
                 if n < p:
                     break
@@ -255,15 +301,14 @@ async def main(ps: list[int], park_budget: float, approve_budget: float) -> None
         metrics = await stack.metrics()
 
         # ---- baselines: parked runs for floor (c) and for the bare client
-        log(f"  parking {BASELINE_PARKED} runs each for floor (c) and the bare client")
-        f_parks = await _park_bare_many(stack, BASELINE_PARKED)
+        log(f"  parking {BASELINE_PARKED} runs each for floor (c) cached and the bare client")
+        f_cached = await _start_floor_many(stack, await _park_bare_many(stack, BASELINE_PARKED))
         b_parks = await _park_bare_many(stack, BASELINE_PARKED)
-        floor_handles = await _start_floor_many(stack, f_parks)
 
         # ---- approve everything, wait for every turn to complete; interleaved chunks
         total = len(parked.calls)
         ours_items = list(parked.calls.items())
-        stats = {k: Chunks() for k in ("ours", "floor", "bare")}
+        stats = {k: Chunks() for k in ("ours", "floor", "floor_cached", "bare")}
         cpu1 = {k: cpu_seconds(v) for k, v in pids.items()}
         t_appr = time.monotonic()
         stop_at = t_appr + approve_budget
@@ -290,8 +335,10 @@ async def main(ps: list[int], park_budget: float, approve_budget: float) -> None
         async with ticker(5.0, appr_progress):
             while ours_items and time.monotonic() < stop_at:
                 await stats["ours"].run(approve, _take(ours_items, IN_FLIGHT))
-                if floor_handles:
-                    await stats["floor"].run(floor_decide, _take(floor_handles, IN_FLIGHT))
+                if f_evicted:
+                    await stats["floor"].run(floor_decide, _take(f_evicted, IN_FLIGHT))
+                if f_cached:
+                    await stats["floor_cached"].run(floor_decide, _take(f_cached, IN_FLIGHT))
                 if b_parks:
                     await stats["bare"].run(bare, _take(b_parks, IN_FLIGHT))
         appr_s = time.monotonic() - t_appr
@@ -301,15 +348,17 @@ async def main(ps: list[int], park_budget: float, approve_budget: float) -> None
 
     o = stats["ours"]
     done, failed, errors, latencies = o.done, o.failed, o.errors, o.latencies
-    cache_size = GenieSettings().max_cached_workflows  # the worker inherits our GENIE_*
+    cache_size = stack.cache_size
     rate = o.rate()
     f_rate, b_rate = stats["floor"].rate(), stats["bare"].rate()
+    fc_rate = stats["floor_cached"].rate()
     floor_ratio = rate / f_rate if f_rate else float("nan")
     log(
         f"  approvals: {done} completed of {o.launched} launched in {o.seconds:.1f}s of chunks "
-        f"({appr_s:.1f}s in all), {failed} failed; floor (c) {f_rate:.1f}/s, bare {b_rate:.1f}/s"
+        f"({appr_s:.1f}s in all), {failed} failed; floor (c) {f_rate:.1f}/s evicted, "
+        f"{fc_rate:.1f}/s cached; bare {b_rate:.1f}/s"
     )
-    for e in parked.errors + errors + stats["floor"].errors + stats["bare"].errors:
+    for e in parked.errors + errors + [e for k in stats for e in stats[k].errors if k != "ours"]:
         log(f"    failure: {e}")
     rows: list[list[object]] = []
     met_rss: bool | None = None
@@ -332,6 +381,9 @@ async def main(ps: list[int], park_budget: float, approve_budget: float) -> None
                 cp["parked"],
                 f"{rss_idle:.0f} -> {cp['rss_mib']:.0f} ({float(cp['delta_mib']):+.0f})",
                 f"{cp['kib_per_parked']:.0f}",
+                f"{floor_idle:.0f} -> {cp['floor_rss_mib']:.0f} "
+                f"({float(cp['floor_delta_mib']):+.0f})",
+                f"{cp['ratio_to_floor']:.2f}x" if cp["ratio_to_floor"] else "-",
                 f"{cp['parked_per_s']:.1f}/s",
                 note,
             ]
@@ -350,7 +402,7 @@ async def main(ps: list[int], park_budget: float, approve_budget: float) -> None
                 f"NOT REACHED: budget spent at {n} parked; at {per_s:.1f}/s, {p} would take "
                 f"~{p / per_s:.0f}s (extrapolated; --park-budget to run it)"
             )
-        rows.append([f"parked P={p}", "not run", "", "", "", note])
+        rows.append([f"parked P={p}", "not run", "", "", "", "", "", note])
     met_rate = rate >= TARGET_DECISIONS_PER_S
     met_floor = floor_ratio >= TARGET_FLOOR_RATIO
     rows.append(
@@ -359,14 +411,18 @@ async def main(ps: list[int], park_budget: float, approve_budget: float) -> None
             done,
             f"-> {rss_after:.0f} (VmHWM {hwm:.0f})",
             "",
+            "",
+            "",
             f"{rate:.1f}/s",
             f">= {TARGET_DECISIONS_PER_S:.0f}/s: {verdict(met_rate)}",
         ]
     )
     rows.append(
         [
-            "floor (c): signal -> activity -> done",
+            "floor (c), evicted (the same work)",
             stats["floor"].done,
+            "",
+            "",
             "",
             "",
             f"{f_rate:.1f}/s",
@@ -375,8 +431,22 @@ async def main(ps: list[int], park_budget: float, approve_budget: float) -> None
     )
     rows.append(
         [
+            "floor (c), cached",
+            stats["floor_cached"].done,
+            "",
+            "",
+            "",
+            "",
+            f"{fc_rate:.1f}/s",
+            f"ours/floor {rate / fc_rate if fc_rate else float('nan'):.2f} (info)",
+        ]
+    )
+    rows.append(
+        [
             "bare: E10 + resumed run",
             stats["bare"].done,
+            "",
+            "",
             "",
             "",
             f"{b_rate:.1f}/s",
@@ -385,8 +455,9 @@ async def main(ps: list[int], park_budget: float, approve_budget: float) -> None
     )
     text_table = table(
         f"parked: conversations awaiting approval in one worker (max_cached_workflows "
-        f"{cache_size}); idle RSS {rss_idle:.0f} MiB; park p50 {median(parked.latencies):.2f}s",
-        ["phase", "n", "worker RSS MiB", "KiB/conv", "rate", "target"],
+        f"{cache_size}, the floor worker's too); idle RSS {rss_idle:.0f} MiB; "
+        f"park p50 {median(parked.latencies):.2f}s",
+        ["phase", "n", "worker RSS MiB", "KiB/conv", "floor RSS MiB", "/floor", "rate", "target"],
         rows,
     )
     cache = {k: v for k, v in metrics.items() if "sticky_cache" in k}
@@ -411,6 +482,8 @@ async def main(ps: list[int], park_budget: float, approve_budget: float) -> None
             "approve_phase_seconds": round(appr_s, 2),
             "decisions_per_s": round(rate, 1),
             "floor_c": stats["floor"].as_json(),
+            "floor_c_cached": stats["floor_cached"].as_json(),
+            "floor_worker_rss_idle_mib": round(floor_idle, 1),
             "bare": stats["bare"].as_json(),
             "ratio_to_floor_c": round(floor_ratio, 3),
             "approve_latency_p50_s": round(median(latencies), 2),
@@ -439,7 +512,7 @@ def cli() -> None:
     p.add_argument("--p", default="1000,5000", help="comma-separated checkpoints (cumulative)")
     p.add_argument("--park-budget", type=float, default=120.0, help="seconds for parking")
     p.add_argument(
-        "--approve-budget", type=float, default=40.0, help="seconds for the decision chunks"
+        "--approve-budget", type=float, default=60.0, help="seconds for the decision chunks"
     )
     a = p.parse_args()
     asyncio.run(main([int(x) for x in a.p.split(",")], a.park_budget, a.approve_budget))
