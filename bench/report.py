@@ -89,9 +89,13 @@ DECISIONS = """\
   conversation. Posting the decision as a local activity (one workflow task and one
   activity fewer) was tried and not kept: 39.4/s against 39.0/s, inside the noise.
   Decisions of different conversations cannot be batched; a turn rarely has more than one.
+  Not explained yet: with 5,000 floor runs parked, the floor's *cached* decisions took
+  about 10.6 s per chunk of 100 (9.4/s, twice), close to the SDK's 10 s sticky-queue
+  schedule-to-start timeout, while with 1,500 parked they ran at 54.7/s; its evicted
+  decisions, the comparison, were not affected.
 - **Memory past the cache** grows with ours, not with the floor's. The floor worker,
   caching as many runs (400), grew by 27 MiB to 1,000 parked and by about 7 MiB more to
-  5,000 (under 2 KiB per run past the cache); ours grows by about 7 KiB per conversation
+  5,000 (under 2 KiB per run past the cache); ours grows by 5-7 KiB per conversation
   past the cache (the table's floor column has the run's figures). It is live native
   memory, not Python's: the Python heap (`tracemalloc`) grew by only 2.3 KiB per
   conversation past the cache (pydantic's bounded JSON string cache), and glibc's
