@@ -151,6 +151,11 @@ class FloorTurns:
     def done(self) -> None:
         self._done = True
 
+    @workflow.update
+    def ready(self) -> None:
+        """Nothing: with update-with-start, a start that returns once the run's first
+        workflow task is done (parked), as ours returns once parked."""
+
 
 @workflow.defn(name="FloorDecision")
 class FloorDecision:
@@ -167,6 +172,10 @@ class FloorDecision:
     @workflow.signal
     def decide(self) -> None:
         self._decided = True
+
+    @workflow.update
+    def ready(self) -> None:
+        """As ``FloorTurns.ready``: the bench starts a run parked, not merely queued."""
 
 
 # ---------------------------------------------------------------- the process

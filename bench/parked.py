@@ -49,6 +49,9 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
+from temporalio.client import WithStartWorkflowOperation
+from temporalio.common import WorkflowIDConflictPolicy
+
 from bench._floor import (
     FLOOR_TASK_QUEUE,
     FloorDecision,
@@ -198,22 +201,43 @@ async def _start_floor_many(stack: BenchStack, parks: list[FloorPark]) -> list[A
 
     async def one(park: FloorPark) -> Any:
         async with sem:
-            return await stack.client.start_workflow(
-                FloorDecision.run, park, id=stack.new_id("fc"), task_queue=FLOOR_TASK_QUEUE
+            op = WithStartWorkflowOperation(
+                FloorDecision.run,
+                park,
+                id=stack.new_id("fc"),
+                task_queue=FLOOR_TASK_QUEUE,
+                id_conflict_policy=WorkflowIDConflictPolicy.FAIL,
             )
+            await stack.client.execute_update_with_start_workflow(
+                FloorDecision.ready, start_workflow_operation=op
+            )
+            return await op.workflow_handle()
 
     return list(await asyncio.gather(*(one(p) for p in parks)))
 
 
 async def _park_floor_until(stack: BenchStack, parked: list[Any], n: int) -> None:
-    """Park minimal floor workflows (``FloorTurns``, waiting on a signal) until ``n``."""
+    """Park minimal floor workflows (``FloorTurns``, waiting on a signal) until ``n``.
+
+    Each start waits for the run's first workflow task (update-with-start of a no-op
+    update), as ours wait to be parked: a start that only queues the task would leave a
+    backlog on the floor worker, so that its RSS would be read before the runs passed
+    through its cache, and floor decisions would wait behind that backlog."""
     sem = asyncio.Semaphore(IN_FLIGHT)
 
     async def one() -> Any:
         async with sem:
-            return await stack.client.start_workflow(
-                FloorTurns.run, False, id=stack.new_id("fp"), task_queue=FLOOR_TASK_QUEUE
+            op = WithStartWorkflowOperation(
+                FloorTurns.run,
+                False,
+                id=stack.new_id("fp"),
+                task_queue=FLOOR_TASK_QUEUE,
+                id_conflict_policy=WorkflowIDConflictPolicy.FAIL,
             )
+            await stack.client.execute_update_with_start_workflow(
+                FloorTurns.ready, start_workflow_operation=op
+            )
+            return await op.workflow_handle()
 
     parked.extend(await asyncio.gather(*(one() for _ in range(n - len(parked)))))
 
