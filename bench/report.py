@@ -92,14 +92,17 @@ DECISIONS = """\
 - **Memory: the +50 MB target at 5,000 parked is below Temporal's own floor.** The floor
   worker, caching as many runs (400) and holding as many parked minimal runs, is itself
   about +50 MiB over its idle at 5,000 (the table's floor column): most of it is the
-  cache, which fills by 1,000 parked; past the cache the floor grows by under 2 KiB per
-  run. Ours is about 2x the floor: per cached conversation about 38 KiB of Python objects
-  (the state's pydantic models, the workflow instance) plus the SDK core's machines for a
-  longer history, and 5-9 KiB per conversation past the cache. That growth is live native
-  memory, not Python's: the Python heap (`tracemalloc`) grew by only 2.3 KiB per
-  conversation past the cache (pydantic's bounded JSON string cache), and glibc's
-  `MALLOC_ARENA_MAX=2` and `malloc_trim` changed nothing; where the SDK's native core
-  holds it per conversation is not found yet.
+  cache, which fills by 1,000 parked. Ours is about 2x the floor. A heap profile of the
+  worker (jemalloc's, 2026-12-02) finds in a cached conversation's ~125 KiB: the SDK
+  core's per-run state built from our commands (~30 KiB), decoded activation protobufs
+  the SDK's workflow instance keeps alive (~15 KiB), and our Python objects (~38 KiB by
+  `tracemalloc`: the state's pydantic models, the workflow instance); the rest is
+  allocator overhead. Past the cache it
+  is not a leak: the live native heap was the same at 400 and 3,000 parked and the
+  Python heap grew by 2.3 KiB per conversation (pydantic's bounded JSON string cache),
+  yet RSS grew by 5-9 KiB per conversation. That is memory the allocators keep after the
+  churn of evictions and replays: glibc's `malloc_trim` and `MALLOC_ARENA_MAX=2`,
+  `PYTHONMALLOC=malloc`, and jemalloc with short decay times did not give it back.
 - **The floor's runs are parked, not queued** (a bench fix). Floor runs used to be
   started with `start_workflow`, which returns once the first workflow task is queued:
   with 5,000 started, the floor worker's RSS was read before most had passed through its
