@@ -196,48 +196,45 @@ async def _park_bare_many(stack: BenchStack, n: int) -> list[FloorPark]:
     return list(await asyncio.gather(*(one() for _ in range(n))))
 
 
+async def _start_floor_parked(
+    stack: BenchStack, run: Any, arg: Any, ready: Any, prefix: str
+) -> Any:
+    """Start a floor run and return its handle once its first workflow task has run.
+
+    Update-with-start of the run's no-op ``ready`` update, as ours return once parked: a
+    start that only queues the task would leave a backlog on the floor worker, so that
+    its RSS would be read before the runs passed through its cache, and floor decisions
+    would wait behind that backlog."""
+    op = WithStartWorkflowOperation(
+        run,
+        arg,
+        id=stack.new_id(prefix),
+        task_queue=FLOOR_TASK_QUEUE,
+        id_conflict_policy=WorkflowIDConflictPolicy.FAIL,
+    )
+    await stack.client.execute_update_with_start_workflow(ready, start_workflow_operation=op)
+    return await op.workflow_handle()
+
+
 async def _start_floor_many(stack: BenchStack, parks: list[FloorPark]) -> list[Any]:
     sem = asyncio.Semaphore(IN_FLIGHT)
 
     async def one(park: FloorPark) -> Any:
         async with sem:
-            op = WithStartWorkflowOperation(
-                FloorDecision.run,
-                park,
-                id=stack.new_id("fc"),
-                task_queue=FLOOR_TASK_QUEUE,
-                id_conflict_policy=WorkflowIDConflictPolicy.FAIL,
+            return await _start_floor_parked(
+                stack, FloorDecision.run, park, FloorDecision.ready, "fc"
             )
-            await stack.client.execute_update_with_start_workflow(
-                FloorDecision.ready, start_workflow_operation=op
-            )
-            return await op.workflow_handle()
 
     return list(await asyncio.gather(*(one(p) for p in parks)))
 
 
 async def _park_floor_until(stack: BenchStack, parked: list[Any], n: int) -> None:
-    """Park minimal floor workflows (``FloorTurns``, waiting on a signal) until ``n``.
-
-    Each start waits for the run's first workflow task (update-with-start of a no-op
-    update), as ours wait to be parked: a start that only queues the task would leave a
-    backlog on the floor worker, so that its RSS would be read before the runs passed
-    through its cache, and floor decisions would wait behind that backlog."""
+    """Park minimal floor workflows (``FloorTurns``, waiting on a signal) until ``n``."""
     sem = asyncio.Semaphore(IN_FLIGHT)
 
     async def one() -> Any:
         async with sem:
-            op = WithStartWorkflowOperation(
-                FloorTurns.run,
-                False,
-                id=stack.new_id("fp"),
-                task_queue=FLOOR_TASK_QUEUE,
-                id_conflict_policy=WorkflowIDConflictPolicy.FAIL,
-            )
-            await stack.client.execute_update_with_start_workflow(
-                FloorTurns.ready, start_workflow_operation=op
-            )
-            return await op.workflow_handle()
+            return await _start_floor_parked(stack, FloorTurns.run, False, FloorTurns.ready, "fp")
 
     parked.extend(await asyncio.gather(*(one() for _ in range(n - len(parked)))))
 
