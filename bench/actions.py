@@ -153,8 +153,9 @@ async def main(window: float) -> None:
         async def approval_turn() -> None:
             res = await api.ask(wid_a, "please confirm:send_email")
             assert res.status == "awaiting_approval", res
-            await api.approve(wid_a, res.pending.approvals[0].call_id, approver="bench")
-            await completed(api.wait(wid_a, res.turn, wait_for="completion"))
+            call_id = res.pending.approvals[0].call_id
+            rec = await api.approve(wid_a, call_id, approver="bench", wait_for="completion")
+            assert rec.result is not None and rec.result.status == "completed", rec
 
         rows.append(
             await _case(stack, "approval turn (ask, approve, wait)", [wid_a], approval_turn)

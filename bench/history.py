@@ -8,8 +8,8 @@ history events and bytes (serialized protobuf size) the turn adds:
 - plain, 10 SSE events (``steps:7``) and 1,000 SSE events (``steps:997``): one ``ask``
   (one update, ``wait_for="attention"``);
 - approval, 10 SSE events (``confirm:send_email steps:4``) and 1,000 (``… steps:994``):
-  ``ask`` (returns at the pause), ``approve`` (``decide_skill`` update), then, once the
-  turn has finished, ``wait`` (``wait_turn`` update) for its result.
+  ``ask`` (returns at the pause), then ``approve`` with ``wait_for="completion"`` (one
+  ``decide_skill`` update that returns the finished turn).
 
 Floor (a): one turn of 10 SSE events through the minimal ``FloorTurns`` workflow (one
 update running one activity), counted the same way.
@@ -52,17 +52,13 @@ async def _case(stack: BenchStack, kind: str, sse: int, text: str) -> dict[str, 
     if kind == "approval":
         if res.status != "awaiting_approval":
             raise RuntimeError(f"{kind}/{sse}: expected a pause, got {res.status}")
-        await stack.api.approve(wid, res.pending.approvals[0].call_id, approver="bench")
-        # Let the turn finish before asking for it: a wait_turn that arrives while the
-        # turn runs shares its last workflow task, one that arrives after gets its own,
-        # and the count would measure that race. Queries add no events.
-        for _ in range(1500):  # 30 s
-            if (await stack.api.status(wid)).state == "idle":
-                break
-            await asyncio.sleep(0.02)
-        else:
-            raise RuntimeError(f"{kind}/{sse}: the turn did not finish after the approval")
-        res = await stack.api.wait(wid, res.turn, wait_for="completion")
+        # Approve and wait in one update, as a backend would: no wait_turn of its own.
+        rec = await stack.api.approve(
+            wid, res.pending.approvals[0].call_id, approver="bench", wait_for="completion"
+        )
+        if rec.result is None:
+            raise RuntimeError(f"{kind}/{sse}: the approval returned no turn")
+        res = rec.result
     took = time.monotonic() - t0
     if res.status != "completed":
         raise RuntimeError(f"{kind}/{sse}: turn ended {res.status}: {res.error}")

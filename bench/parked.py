@@ -9,7 +9,7 @@ no activity slot or socket, only (up to ``GENIE_MAX_CACHED_WORKFLOWS``) a cached
 
 Parking is cumulative: at each checkpoint P the worker's VmRSS is read and compared with
 the idle worker (after a warm-up of a few conversations). Then every parked conversation is
-approved (``decide_skill`` update) and waited on to completion (``wait_turn``), and
+approved and waited on to completion in one ``decide_skill`` update (``wait_for``), and
 decisions/s to completion are reported.
 
 The floor worker caches as many runs as ours (``max_cached_workflows``) and is loaded
@@ -336,10 +336,10 @@ async def main(ps: list[int], park_budget: float, approve_budget: float) -> None
 
         async def approve(item: tuple[str, str]) -> None:
             wid, call_id = item
-            await stack.api.approve(wid, call_id, approver="bench")
-            res = await stack.api.wait(wid, 1, wait_for="completion")
-            if res.status != "completed":
-                raise RuntimeError(f"turn ended {res.status}: {res.error}")
+            rec = await stack.api.approve(wid, call_id, approver="bench", wait_for="completion")
+            if rec.result is None or rec.result.status != "completed":
+                res = rec.result
+                raise RuntimeError(f"turn ended {res and res.status}: {res and res.error}")
 
         async def floor_decide(h: Any) -> None:
             await h.signal(FloorDecision.decide)

@@ -313,9 +313,13 @@ class GenieConversations:
         approver: str,
         reason: str | None = None,
         proof: DecisionProof | None = None,
+        wait_for: Literal["none", "attention", "completion"] = "none",
     ) -> DecisionRecorded:
-        """``proof``: the inbox's signature, where the deployment requires one."""
-        return await self._decide_skill(workflow_id, call_id, True, approver, reason, proof)
+        """``proof``: the inbox's signature, where the deployment requires one.
+        ``wait_for``: also wait for the turn, returned in ``DecisionRecorded.result``."""
+        return await self._decide_skill(
+            workflow_id, call_id, True, approver, reason, proof, wait_for
+        )
 
     async def reject(
         self,
@@ -325,8 +329,11 @@ class GenieConversations:
         approver: str,
         reason: str | None = None,
         proof: DecisionProof | None = None,
+        wait_for: Literal["none", "attention", "completion"] = "none",
     ) -> DecisionRecorded:
-        return await self._decide_skill(workflow_id, call_id, False, approver, reason, proof)
+        return await self._decide_skill(
+            workflow_id, call_id, False, approver, reason, proof, wait_for
+        )
 
     async def _decide_skill(
         self,
@@ -336,6 +343,7 @@ class GenieConversations:
         approver: str,
         reason: str | None,
         proof: DecisionProof | None,
+        wait_for: Literal["none", "attention", "completion"],
     ) -> DecisionRecorded:
         d = _model(
             SkillDecision,
@@ -344,8 +352,15 @@ class GenieConversations:
             approver=approver,
             reason=reason,
             proof=proof,
+            wait_for=wait_for,
         )
-        return await self._update(workflow_id, "decide_skill", d, DecisionRecorded)
+        recorded = await self._update(workflow_id, "decide_skill", d, DecisionRecorded)
+        res = recorded.result
+        if wait_for == "none" or res is None or _settled(res, wait_for, [call_id]):
+            return recorded
+        # The run continued as new while we waited: follow the turn into the next one.
+        res = await self.wait(workflow_id, res.turn, wait_for=wait_for, seen=[call_id])
+        return recorded.model_copy(update={"result": res})
 
     async def connect_done(
         self,

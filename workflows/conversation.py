@@ -418,12 +418,19 @@ class GenieConversation(TurnRunner):
                 _refuse(
                     rules.Refusal(errors.UNKNOWN_CALL_ID, "no confirmation with this call id came")
                 )
-        return DecisionRecorded(
+        recorded = DecisionRecorded(
             id=d.call_id,
             decision=rules.verdict(d),
             decided_by=d.approver,
             decided_at=workflow.now(),
         )
+        pending, current = self._d.approval(d.call_id), self._d.current
+        turn = pending.turn if pending else current.turn if current else None
+        if d.wait_for == "none" or turn is None or self._d.turn(turn) is None:
+            return recorded
+        # The caller has seen this pause: with "attention", only another one answers.
+        result = await self._await_turn(turn, d.wait_for, None, [d.call_id])
+        return recorded.model_copy(update={"result": result})
 
     @workflow.signal(description="Approve or reject a skill confirmation; refusals are audited.")
     def skill_decision(self, raw: Any) -> None:

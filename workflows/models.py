@@ -269,6 +269,11 @@ class SkillDecision(_Model):
     reason: Reason | None = None
     proof: DecisionProof | None = None
     """Required when the deployment configures decision signing."""
+    wait_for: Literal["none", "attention", "completion"] = "none"
+    """``decide_skill`` only: also wait for the decision's turn, as ``wait_turn`` does
+    (this call counts as seen), and return it in ``DecisionRecorded.result``: "approve
+    and give me the reply" in one round trip and one update in history. The
+    ``skill_decision`` signal cannot answer, so it ignores this."""
 
 
 class ConnectionDecision(_Model):
@@ -413,6 +418,8 @@ class DecisionRecorded(_Model):
     decision: Literal["approved", "rejected", "done", "reject"]
     decided_by: str
     decided_at: datetime
+    result: TurnResult | None = None
+    """The decision's turn, when ``SkillDecision.wait_for`` asked for it."""
 
 
 class AuthLink(_Model):

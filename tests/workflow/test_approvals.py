@@ -83,6 +83,43 @@ async def test_two_confirmations_in_one_run(client: Client, task_queue: str) -> 
     assert done.status == "completed"
 
 
+async def test_a_decision_can_wait_for_its_turn_in_one_update(
+    client: Client, task_queue: str, sim: SimProcess
+) -> None:
+    """``wait_for`` on the decision: "approve and give me the reply" is one round trip
+    and one update in history, and with ``attention`` the next pause answers it."""
+    api = convs(client, task_queue)
+    wid = await start(api)
+    turn, first = await _paused(api, wid, "confirm:a_skill confirm:b_skill")
+    rec = await api.approve(wid, first.call_id, approver="alice", wait_for="attention")
+    assert (rec.id, rec.decision) == (first.call_id, "approved")
+    assert rec.result is not None and rec.result.status == "awaiting_approval"
+    (second,) = [p for p in rec.result.pending.approvals if p.decision is None]
+    assert second.skill_name == "b_skill"
+    updates_before = await _updates(api, wid)
+    rec = await api.reject(
+        wid, second.call_id, approver="alice", reason="not today", wait_for="completion"
+    )
+    assert rec.result is not None and rec.result.status == "completed"
+    assert rec.result.turn == turn and rec.result.reply and "not today" in rec.result.reply
+    assert await _updates(api, wid) == updates_before + 1  # no wait_turn after it
+    # Without wait_for, nothing changes: the answer comes as soon as it is recorded.
+    turn2, third = await _paused(api, wid)
+    rec = await api.approve(wid, third.call_id, approver="alice")
+    assert rec.result is None
+    done = await api.wait(wid, turn2, wait_for="completion")
+    assert done.status == "completed"
+    conv = sim.stats()["conversations"][(await api.status(wid)).conversation_id]  # type: ignore[index]
+    assert conv["skill_decision_posts"] == {first.call_id: 1, second.call_id: 1, third.call_id: 1}
+
+
+async def _updates(api, wid: str) -> int:
+    history = await api.handle(wid).fetch_history()
+    return sum(
+        e.HasField("workflow_execution_update_accepted_event_attributes") for e in history.events
+    )
+
+
 async def test_approval_timeout_rejects_by_default(client: Client, task_queue: str) -> None:
     api = convs(client, task_queue)
     wid = await start(api, policy=ConversationPolicy(approval_timeout=timedelta(seconds=1)))
