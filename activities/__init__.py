@@ -6,6 +6,7 @@ worker); the API key lives in that client, never in an activity's input or outpu
 
 from __future__ import annotations
 
+import functools
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +21,7 @@ from activities._errors import (
     CREDENTIAL_ADVICE,
     CREDENTIAL_REFUSED,
     CREDENTIAL_SETTLING,
+    DECISION_NOT_POSTED,
     DECISION_REFUSED,
     STREAM_STALLED,
     USER_NOT_ALLOWED,
@@ -44,6 +46,7 @@ __all__ = [
     "CREDENTIAL_ADVICE",
     "CREDENTIAL_REFUSED",
     "CREDENTIAL_SETTLING",
+    "DECISION_NOT_POSTED",
     "DECISION_REFUSED",
     "DEFAULT_AUTH_SETTLE_SECONDS",
     "MAX_UPLOAD_BYTES",
@@ -98,11 +101,17 @@ class GenieActivities(ControlActivities, NotifyActivities):
 
     @activity.defn(name="stream_segment")
     async def stream_segment(self, inp: StreamSegmentInput) -> StreamSegmentResult:
+        verdict = inp.decision if inp.mode == "resume" else None
         return await run_segment(
             self._client,
             inp,
             silence_check_seconds=self._silence_check,
             auth_settle_seconds=self._auth_settle,
+            post_first=(
+                functools.partial(self._post_verdict, inp, inp.conversation_id, verdict)
+                if verdict is not None
+                else None
+            ),
         )
 
     def all(self) -> list[Any]:

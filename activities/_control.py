@@ -30,8 +30,10 @@ from activities.models import (
     ProbeConnectionInput,
     ProbeConnectionResult,
     RejectConnectionInput,
+    SkillVerdict,
     UploadAttachmentInput,
     UploadAttachmentResult,
+    _Scope,
 )
 from genie_api import (
     CONNECTION_ALREADY_RESOLVED,
@@ -145,29 +147,36 @@ class ControlActivities:
     @activity.defn(name="post_skill_decision")
     @_heartbeating
     async def post_skill_decision(self, inp: PostSkillDecisionInput) -> PostDecisionResult:
-        what = "business approval" if inp.kind == "business" else "skill decision"
+        return await self._post_verdict(inp, inp.conversation_id, inp)
+
+    async def _post_verdict(
+        self, scope: _Scope, conversation_id: str, v: SkillVerdict
+    ) -> PostDecisionResult:
+        """E10 (or E13 for a business approval); also the first step of a ``resume``
+        segment that carries the decision."""
+        what = "business approval" if v.kind == "business" else "skill decision"
         try:
-            if inp.kind == "business":
+            if v.kind == "business":
                 await self._client.business_approval(
-                    inp.genie_handle,
-                    inp.conversation_id,
-                    inp.call_id,
-                    user_id=inp.user_id,
-                    approved=inp.approved,
+                    scope.genie_handle,
+                    conversation_id,
+                    v.call_id,
+                    user_id=scope.user_id,
+                    approved=v.approved,
                 )
             else:
                 await self._client.decide_skill(
-                    inp.genie_handle,
-                    inp.conversation_id,
-                    inp.call_id,
-                    user_id=inp.user_id,
-                    approved=inp.approved,
-                    reason=inp.reason,
+                    scope.genie_handle,
+                    conversation_id,
+                    v.call_id,
+                    user_id=scope.user_id,
+                    approved=v.approved,
+                    reason=v.reason,
                 )
         except GenieAPIError as e:
             # E13 has no documented code of its own; a call id is resolved once either way.
             return self._settle_decision(
-                e, SKILL_CALL_ALREADY_RESOLVED, f"{what} for call {inp.call_id}"
+                e, SKILL_CALL_ALREADY_RESOLVED, f"{what} for call {v.call_id}"
             )
         return PostDecisionResult(outcome="applied")
 

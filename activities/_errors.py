@@ -45,6 +45,12 @@ DECISION_REFUSED = "DecisionRefusedByApi"
 final answer other than "already resolved": a 4xx such as 400/401/403/404/422, or a 409
 that is neither ``conversation_busy`` nor the documented already-resolved code. The
 decision was not applied; a human can decide again. Not retried."""
+DECISION_NOT_POSTED = "DecisionNotPosted"
+"""A ``resume`` segment could not post the decision it carried
+(``StreamSegmentInput.decision``) for a reason other than the API's final refusal (that
+one is ``DecisionRefusedByApi``, as from ``post_skill_decision``): it streamed nothing,
+and the workflow posts the decision with ``post_skill_decision``, whose retries and
+outage riding apply as usual. Not retried."""
 
 
 CREDENTIAL_REFUSED = "CredentialRefused"

@@ -28,6 +28,8 @@ class SegmentProgress(BaseModel):
     reconnects: int = 0
     malformed: int = 0
     """Attempts of this segment that ended on malformed data (see MAX_MALFORMED_RETRIES)."""
+    decision_posted: bool = False
+    """The input's ``decision`` is posted: a retry does not post it again."""
 
 
 def restore(details: Any) -> SegmentProgress | None:

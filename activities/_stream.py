@@ -29,7 +29,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 from temporalio import activity
@@ -37,6 +37,8 @@ from temporalio.exceptions import ApplicationError
 
 from activities._errors import (
     BUSY_WITH_EARLIER_RUN,
+    DECISION_NOT_POSTED,
+    DECISION_REFUSED,
     STREAM_STALLED,
     WORKER_SHUTDOWN,
     credential_refusal,
@@ -128,6 +130,31 @@ class StreamSegment:
         self._runs = RunInspector(
             client, inp.genie_handle, inp.conversation_id, user_id=inp.user_id
         )
+
+    async def post_decision(self, post: Callable[[], Awaitable[object]]) -> None:
+        """Post the decision this segment carries, unless an earlier attempt did.
+
+        A failure ends the segment before it streams, final: the API's refusal as it is
+        (``DecisionRefusedByApi``: the workflow hands the item back), anything else as
+        ``DecisionNotPosted``, and the workflow posts the decision on its own at once,
+        with the retries, outage riding and refusals of ``post_skill_decision``.
+
+        Checkpointed at once (this segment's first heartbeat), so a retry after a crash
+        does not post it again: production answers a repeated decision with a 409 no
+        client can tell from a refusal. Only a crash between the API's answer and that
+        heartbeat repeats it, the same window a decision activity of its own has."""
+        if self._p.decision_posted:
+            return
+        try:
+            await post()
+        except ApplicationError as e:
+            if e.type == DECISION_REFUSED:
+                raise
+            raise _not_posted(e) from None
+        except Exception as e:
+            raise _not_posted(e) from None
+        self._p.decision_posted = True
+        self._beat(force=True)
 
     async def run(self) -> StreamSegmentResult:
         consumer = asyncio.create_task(self._consume())
@@ -498,6 +525,14 @@ class StreamSegment:
             activity.heartbeat(self._p.model_dump(mode="json"))
 
 
+def _not_posted(e: Exception) -> ApplicationError:
+    return ApplicationError(
+        f"the decision was not posted: {type(e).__name__}: {e}"[:2000],
+        type=DECISION_NOT_POSTED,
+        non_retryable=True,
+    )
+
+
 def _resume_kwargs(e: StreamResumeError) -> dict[str, Any]:
     return {
         "conversation_id": e.conversation_id,
@@ -512,13 +547,17 @@ async def run_segment(
     *,
     silence_check_seconds: float,
     auth_settle_seconds: float = DEFAULT_AUTH_SETTLE_SECONDS,
+    post_first: Callable[[], Awaitable[object]] | None = None,
 ) -> StreamSegmentResult:
+    """``post_first``: posts the input's decision (``StreamSegmentInput.decision``)."""
     segment = StreamSegment(
         client,
         inp,
         silence_check_seconds=silence_check_seconds,
         auth_settle_seconds=auth_settle_seconds,
     )
+    if post_first is not None:
+        await segment.post_decision(post_first)
     try:
         return await segment.run()
     except StreamResumeError as e:

@@ -34,6 +34,7 @@ __all__ = [
     "SegmentOutcome",
     "SkillActivity",
     "SkillConfirmation",
+    "SkillVerdict",
     "StreamSegmentInput",
     "StreamSegmentResult",
     "UploadAttachmentInput",
@@ -78,6 +79,16 @@ class UploadAttachmentResult(_Model):
     size_bytes: int
 
 
+class SkillVerdict(_Model):
+    """A human's (or the policy's) answer to a skill confirmation, as posted to the API."""
+
+    call_id: str
+    approved: bool
+    reason: str | None = None
+    kind: Literal["skill", "business"] = "skill"
+    """``business``: a business approval (E13); else a skill confirmation (E10)."""
+
+
 class StreamSegmentInput(_Scope):
     """One stretch of a run: from the message POST (or a cursor) to the next pause or end."""
 
@@ -95,6 +106,12 @@ class StreamSegmentInput(_Scope):
     messages_so_far: int = 0
     """``agent.message`` events of this run already delivered by earlier segments, so a
     reply recovered from E6 skips exactly those."""
+    decision: SkillVerdict | None = None
+    """``resume`` only: post this decision first, then stream on: the run continues
+    once it is posted, so one activity does both. Posted once per segment (the heartbeat
+    remembers); a retry that posts again is answered "already resolved", which counts as
+    posted. If it cannot be posted the segment fails at once and streams nothing: with
+    ``DecisionRefusedByApi`` when the API refused it, else ``DecisionNotPosted``."""
     may_have_posted: bool = False
     """An earlier activity of this turn (scheduled again after an outage outlasted its
     retries) may have posted the message: ask the API before posting (``send`` only)."""
@@ -150,12 +167,8 @@ class StreamSegmentResult(_Model):
     """The run's end was learned from the conversation state and E6, not the stream."""
 
 
-class PostSkillDecisionInput(_Scope):
+class PostSkillDecisionInput(_Scope, SkillVerdict):
     conversation_id: str
-    call_id: str
-    approved: bool
-    reason: str | None = None
-    kind: Literal["skill", "business"] = "skill"
 
 
 DecisionOutcome = Literal["applied", "already_resolved"]

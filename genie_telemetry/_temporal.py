@@ -55,7 +55,14 @@ class _ActivityIdsInbound(ActivityInboundInterceptor):
 
 
 def _fields(arg: object) -> dict[str, object]:
-    """An activity input's allowlisted fields, by attribute (pydantic models) or key."""
-    if isinstance(arg, Mapping):
-        return {f: arg.get(f) for f in ID_FIELDS}
-    return {f: getattr(arg, f, None) for f in ID_FIELDS}
+    """An activity input's allowlisted fields, by attribute (pydantic models) or key;
+    a resume segment that posts a decision first also names its ``decision``'s call id."""
+
+    def get(f: str) -> object:
+        return arg.get(f) if isinstance(arg, Mapping) else getattr(arg, f, None)
+
+    out = {f: get(f) for f in ID_FIELDS}
+    decision = get("decision")
+    if out["call_id"] is None and decision is not None:
+        out["call_id"] = _fields(decision)["call_id"]
+    return out

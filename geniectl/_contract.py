@@ -512,6 +512,8 @@ _FLOW = """\
    and on the conversation's page in the Web UI.
 4. A decision (`decide_skill` / `skill_decision`, `decide_connection` /
    `connection_decision`) is posted to the API once (E10, E12), and the run continues.
+   A skill decision is posted by the activity that then streams the rest of the run (one
+   activity); if that activity cannot post it, a decision activity of its own does.
    With no decision by the deadline the policy decides (`on_approval_timeout`).
 5. At the end of the run the turn is `completed` with the genie's `reply` and every
    intermediate message, or `failed` with an `error` that names the API's `error_code`
@@ -520,7 +522,8 @@ _FLOW = """\
 ## Waiting for a turn
 
 A caller that wants a turn's outcome sets `SendMessage.wait_for` (one round trip) or calls
-`wait_turn` afterwards. `attention` returns when the turn ends *or* first needs a human;
+`wait_turn` afterwards; an approver's client can do the same with `SkillDecision.wait_for`
+("approve and give me the reply"). `attention` returns when the turn ends *or* first needs a human;
 `completion` only when it ends. With a timeout the turn is returned as it stands when
 the time is up; call again to keep waiting. A wait that is in progress when the
 conversation continues as new returns early with the turn not yet ended: ask the same

@@ -21,10 +21,10 @@ from datetime import datetime, timedelta
 from typing import Any, Literal
 
 from temporalio import workflow
-from temporalio.exceptions import ActivityError
+from temporalio.exceptions import ActivityError, ApplicationError
 
 with workflow.unsafe.imports_passed_through():
-    from activities import GenieActivities
+    from activities import DECISION_REFUSED, GenieActivities
     from activities.models import (
         MAX_TURN_MESSAGE_CHARS,
         ConnectionRequest,
@@ -33,6 +33,7 @@ with workflow.unsafe.imports_passed_through():
         ProbeConnectionInput,
         RejectConnectionInput,
         SkillConfirmation,
+        SkillVerdict,
         StreamSegmentInput,
         StreamSegmentResult,
         UploadAttachmentInput,
@@ -49,6 +50,7 @@ from workflows._steps import (
     STREAM,
     CredentialNotAccepted,
     OutageExceeded,
+    StepCancelled,
     Steps,
     error_info,
 )
@@ -65,6 +67,10 @@ from workflows.models import (
 MAX_PARAMETER_BYTES = 16_000
 """Skill parameters kept per pending item (as JSON); larger ones keep a marked prefix."""
 MAX_CONNECTION_POLL = timedelta(minutes=5)
+PATCH_DECISION_WITH_STREAM = "decision-with-stream"
+"""``workflow.patched`` id: a skill decision is posted by the ``resume`` segment that
+follows it (one activity, not two). Histories from before it post with
+``post_skill_decision`` and then resume, and replay that way."""
 VERIFY_DELAYS = (timedelta(seconds=2), timedelta(seconds=5))
 """After a human says a connection is done, the run may take a moment to move on:
 probe again after these delays before calling the claim false."""
@@ -129,9 +135,13 @@ class TurnRunner(Notices):
         *,
         file_id: str | None = None,
         cursor: RunCursor | None = None,
+        decision: SkillVerdict | None = None,
     ) -> StreamSegmentResult:
         assert self._d.conversation_id is not None
         what = "send and stream (E5)" if mode == "send" else "resume stream (E8/E9)"
+        if decision is not None:
+            verdict = "approval" if decision.approved else "rejection"
+            what = f"post {verdict} for {decision.call_id} (E10), resume stream (E8/E9)"
         inp = StreamSegmentInput(
             **self._scope(),
             conversation_id=self._d.conversation_id,
@@ -142,6 +152,7 @@ class TurnRunner(Notices):
             cursor=cursor,
             previous_run_id=self._d.last_run_id,
             messages_so_far=turn.message_count,
+            decision=decision,
         )
         return await self._steps.call(
             STREAM,
@@ -150,6 +161,8 @@ class TurnRunner(Notices):
             summary=f"turn {turn.turn}: {what}",
             turn=turn.turn,
             cancel_when=self._ending,
+            # Carrying a decision, any failure goes back to ``_await_skill`` at once.
+            ride_outage=decision is None,
             again=inp.model_copy(update={"may_have_posted": True}) if mode == "send" else None,
         )
 
@@ -199,15 +212,17 @@ class TurnRunner(Notices):
             info = error_info(e, turn=turn.turn, at=workflow.now())
             return f"the API stayed unreachable past api_outage_timeout ({info.message})"
         except ActivityError as e:
-            info = error_info(e, turn=turn.turn, at=workflow.now())
-            code = f" ({info.status} {info.error_code})" if info.status else ""
-            return f"the API refused it{code}: {info.message}"
+            return _refusal(turn, e)
         return None
 
     # ------------------------------------------------------------------ skill confirmation
 
-    async def _await_skill(self, turn: TurnRecord, conf: SkillConfirmation) -> bool:
-        """Wait for a decision on ``conf`` and get it applied; False if the conversation ends."""
+    async def _await_skill(
+        self, turn: TurnRecord, conf: SkillConfirmation, cursor: RunCursor
+    ) -> tuple[bool, StreamSegmentResult | None]:
+        """Wait for a decision on ``conf`` and get it applied: whether the turn goes on
+        (False if the conversation ends), and the segment that followed the decision
+        when the decision was posted by it (``_post_and_resume``)."""
         d, now = self._d, workflow.now()
         item = for_skill(self._policy, conf.skill_name)
         p = PendingApproval(
@@ -246,25 +261,67 @@ class TurnRunner(Notices):
             self._awaiting(turn, None)
             progress = p.decision
             assert progress is not None and d.conversation_id is not None
-            failure = await self._post(
-                turn,
-                p,
-                GenieActivities.post_skill_decision,
-                PostSkillDecisionInput(
-                    **self._scope(),
-                    conversation_id=d.conversation_id,
-                    call_id=conf.call_id,
-                    approved=progress.verdict == "approved",
-                    reason=progress.reason,
-                    kind=conf.kind,
-                ),
-                f"turn {turn.turn}: post {progress.verdict} for {conf.call_id} (E10)",
-            )
+            failure: str | None = None
+            if not d.ending and not (timed_out and item.on_timeout == "fail"):
+                resumed = await self._post_and_resume(turn, conf, progress, cursor)
+                if isinstance(resumed, StreamSegmentResult):
+                    self._settle(d.approvals, p, conf.call_id, progress, None)
+                    return True, resumed
+                failure = resumed
+            if failure is None:
+                failure = await self._post(
+                    turn,
+                    p,
+                    GenieActivities.post_skill_decision,
+                    PostSkillDecisionInput(
+                        **self._scope(),
+                        conversation_id=d.conversation_id,
+                        call_id=conf.call_id,
+                        approved=progress.verdict == "approved",
+                        reason=progress.reason,
+                        kind=conf.kind,
+                    ),
+                    f"turn {turn.turn}: post {progress.verdict} for {conf.call_id} (E10)",
+                )
             if self._settle(d.approvals, p, conf.call_id, progress, failure):
                 break
         if timed_out and item.on_timeout == "fail":
             raise ApprovalTimeoutFailure
-        return not d.ending
+        return not d.ending, None
+
+    async def _post_and_resume(
+        self,
+        turn: TurnRecord,
+        conf: SkillConfirmation,
+        progress: DecisionProgress,
+        cursor: RunCursor,
+    ) -> StreamSegmentResult | str | None:
+        """Post the decision and stream on in one activity: the segment that followed,
+        the API's final refusal of the decision (as ``_post`` words it: the item is handed
+        back, never posted again unasked), or None to post it on its own.
+
+        The common case costs one activity and one workflow task fewer than posting and
+        then resuming. Any other failure of that activity (the API unreachable, the stream
+        failing after the post, the conversation ending) returns None, and the decision
+        is posted by ``_post`` as before, with its outage riding and its refusals: if the
+        activity had posted it, the API answers "already resolved", which is applied.
+        The turn then resumes as after any posted decision.
+        """
+        if not workflow.patched(PATCH_DECISION_WITH_STREAM):
+            return None
+        verdict = SkillVerdict(
+            call_id=conf.call_id,
+            approved=progress.verdict == "approved",
+            reason=progress.reason,
+            kind=conf.kind,
+        )
+        try:
+            return await self._segment(turn, "resume", cursor=cursor, decision=verdict)
+        except ActivityError as e:
+            refused = isinstance(e.cause, ApplicationError) and e.cause.type == DECISION_REFUSED
+            return _refusal(turn, e) if refused else None
+        except StepCancelled:
+            return None
 
     def _auto_decide(self, p: PendingApproval, item: ItemPolicy) -> None:
         """The rule decides at once; audited as ``policy:<match>``, still notified."""
@@ -463,6 +520,13 @@ class TurnRunner(Notices):
 
 class OutageOrRefusal(Exception):
     """A policy decision (timeout, end) could not be applied: the turn fails with this."""
+
+
+def _refusal(turn: TurnRecord, e: ActivityError) -> str:
+    """Why the API did not take a decision, for the item's note and the audit."""
+    info = error_info(e, turn=turn.turn, at=workflow.now())
+    code = f" ({info.status} {info.error_code})" if info.status else ""
+    return f"the API refused it{code}: {info.message}"
 
 
 def _bounded_parameters(params: dict[str, Any]) -> dict[str, Any]:

@@ -261,15 +261,16 @@ class GenieConversation(TurnRunner):
                 if seg.outcome == "finished":
                     turn.status = "completed"
                     break
+                resumed = None
                 if seg.confirmation is not None:
-                    go_on = await self._await_skill(turn, seg.confirmation)
+                    go_on, resumed = await self._await_skill(turn, seg.confirmation, seg.cursor)
                 else:
                     assert seg.connection is not None, "a pause names what it waits for"
                     go_on = await self._await_connection(turn, seg.connection, seg.cursor)
                 if not go_on:
                     turn.status = "cancelled"
                     break
-                seg = await self._segment(turn, "resume", cursor=seg.cursor)
+                seg = resumed or await self._segment(turn, "resume", cursor=seg.cursor)
         except StepCancelled:
             turn.status = "cancelled"
             d.left_at_api = (

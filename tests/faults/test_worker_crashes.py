@@ -55,7 +55,7 @@ SIGKILL_CASES = [
     register_case(
         "kill_during_decision_post",
         "sigkill",
-        "after the decision POST, before its answer (decision activity in flight)",
+        "after the decision POST, before its answer (the resume segment posting it in flight)",
     ),
     register_case(
         "kill_after_decision",
@@ -99,7 +99,7 @@ async def kill_round(stack: FaultStack) -> AsyncIterator[KillRound]:
     )
 
     # After the decision POST, before its answer: the API applies the decision, the worker
-    # never hears back, so the decision activity is still in flight at the kill.
+    # never hears back, so the resume segment that posts it is still in flight at the kill.
     res = await api.ask(in_decision.wid, "confirm:send_invoice")
     assert res.status == "awaiting_approval", res
     in_decision_call = res.pending.approvals[0].call_id
@@ -170,7 +170,7 @@ async def kill_round(stack: FaultStack) -> AsyncIterator[KillRound]:
     assert not segment.heartbeat_details.payloads, "a heartbeat was recorded before the kill"
     assert marker in stack.proxy.held
     assert decision_marker in stack.proxy.held
-    assert await _pending_activities(stack, in_decision) == ["post_skill_decision"]
+    assert await _pending_activities(stack, in_decision) == ["stream_segment"]
     mid_e3 = await _e3(stack, mid)
     assert mid_e3.state != "idle" and mid_e3.last_event is not None, mid_e3
     mid_seq = mid_e3.last_event.seq_num
@@ -300,15 +300,17 @@ async def _check_kill_during_decision_post(stack: FaultStack, rnd: KillRound) ->
     # Two posts: the one whose answer was lost, and the retry's, which met 409 already
     # resolved and counted as done. Applied once.
     k, took = await _recovered(stack, rnd, "kill_during_decision_post", decision_posts=2)
-    tries = [
-        a for a in await stack.activity_attempts(k.conv) if a.activity == "post_skill_decision"
-    ]
-    assert [(a.attempt, a.previous_failure) for a in tries] == [(2, "timeout:heartbeat")], tries
+    # The decision is posted by the resume segment (one activity): the send, then the
+    # resume, retried once after its heartbeat timeout. No separate decision activity.
+    acts = await stack.activity_attempts(k.conv)
+    assert "post_skill_decision" not in {a.activity for a in acts}, acts
+    segs = [(a.attempt, a.previous_failure) for a in acts if a.activity == "stream_segment"]
+    assert segs[1:] == [(2, "timeout:heartbeat")], segs
     stack.record(
         "kill_during_decision_post",
-        f"completed {took:.0f} s after the kill: the decision activity was retried after its "
-        "heartbeat timeout, met 409 already-resolved and counted it as done (applied once, "
-        "posted twice); the resume segment then finished the run",
+        f"completed {took:.0f} s after the kill: the resume segment that posts the decision "
+        "was retried after its heartbeat timeout, met 409 already-resolved, counted it as "
+        "posted (applied once, posted twice) and finished the run",
     )
 
 

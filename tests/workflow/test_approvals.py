@@ -113,6 +113,50 @@ async def test_a_decision_can_wait_for_its_turn_in_one_update(
     assert conv["skill_decision_posts"] == {first.call_id: 1, second.call_id: 1, third.call_id: 1}
 
 
+async def test_the_resume_segment_posts_the_decision(
+    client: Client, task_queue: str, sim: SimProcess
+) -> None:
+    """One activity posts the decision and streams on; if it cannot post, the decision
+    is posted on its own (``post_skill_decision``) and the turn goes on as before."""
+    api = convs(client, task_queue)
+    wid = await start(api)
+    _, first = await _paused(api, wid)
+    rec = await api.approve(wid, first.call_id, approver="alice", wait_for="completion")
+    assert rec.result is not None and rec.result.status == "completed"
+    assert await _activities(api, wid) == ["stream_segment", "stream_segment"]
+
+    # The API answers the segment's post with a 503: the segment streams nothing and
+    # fails at once, and the decision activity posts it.
+    conv = (await api.status(wid)).conversation_id
+    _, second = await _paused(api, wid)
+    sim.fault(endpoint="skill_approval", status=503, times=1, conversation_id=conv)
+    rec = await api.approve(wid, second.call_id, approver="alice", wait_for="completion")
+    assert rec.result is not None and rec.result.status == "completed", rec.result
+    assert rec.result.reply and "send_email" in rec.result.reply
+    assert (await _activities(api, wid))[2:] == [
+        "stream_segment",
+        "stream_segment",
+        "post_skill_decision",
+        "stream_segment",
+    ]
+    stats = sim.stats()["conversations"][conv]  # type: ignore[index]
+    assert stats["skill_decisions_applied"] == {first.call_id: 1, second.call_id: 1}
+    st = await api.status(wid)
+    applied = [a.ref for a in st.audit if a.kind == "decision_applied"]
+    assert applied == [first.call_id, second.call_id]
+
+
+async def _activities(api, wid: str) -> list[str]:
+    history = await api.handle(wid).fetch_history()
+    return [
+        e.activity_task_scheduled_event_attributes.activity_type.name
+        for e in history.events
+        if e.HasField("activity_task_scheduled_event_attributes")
+        and e.activity_task_scheduled_event_attributes.activity_type.name
+        not in ("deployment", "create_conversation")
+    ]
+
+
 async def _updates(api, wid: str) -> int:
     history = await api.handle(wid).fetch_history()
     return sum(

@@ -20,6 +20,7 @@ from tests.services import SimProcess, temporal_cli
 from tests.workflow.helpers import USER, convs, eventually, start
 from worker import build_worker
 from workflows import ALL_SEARCH_ATTRIBUTES, ConversationPolicy, GenieConversation
+from workflows._turn import PATCH_DECISION_WITH_STREAM
 
 HISTORIES = Path(__file__).parent / "histories"
 
@@ -123,7 +124,9 @@ async def test_recorded_histories_replay_deterministically(path: Path) -> None:
 async def test_fresh_histories_replay(client: Client, task_queue: str) -> None:
     """Every command the workflow issues (activities, timers, updates, signals, search
     attributes) replays deterministically. ``GENIE_RECORD_HISTORIES=1`` also writes the
-    history to ``histories/``, where the test above pins it for future versions."""
+    history to ``histories/``, where the test above pins it for future versions.
+    ``approval_connection_timeout.json`` is from before ``PATCH_DECISION_WITH_STREAM``
+    (decisions posted by their own activity)."""
     api = convs(client, task_queue)
     wid = await start(api, policy=ConversationPolicy(approval_timeout=timedelta(seconds=1)))
     await api.ask(wid, "hello")
@@ -143,4 +146,6 @@ async def test_fresh_histories_replay(client: Client, task_queue: str) -> None:
     ).replay_workflow(history)
     if os.environ.get("GENIE_RECORD_HISTORIES") == "1":
         HISTORIES.mkdir(exist_ok=True)
-        (HISTORIES / "approval_connection_timeout.json").write_text(history.to_json())
+        # One file per workflow.patched id since the first: each is replayed for good.
+        name = f"approval_connection_timeout.{PATCH_DECISION_WITH_STREAM}.json"
+        (HISTORIES / name).write_text(history.to_json())
