@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 from datetime import timedelta
 
@@ -111,6 +112,24 @@ async def test_a_decision_can_wait_for_its_turn_in_one_update(
     assert done.status == "completed"
     conv = sim.stats()["conversations"][(await api.status(wid)).conversation_id]  # type: ignore[index]
     assert conv["skill_decision_posts"] == {first.call_id: 1, second.call_id: 1, third.call_id: 1}
+
+
+async def test_two_deciders_racing_and_waiting(client: Client, task_queue: str) -> None:
+    """Both ask to wait; one decision counts and returns the finished turn, the other is
+    refused at once (it does not wait), and the API saw one post."""
+    api = convs(client, task_queue)
+    wid = await start(api)
+    _, pending = await _paused(api, wid)
+    outcomes = await asyncio.gather(
+        api.approve(wid, pending.call_id, approver="alice", wait_for="completion"),
+        api.reject(wid, pending.call_id, approver="bob", wait_for="completion"),
+        return_exceptions=True,
+    )
+    done = [o for o in outcomes if not isinstance(o, BaseException)]
+    refused = [o for o in outcomes if isinstance(o, Refused)]
+    assert len(done) == 1 and len(refused) == 1, outcomes
+    assert refused[0].type == errors.ALREADY_DECIDED
+    assert done[0].result is not None and done[0].result.status == "completed"
 
 
 async def test_the_resume_segment_posts_the_decision(
