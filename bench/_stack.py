@@ -297,9 +297,13 @@ class BenchStack:
     def worker_rss_mib(self) -> float:
         return proc_status_kib(self.worker_pid, "VmRSS") / 1024
 
-    def floor_rss_mib(self) -> float:
+    @property
+    def floor_worker_pid(self) -> int:
         assert self.floor_worker is not None
-        return proc_status_kib(self.floor_worker.pid, "VmRSS") / 1024
+        return self.floor_worker.pid
+
+    def floor_rss_mib(self) -> float:
+        return proc_status_kib(self.floor_worker_pid, "VmRSS") / 1024
 
     @property
     def cache_size(self) -> int:

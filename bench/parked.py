@@ -35,6 +35,10 @@ the budget, prints the P it really parked and the rate it parked at, and the tim
 take at that rate (an extrapolation, labelled as one); ``--p``/``--park-budget`` set the
 size.
 
+Each way of deciding also reports the CPU it cost per decision, summed over its processes
+(the server, its worker, the simulator) during its own chunks: the steadier comparison on
+shared cores, where a rate over a few chunks moves with whatever else runs.
+
 Targets: RSS <= +50 MB over idle at P = 5,000; >= 50 decisions/s to completion, and
 >= 0.8 of floor (c)'s rate (evicted, the same work).
 """
@@ -145,8 +149,14 @@ def _take(items: list[T], n: int) -> list[T]:
 
 @dataclass
 class Chunks:
-    """One way of deciding, timed over the chunks it ran (IN_FLIGHT at once each)."""
+    """One way of deciding, timed over the chunks it ran (IN_FLIGHT at once each), with
+    the CPU its processes (``pids``: the server, its worker, the simulator) spent in them.
 
+    CPU per decision is the steadier figure on shared cores: a rate over a few chunks
+    moves with whatever else the machine runs, the CPU a decision costs much less."""
+
+    pids: tuple[int, ...] = ()
+    cpu_seconds: float = 0.0
     done: int = 0
     failed: int = 0
     launched: int = 0
@@ -167,10 +177,20 @@ class Chunks:
             self.latencies.append(time.monotonic() - t0)
             self.done += 1
 
-        t0 = time.monotonic()
+        t0, cpu0 = time.monotonic(), self._cpu()
         self.launched += len(items)
         await asyncio.gather(*(one(i) for i in items))
         self.seconds += time.monotonic() - t0
+        self.cpu_seconds += self._cpu() - cpu0
+
+    def _cpu(self) -> float:
+        return sum(cpu_seconds(p) for p in self.pids)
+
+    def cpu_ms(self) -> float:
+        """CPU milliseconds per completed decision (NaN without pids or decisions)."""
+        if not self.pids or not self.done:
+            return float("nan")
+        return self.cpu_seconds * 1000 / self.done
 
     def rate(self) -> float:
         return self.done / self.seconds if self.seconds else 0.0
@@ -182,6 +202,7 @@ class Chunks:
             "seconds": round(self.seconds, 2),
             "per_s": round(self.rate(), 1),
             "latency_p50_s": round(median(self.latencies), 2),
+            "cpu_ms_per_decision": round(self.cpu_ms(), 1) if self.pids and self.done else None,
             "failure_samples": self.errors,
         }
 
@@ -329,7 +350,14 @@ async def main(ps: list[int], park_budget: float, approve_budget: float) -> None
         # ---- approve everything, wait for every turn to complete; interleaved chunks
         total = len(parked.calls)
         ours_items = list(parked.calls.items())
-        stats = {k: Chunks() for k in ("ours", "floor", "floor_cached", "bare")}
+        ours_pids = (stack.temporal_pid, stack.worker_pid, stack.sim_pid)
+        floor_pids = (stack.temporal_pid, stack.floor_worker_pid, stack.sim_pid)
+        stats = {
+            "ours": Chunks(ours_pids),
+            "floor": Chunks(floor_pids),
+            "floor_cached": Chunks(floor_pids),
+            "bare": Chunks((stack.sim_pid,)),
+        }
         cpu1 = {k: cpu_seconds(v) for k, v in pids.items()}
         t_appr = time.monotonic()
         stop_at = t_appr + approve_budget
@@ -374,6 +402,7 @@ async def main(ps: list[int], park_budget: float, approve_budget: float) -> None
     f_rate, b_rate = stats["floor"].rate(), stats["bare"].rate()
     fc_rate = stats["floor_cached"].rate()
     floor_ratio = rate / f_rate if f_rate else float("nan")
+    cpu_ratio = o.cpu_ms() / stats["floor"].cpu_ms()
     log(
         f"  approvals: {done} completed of {o.launched} launched in {o.seconds:.1f}s of chunks "
         f"({appr_s:.1f}s in all), {failed} failed; floor (c) {f_rate:.1f}/s evicted, "
@@ -406,6 +435,7 @@ async def main(ps: list[int], park_budget: float, approve_budget: float) -> None
                 f"({float(cp['floor_delta_mib']):+.0f})",
                 f"{cp['ratio_to_floor']:.2f}x" if cp["ratio_to_floor"] else "-",
                 f"{cp['parked_per_s']:.1f}/s",
+                "",
                 note,
             ]
         )
@@ -423,7 +453,7 @@ async def main(ps: list[int], park_budget: float, approve_budget: float) -> None
                 f"NOT REACHED: budget spent at {n} parked; at {per_s:.1f}/s, {p} would take "
                 f"~{p / per_s:.0f}s (extrapolated; --park-budget to run it)"
             )
-        rows.append([f"parked P={p}", "not run", "", "", "", "", "", note])
+        rows.append([f"parked P={p}", "not run", "", "", "", "", "", "", note])
     met_rate = rate >= TARGET_DECISIONS_PER_S
     met_floor = floor_ratio >= TARGET_FLOOR_RATIO
     rows.append(
@@ -435,6 +465,7 @@ async def main(ps: list[int], park_budget: float, approve_budget: float) -> None
             "",
             "",
             f"{rate:.1f}/s",
+            f"{o.cpu_ms():.1f}",
             f">= {TARGET_DECISIONS_PER_S:.0f}/s: {verdict(met_rate)}",
         ]
     )
@@ -447,7 +478,9 @@ async def main(ps: list[int], park_budget: float, approve_budget: float) -> None
             "",
             "",
             f"{f_rate:.1f}/s",
-            f"ours/floor {floor_ratio:.2f} >= {TARGET_FLOOR_RATIO}: {verdict(met_floor)}",
+            f"{stats['floor'].cpu_ms():.1f}",
+            f"ours/floor {floor_ratio:.2f} >= {TARGET_FLOOR_RATIO}: {verdict(met_floor)}; "
+            f"CPU {cpu_ratio:.2f}x",
         ]
     )
     rows.append(
@@ -459,6 +492,7 @@ async def main(ps: list[int], park_budget: float, approve_budget: float) -> None
             "",
             "",
             f"{fc_rate:.1f}/s",
+            f"{stats['floor_cached'].cpu_ms():.1f}",
             f"ours/floor {rate / fc_rate if fc_rate else float('nan'):.2f} (info)",
         ]
     )
@@ -471,6 +505,7 @@ async def main(ps: list[int], park_budget: float, approve_budget: float) -> None
             "",
             "",
             f"{b_rate:.1f}/s",
+            "",
             f"ours/bare {rate / b_rate if b_rate else float('nan'):.2f}",
         ]
     )
@@ -478,7 +513,17 @@ async def main(ps: list[int], park_budget: float, approve_budget: float) -> None
         f"parked: conversations awaiting approval in one worker (max_cached_workflows "
         f"{cache_size}, the floor worker's too); idle RSS {rss_idle:.0f} MiB; "
         f"park p50 {median(parked.latencies):.2f}s",
-        ["phase", "n", "worker RSS MiB", "KiB/conv", "floor RSS MiB", "/floor", "rate", "target"],
+        [
+            "phase",
+            "n",
+            "worker RSS MiB",
+            "KiB/conv",
+            "floor RSS MiB",
+            "/floor",
+            "rate",
+            "CPU ms/dec",
+            "target",
+        ],
         rows,
     )
     cache = {k: v for k, v in metrics.items() if "sticky_cache" in k}
@@ -507,6 +552,8 @@ async def main(ps: list[int], park_budget: float, approve_budget: float) -> None
             "floor_worker_rss_idle_mib": round(floor_idle, 1),
             "bare": stats["bare"].as_json(),
             "ratio_to_floor_c": round(floor_ratio, 3),
+            "cpu_ms_per_decision": round(o.cpu_ms(), 1),
+            "cpu_ratio_to_floor_c": round(cpu_ratio, 3),
             "approve_latency_p50_s": round(median(latencies), 2),
             "approve_cpu_seconds": appr_cpu,
             "worker_rss_after_mib": round(rss_after, 1),
