@@ -77,22 +77,42 @@ DECISIONS = """\
 - **Decisions per second** are judged against floor (c) doing the same work: with 5,000
   parked and 400 cached, nearly every decision wakes a conversation the worker no longer
   holds, so the floor's runs are decided after the floor worker has cached as many newer
-  ones (the table also shows the floor with its runs still cached). Measured on
-  2026-12-02 (1,000 parked, interleaved): a decision costs ours 1 cache miss, 1 history
-  fetch, 3.2 workflow tasks, 2 updates (`decide_skill`, then the waiter's `wait_turn`)
-  and 2 activities (E10, then the resumed stream), against the floor's 1 signal, 2
-  workflow tasks and 1 activity. The miss costs our worker about 7 ms of CPU (23.8 against
-  16.8 ms per decision); replaying a parked conversation's 27 events takes 8.2 ms in the
-  SDK's `Replayer`, about half of it the SDK's own payload visiting. With every parked
-  conversation cached (`GENIE_MAX_CACHED_WORKFLOWS=2000`) ours ran at 0.82x the cached
-  floor (52.8/s against 64.7/s): the cache is the lever, at about 125 KiB per cached
-  conversation. Posting the decision as a local activity (one workflow task and one
-  activity fewer) was tried and not kept: 39.4/s against 39.0/s, inside the noise.
+  ones (the table also shows the floor with its runs still cached). Rates over a few
+  chunks move ±30% with the machine, so the bench also reports the CPU a decision costs
+  (server, worker and simulator, during each kind's own chunks); that moves much less.
+  Until 2026-12-02 a decision cost ours 1 cache miss, 1 history fetch, 3.2 workflow
+  tasks, 2 updates (`decide_skill`, then the waiter's `wait_turn`) and 2 activities (E10,
+  then the resumed stream), against the floor's 1 signal, 2 workflow tasks and 1
+  activity: about 1.8x the floor's CPU per decision (51.5 against 27.7 ms, 1,000 parked)
+  and 0.53-0.70x its rate. Kept since (2026-12-02):
+  - *the decision and the wait in one update*: `SkillDecision.wait_for`, as for a send;
+    the bench approves that way;
+  - *the resume segment posts the decision*: one activity and one workflow task fewer
+    (`workflow.patched`); if it cannot post, a decision activity of its own does, as
+    before;
+  - *the pending-approval gauges count instead of listing*: each 30 s sample listed every
+    waiting conversation of the oldest age band; with 3,000 waiting one sample cost the
+    server 1.3 s and the worker 0.6 s of CPU, now 33 ms and 9 ms (bisecting counts).
+
+  An approval turn's history went from 39 events to 30. CPU per decision is now
+  1.28-1.45x the floor's, and the rate 0.62, 0.85 and 0.80x the floor's in three runs of
+  this bench on 2026-12-02: around the 0.8 target, not reliably over it. What remains is
+  the update (accepted and completed events, against one signal event), the cancelled
+  deadline timer, two search-attribute upserts (running, then idle), the heartbeat that
+  checkpoints the post, and on the worker the SDK's payload visiting and encoding for a
+  history of about 30 payloads against the floor's few (about 11 against 4 ms of the
+  worker's main thread). With every parked conversation cached
+  (`GENIE_MAX_CACHED_WORKFLOWS=2000`) ours ran at 0.82x the cached floor before these
+  changes: the cache is still the lever, at about 125 KiB per cached conversation.
+  Posting the decision as a local activity was tried and not kept (inside the noise).
   Decisions of different conversations cannot be batched; a turn rarely has more than one.
 - **Memory: the +50 MB target at 5,000 parked is below Temporal's own floor.** The floor
   worker, caching as many runs (400) and holding as many parked minimal runs, is itself
   about +50 MiB over its idle at 5,000 (the table's floor column): most of it is the
-  cache, which fills by 1,000 parked. Ours is about 2x the floor. A heap profile of the
+  cache, which fills by 1,000 parked. Ours was about 2x the floor (+98 MiB) and is 1.4x
+  (+70 MiB) since the pending gauges stopped reading every waiting conversation each
+  30 s (one run each, so the churn they caused is the likely cause, not a proven one). A
+  heap profile of the
   worker (jemalloc's, 2026-12-02) finds in a cached conversation's ~125 KiB: the SDK
   core's per-run state built from our commands (~30 KiB), decoded activation protobufs
   the SDK's workflow instance keeps alive (~15 KiB), and our Python objects (~38 KiB by
@@ -329,7 +349,8 @@ def _parked(r: dict[str, Any]) -> list[Row]:
             _f(bare.get("per_s")),
             f"c {_f(fc.get('per_s'))}",
             _f(r["decisions_per_s"]),
-            f"{_f(r.get('ratio_to_floor_c'), '.2f')}x ({cached})",
+            f"{_f(r.get('ratio_to_floor_c'), '.2f')}x ({cached}); CPU per decision "
+            f"{_f(r.get('cpu_ratio_to_floor_c'), '.2f')}x the floor's",
             f"≥ {r['targets']['decisions_per_s']:.0f}/s; ≥ "
             f"{r['targets'].get('ratio_to_floor_c', 0.8)}x floor",
             f"{_ok(r['met']['decisions_per_s'])}; {_ok(r['met'].get('ratio_to_floor_c'))}",
