@@ -261,9 +261,15 @@ class TurnRunner(Notices):
             self._awaiting(turn, None)
             progress = p.decision
             assert progress is not None and d.conversation_id is not None
+            verdict = SkillVerdict(
+                call_id=conf.call_id,
+                approved=progress.verdict == "approved",
+                reason=progress.reason,
+                kind=conf.kind,
+            )
             failure: str | None = None
             if not d.ending and not (timed_out and item.on_timeout == "fail"):
-                resumed = await self._post_and_resume(turn, conf, progress, cursor)
+                resumed = await self._post_and_resume(turn, verdict, cursor)
                 if isinstance(resumed, StreamSegmentResult):
                     self._settle(d.approvals, p, conf.call_id, progress, None)
                     return True, resumed
@@ -274,12 +280,7 @@ class TurnRunner(Notices):
                     p,
                     GenieActivities.post_skill_decision,
                     PostSkillDecisionInput(
-                        **self._scope(),
-                        conversation_id=d.conversation_id,
-                        call_id=conf.call_id,
-                        approved=progress.verdict == "approved",
-                        reason=progress.reason,
-                        kind=conf.kind,
+                        **self._scope(), conversation_id=d.conversation_id, **verdict.model_dump()
                     ),
                     f"turn {turn.turn}: post {progress.verdict} for {conf.call_id} (E10)",
                 )
@@ -290,11 +291,7 @@ class TurnRunner(Notices):
         return not d.ending, None
 
     async def _post_and_resume(
-        self,
-        turn: TurnRecord,
-        conf: SkillConfirmation,
-        progress: DecisionProgress,
-        cursor: RunCursor,
+        self, turn: TurnRecord, verdict: SkillVerdict, cursor: RunCursor
     ) -> StreamSegmentResult | str | None:
         """Post the decision and stream on in one activity: the segment that followed,
         the API's final refusal of the decision (as ``_post`` words it: the item is handed
@@ -309,12 +306,6 @@ class TurnRunner(Notices):
         """
         if not workflow.patched(PATCH_DECISION_WITH_STREAM):
             return None
-        verdict = SkillVerdict(
-            call_id=conf.call_id,
-            approved=progress.verdict == "approved",
-            reason=progress.reason,
-            kind=conf.kind,
-        )
         try:
             return await self._segment(turn, "resume", cursor=cursor, decision=verdict)
         except ActivityError as e:
