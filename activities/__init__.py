@@ -108,7 +108,14 @@ class GenieActivities(ControlActivities, NotifyActivities):
             silence_check_seconds=self._silence_check,
             auth_settle_seconds=self._auth_settle,
             post_first=(
-                functools.partial(self._post_verdict, inp, inp.conversation_id, verdict)
+                functools.partial(
+                    self._post_verdict,
+                    inp,
+                    inp.conversation_id,
+                    verdict,
+                    run_id=inp.cursor.genie_run_id if inp.cursor else None,
+                    messages_seen=inp.messages_so_far,
+                )
                 if verdict is not None
                 else None
             ),

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import logging
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import TypeVar
@@ -14,6 +15,7 @@ from temporalio.exceptions import ApplicationError
 from activities._attachments import AttachmentReader, UrlPolicy
 from activities._errors import (
     CREDENTIAL_SETTLING,
+    DECISION_REFUSED,
     credential_refusal,
     decision_refused,
     to_application_error,
@@ -44,8 +46,11 @@ from genie_api import (
     GenieAPIError,
     GenieClient,
     Pause,
+    PauseStatus,
     RunInspector,
 )
+
+log = logging.getLogger("genie_worker.decisions")
 
 SelfT = TypeVar("SelfT")
 InT = TypeVar("InT")
@@ -147,14 +152,64 @@ class ControlActivities:
     @activity.defn(name="post_skill_decision")
     @_heartbeating
     async def post_skill_decision(self, inp: PostSkillDecisionInput) -> PostDecisionResult:
-        return await self._post_verdict(inp, inp.conversation_id, inp)
+        return await self._post_verdict(
+            inp,
+            inp.conversation_id,
+            inp,
+            run_id=inp.genie_run_id,
+            messages_seen=inp.messages_seen,
+            may_have_posted=inp.may_have_posted,
+        )
 
     async def _post_verdict(
-        self, scope: _Scope, conversation_id: str, v: SkillVerdict
+        self,
+        scope: _Scope,
+        conversation_id: str,
+        v: SkillVerdict,
+        *,
+        run_id: str | None,
+        messages_seen: int,
+        may_have_posted: bool = False,
     ) -> PostDecisionResult:
         """E10 (or E13 for a business approval); also the first step of a ``resume``
-        segment that carries the decision."""
+        segment that carries the decision.
+
+        Production answers a repeated decision with a 409 that does not say "already
+        resolved", so the conversation state decides what a repeat means:
+
+        - before posting again (a retry, or ``may_have_posted``), a run that moved past
+          the pause means the earlier post landed: nothing is posted;
+        - after a refusal, a run that moved past the pause means the call was resolved
+          already (by our lost post, or by someone else): there is nothing left to decide.
+        """
         what = "business approval" if v.kind == "business" else "skill decision"
+        pause = Pause(
+            EventType.BUSINESS_APPROVAL_REQUIRED
+            if v.kind == "business"
+            else EventType.SKILL_CONFIRMATION_REQUIRED,
+            v.call_id,
+        )
+        runs = RunInspector(
+            self._client, scope.genie_handle, conversation_id, user_id=scope.user_id
+        )
+
+        async def resolved(*, refused: bool) -> bool:
+            try:
+                check = await runs.pause_status(run_id, pause, messages_seen=messages_seen)
+            except GenieAPIError:
+                return False  # only a check: the post (or its refusal) stands
+            # Another pause as the newest event may have been raised beside this one;
+            # only the API's refusal of this post makes it proof.
+            return check.status == PauseStatus.MOVED_ON and (refused or not check.by_other_pause)
+
+        if (may_have_posted or activity.info().attempt > 1) and await resolved(refused=False):
+            log.info(
+                "%s for call %s: the run moved past the pause; an earlier attempt's post "
+                "landed, not posting again",
+                what,
+                v.call_id,
+            )
+            return PostDecisionResult(outcome="already_resolved")
         try:
             if v.kind == "business":
                 await self._client.business_approval(
@@ -175,9 +230,22 @@ class ControlActivities:
                 )
         except GenieAPIError as e:
             # E13 has no documented code of its own; a call id is resolved once either way.
-            return self._settle_decision(
-                e, SKILL_CALL_ALREADY_RESOLVED, f"{what} for call {v.call_id}"
-            )
+            try:
+                return self._settle_decision(
+                    e, SKILL_CALL_ALREADY_RESOLVED, f"{what} for call {v.call_id}"
+                )
+            except ApplicationError as refusal:
+                if refusal.type != DECISION_REFUSED or not await resolved(refused=True):
+                    raise
+                log.info(
+                    "%s for call %s: refused (HTTP %s %s), but the run moved past the pause: "
+                    "resolved already",
+                    what,
+                    v.call_id,
+                    e.status,
+                    e.error_code,
+                )
+                return PostDecisionResult(outcome="already_resolved")
         return PostDecisionResult(outcome="applied")
 
     @activity.defn(name="get_auth_link")
@@ -237,9 +305,10 @@ class ControlActivities:
 def _settle(e: GenieAPIError, already_resolved: str, what: str) -> PostDecisionResult:
     """What a failed decision post means: done already, try again later, or refused.
 
-    Only the documented already-resolved code proves the API has a resolution for the
-    id (typically ours, from an attempt whose answer was lost). Every other 409 is not
-    that: ``conversation_busy`` says the run is busy, so the post is retried; any other
+    Of the answers alone, only the documented already-resolved code proves the API has a
+    resolution for the id (typically ours, from an attempt whose answer was lost); a
+    skill decision also asks the conversation state (``_post_verdict``). Every other 409
+    is not that: ``conversation_busy`` says the run is busy, so the post is retried; any other
     code, and every other final answer, means the decision was not applied, and the
     workflow must show that rather than carry on as if it had been.
 

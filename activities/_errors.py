@@ -43,8 +43,10 @@ STREAM_STALLED = "StreamStalled"
 DECISION_REFUSED = "DecisionRefusedByApi"
 """The API refused a decision (skill, business approval, connection rejection) with a
 final answer other than "already resolved": a 4xx such as 400/401/403/404/422, or a 409
-that is neither ``conversation_busy`` nor the documented already-resolved code. The
-decision was not applied; a human can decide again. Not retried."""
+that is neither ``conversation_busy`` nor the documented already-resolved code, while
+the conversation state does not show the run past the pause (a skill decision refused
+after it went on was resolved already). The decision was not applied; a human can
+decide again. Not retried."""
 DECISION_NOT_POSTED = "DecisionNotPosted"
 """A ``resume`` segment could not post the decision it carried
 (``StreamSegmentInput.decision``) for a reason other than the API's final refusal (that

@@ -139,10 +139,11 @@ class StreamSegment:
         ``DecisionNotPosted``, and the workflow posts the decision on its own at once,
         with the retries, outage riding and refusals of ``post_skill_decision``.
 
-        Checkpointed at once (this segment's first heartbeat), so a retry after a crash
-        does not post it again: production answers a repeated decision with a 409 no
-        client can tell from a refusal. Only a crash between the API's answer and that
-        heartbeat repeats it, the same window a decision activity of its own has."""
+        Not checkpointed on its own: the next heartbeat (or a failure's) carries
+        ``decision_posted``, and a retry that finds none asks the API whether the run
+        moved past the pause before posting again (``_post_verdict``), since production
+        answers a repeated decision with a 409 that does not say "already resolved".
+        """
         if self._p.decision_posted:
             return
         try:
@@ -154,7 +155,6 @@ class StreamSegment:
         except Exception as e:
             raise _not_posted(e) from None
         self._p.decision_posted = True
-        self._beat(force=True)
 
     async def run(self) -> StreamSegmentResult:
         consumer = asyncio.create_task(self._consume())

@@ -108,10 +108,11 @@ class StreamSegmentInput(_Scope):
     reply recovered from E6 skips exactly those."""
     decision: SkillVerdict | None = None
     """``resume`` only: post this decision first, then stream on: the run continues
-    once it is posted, so one activity does both. Posted once per segment (the heartbeat
-    remembers); a retry that posts again is answered "already resolved", which counts as
-    posted. If it cannot be posted the segment fails at once and streams nothing: with
-    ``DecisionRefusedByApi`` when the API refused it, else ``DecisionNotPosted``."""
+    once it is posted, so one activity does both. Posted once per segment: a heartbeat
+    remembers the post, and a retry without one first asks the API (E3, E6) whether the
+    run moved past the pause. If it cannot be posted the segment fails at once and
+    streams nothing: with ``DecisionRefusedByApi`` when the API refused it, else
+    ``DecisionNotPosted``."""
     may_have_posted: bool = False
     """An earlier activity of this turn (scheduled again after an outage outlasted its
     retries) may have posted the message: ask the API before posting (``send`` only)."""
@@ -169,6 +170,15 @@ class StreamSegmentResult(_Model):
 
 class PostSkillDecisionInput(_Scope, SkillVerdict):
     conversation_id: str
+    genie_run_id: str | None = None
+    """The run parked on the call, and the genie messages it delivered up to the pause:
+    what the conversation state (E3, E6) is compared with to tell whether the call was
+    resolved already (see ``may_have_posted``)."""
+    messages_seen: int = 0
+    may_have_posted: bool = False
+    """An earlier activity (the resume segment that carries the decision) may have posted
+    it: ask the API whether the run moved past the pause before posting again, since
+    production answers a repeat with a 409 that does not say "already resolved"."""
 
 
 DecisionOutcome = Literal["applied", "already_resolved"]
@@ -176,10 +186,11 @@ DecisionOutcome = Literal["applied", "already_resolved"]
 
 class PostDecisionResult(_Model):
     outcome: DecisionOutcome = "applied"
-    """``applied``: the API took this decision now. ``already_resolved``: the API answered
-    409 with its documented already-resolved code, so it has a resolution for this id
-    already: ours, when an earlier attempt's answer was lost, or another one (e.g. a
-    connection the user completed before our rejection arrived)."""
+    """``applied``: the API took this decision now. ``already_resolved``: the API has a
+    resolution for this id already: ours, when an earlier attempt's answer was lost, or
+    another one (e.g. a connection the user completed before our rejection arrived). It
+    said so with its documented already-resolved code, or (skill decisions) the
+    conversation state showed the run past the pause."""
 
     @model_validator(mode="before")
     @classmethod

@@ -171,11 +171,16 @@ class PauseCheck:
         status: Parked, moved on, or unknown.
         state: E3 ``state`` as read (for logs and cards; not evidence).
         last_event_type: Type of E3's ``last_event``, if any.
+        by_other_pause: ``MOVED_ON`` only because E3's newest event is another pause of
+            the run. That pause may have come after this one was resolved, or beside it
+            (parallel skills), so it proves this one resolved only together with the
+            API's own word that it no longer waits.
     """
 
     status: PauseStatus
     state: str | None
     last_event_type: str | None
+    by_other_pause: bool = False
 
 
 class RunInspector:
@@ -352,10 +357,11 @@ class RunInspector:
         """Whether run ``run_id`` still waits on ``pause`` or has moved past it.
 
         E3 first: the run's newest event is the pause itself (parked) or a later one
-        (moved on). Production may leave E3 looking parked after the run resumed, so
-        unless E3 already showed the run moving on, E6 has the last word: genie
-        messages of the run beyond ``messages_seen`` (those delivered before the pause)
-        mean it moved on.
+        (moved on; when that is another pause, see ``PauseCheck.by_other_pause``, unless
+        E6 shows genie messages after this one). Production may leave E3 looking parked
+        after the run resumed, so unless E3 already showed the run moving on, E6 has the
+        last word: genie messages of the run beyond ``messages_seen`` (those delivered
+        before the pause) mean it moved on.
 
         Args:
             run_id: The run, if known; without it only E3's view of the pause counts.
@@ -373,7 +379,9 @@ class RunInspector:
             and _of_run(last, run_id)
             and last.type not in _NOT_PROGRESS
         ):
-            return PauseCheck(PauseStatus.MOVED_ON, conv.state, last_type)
+            if last.type not in _PAUSE_REF or (await self._genie_messages(run_id))[messages_seen:]:
+                return PauseCheck(PauseStatus.MOVED_ON, conv.state, last_type)
+            return PauseCheck(PauseStatus.MOVED_ON, conv.state, last_type, by_other_pause=True)
         if run_id is not None and (await self._genie_messages(run_id))[messages_seen:]:
             return PauseCheck(PauseStatus.MOVED_ON, conv.state, last_type)
         status = PauseStatus.PARKED if parked else PauseStatus.UNKNOWN

@@ -268,19 +268,26 @@ class TurnRunner(Notices):
                 kind=conf.kind,
             )
             failure: str | None = None
+            tried = False  # whether a resume segment may have posted the decision
             if not d.ending and not (timed_out and item.on_timeout == "fail"):
                 resumed = await self._post_and_resume(turn, verdict, cursor)
                 if isinstance(resumed, StreamSegmentResult):
                     self._settle(d.approvals, p, conf.call_id, progress, None)
                     return True, resumed
                 failure = resumed
+                tried = workflow.patched(PATCH_DECISION_WITH_STREAM)
             if failure is None:
                 failure = await self._post(
                     turn,
                     p,
                     GenieActivities.post_skill_decision,
                     PostSkillDecisionInput(
-                        **self._scope(), conversation_id=d.conversation_id, **verdict.model_dump()
+                        **self._scope(),
+                        conversation_id=d.conversation_id,
+                        **verdict.model_dump(),
+                        genie_run_id=cursor.genie_run_id,
+                        messages_seen=turn.message_count,
+                        may_have_posted=tried,
                     ),
                     f"turn {turn.turn}: post {progress.verdict} for {conf.call_id} (E10)",
                 )
@@ -300,9 +307,10 @@ class TurnRunner(Notices):
         The common case costs one activity and one workflow task fewer than posting and
         then resuming. Any other failure of that activity (the API unreachable, the stream
         failing after the post, the conversation ending) returns None, and the decision
-        is posted by ``_post`` as before, with its outage riding and its refusals: if the
-        activity had posted it, the API answers "already resolved", which is applied.
-        The turn then resumes as after any posted decision.
+        is posted by ``_post`` as before, with its outage riding and its refusals, told
+        that it may have been posted (``may_have_posted``): if the run is past the pause
+        it is not posted again, and counts as applied. The turn then resumes as after any
+        posted decision.
         """
         if not workflow.patched(PATCH_DECISION_WITH_STREAM):
             return None

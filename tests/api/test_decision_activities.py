@@ -14,6 +14,7 @@ decide again, instead of carrying on as if the decision had been applied.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 from collections.abc import Awaitable, Callable
 from datetime import timedelta
 from typing import Any
@@ -211,6 +212,99 @@ async def test_server_errors_retry_after_the_servers_wait_only(
     assert failed.value.non_retryable is False
     assert failed.value.next_retry_delay == delay
     assert (await decide()).outcome == "applied"
+
+
+# ------------------------------------------------------------------ a post that may have landed
+
+
+async def _parked(client: GenieClient, cid: str, user: str) -> PostSkillDecisionInput:
+    """A skill call the run waits on, as the workflow would post it after a crash."""
+    async with client.stream_message(GENIE, cid, "confirm:send_email", user_id=user) as events:
+        async for event in events:
+            if isinstance(event, SkillConfirmationRequired):
+                assert event.call_id is not None
+                return PostSkillDecisionInput(
+                    genie_handle=GENIE,
+                    user_id=user,
+                    conversation_id=cid,
+                    call_id=event.call_id,
+                    approved=True,
+                    genie_run_id=event.genie_run_id,
+                )
+    raise AssertionError("the run never asked for a confirmation")
+
+
+def _posts(sim: SimProcess, cid: str) -> dict[str, int]:
+    conversations = sim.stats()["conversations"]
+    assert isinstance(conversations, dict)
+    posts: dict[str, int] = conversations[cid]["skill_decision_posts"]
+    return posts
+
+
+def _attempt(n: int) -> ActivityEnvironment:
+    env = ActivityEnvironment()
+    env.info = dataclasses.replace(env.info, attempt=n)
+    return env
+
+
+async def _moved_on(client: GenieClient, cid: str, user: str) -> None:
+    for _ in range(100):
+        if await _state(client, cid, user) != "awaiting_approval":
+            return
+        await asyncio.sleep(0.05)
+    raise AssertionError("the run stayed on the pause after the decision")
+
+
+@pytest.mark.parametrize("how", ["retry", "may_have_posted"])
+async def test_a_post_that_landed_is_not_posted_again(
+    sim: SimProcess, client: GenieClient, conversation_id: str, user_id: str, how: str
+) -> None:
+    """After a lost answer (a retry, or a fallback after the resume segment), the run
+    having moved past the pause is proof enough: nothing is posted a second time."""
+    inp = await _parked(client, conversation_id, user_id)
+    acts = ControlActivities(client)
+    assert (await ActivityEnvironment().run(acts.post_skill_decision, inp)).outcome == "applied"
+    await _moved_on(client, conversation_id, user_id)
+    if how == "retry":
+        again = await _attempt(2).run(acts.post_skill_decision, inp)
+    else:
+        unsure = inp.model_copy(update={"may_have_posted": True})
+        again = await ActivityEnvironment().run(acts.post_skill_decision, unsure)
+    assert again.outcome == "already_resolved"
+    assert _posts(sim, conversation_id) == {inp.call_id: 1}
+    assert _applied(sim, conversation_id) == {inp.call_id: 1}
+
+
+async def test_a_retry_posts_while_the_run_still_waits(
+    sim: SimProcess, client: GenieClient, conversation_id: str, user_id: str
+) -> None:
+    """The previous attempt never reached the API: the check finds the run parked, and
+    the retry posts."""
+    inp = await _parked(client, conversation_id, user_id)
+    unsure = inp.model_copy(update={"may_have_posted": True})
+    result = await _attempt(3).run(ControlActivities(client).post_skill_decision, unsure)
+    assert result.outcome == "applied"
+    assert _applied(sim, conversation_id) == {inp.call_id: 1}
+
+
+async def test_a_refusal_after_the_run_moved_on_means_resolved_already(
+    sim: SimProcess, client: GenieClient, conversation_id: str, user_id: str
+) -> None:
+    """Production answers a repeat with ``409 invalid_state``; with the run past the
+    pause, that is the call resolved already, not a refusal to show a human."""
+    inp = await _parked(client, conversation_id, user_id)
+    acts = ControlActivities(client)
+    assert (await ActivityEnvironment().run(acts.post_skill_decision, inp)).outcome == "applied"
+    await _moved_on(client, conversation_id, user_id)
+    sim.fault(
+        endpoint="skill_approval",
+        status=409,
+        error_code="invalid_state",
+        conversation_id=conversation_id,
+    )
+    again = await ActivityEnvironment().run(acts.post_skill_decision, inp)
+    assert again.outcome == "already_resolved"
+    assert _applied(sim, conversation_id) == {inp.call_id: 1}
 
 
 def test_results_recorded_before_outcome_still_read() -> None:

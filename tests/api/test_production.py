@@ -46,6 +46,7 @@ from activities.models import (
     StreamSegmentResult,
 )
 from genie_api import (
+    AgentMessage,
     ApiKeyAuth,
     EventType,
     GenieClient,
@@ -365,6 +366,8 @@ async def test_auth_link_404_fails_with_status_404(prod: GenieClient, user_id: s
 async def test_a_repeated_decision_answered_409_unknown_is_refused(
     prod: GenieClient, prod_sim: SimProcess, user_id: str
 ) -> None:
+    """With nothing to show that the run moved past the pause (no run id: E3 alone, and
+    production's E3 may keep showing the pause), the repeat's 409 stays a refusal."""
     cid = (await prod.create_conversation(GENIE, user_id=user_id)).conversation_id
     call = await _paused_call(prod, cid, user_id)
     inp = PostSkillDecisionInput(
@@ -376,6 +379,50 @@ async def test_a_repeated_decision_answered_409_unknown_is_refused(
         await env.run(ControlActivities(prod).post_skill_decision, inp)
     assert (again.value.type, again.value.non_retryable) == (DECISION_REFUSED, True)
     assert "HTTP 409 invalid_state" in again.value.message
+
+
+async def test_a_repeated_decision_after_the_run_went_on_is_resolved_already(
+    prod: GenieClient, prod_sim: SimProcess, user_id: str
+) -> None:
+    """The workflow names the run: its genie message after the pause (E6) shows the call
+    resolved, so the repeat's ``409 invalid_state`` (an earlier post's answer lost) is
+    taken as resolved already, as the documented already-resolved code would be."""
+    cid = (await prod.create_conversation(GENIE, user_id=user_id)).conversation_id
+    seen, pause = 0, None
+    async with prod.stream_message(GENIE, cid, "confirm:x", user_id=user_id) as events:
+        async for event in events:
+            seen += isinstance(event, AgentMessage)
+            if isinstance(event, SkillConfirmationRequired):
+                pause = event
+                break
+    assert pause is not None and pause.call_id is not None and pause.genie_run_id is not None
+    call, run = pause.call_id, pause.genie_run_id
+    inp = PostSkillDecisionInput(
+        genie_handle=GENIE,
+        user_id=user_id,
+        conversation_id=cid,
+        call_id=call,
+        approved=True,
+        genie_run_id=run,
+        messages_seen=seen,
+    )
+    env, _ = _env()
+    assert (await env.run(ControlActivities(prod).post_skill_decision, inp)).outcome == "applied"
+
+    async def replied() -> bool:
+        page = await prod.list_messages(GENIE, cid, user_id=user_id)
+        return any(m.source == "genie" and m.genie_run_id == run for m in page.messages)
+
+    for _ in range(100):
+        if await replied():
+            break
+        await asyncio.sleep(0.05)
+    again = await env.run(ControlActivities(prod).post_skill_decision, inp)
+    assert again.outcome == "already_resolved"
+    stats = prod_sim.stats()["conversations"]
+    assert isinstance(stats, dict)
+    assert stats[cid]["skill_decision_posts"] == {call: 2}
+    assert stats[cid]["skill_decisions_applied"] == {call: 1}
 
 
 # ---------------------------------------------------------------- events without paging

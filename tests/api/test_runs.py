@@ -291,8 +291,38 @@ async def test_a_later_pause_of_the_run_is_moving_on(canned: tuple[Canned, RunIn
     )
     check = await runs.pause_status(RUN, Pause(CONNECTION, ATTEMPT), messages_seen=0)
     assert check.status is PauseStatus.MOVED_ON
+    # Only another pause shows it: it may have been raised beside this one.
+    assert check.by_other_pause
     again = await runs.pause_status(RUN, Pause(CONNECTION, "rca_2"), messages_seen=0)
     assert again.status is PauseStatus.PARKED
+
+
+async def test_a_later_pause_after_new_messages_is_plain_moving_on(
+    canned: tuple[Canned, RunInspector],
+) -> None:
+    """Genie messages after the first pause say the run went on past it, whatever its
+    newest event is."""
+    api, runs = canned
+    api.e3["last_event"] = _event(CONNECTION, seq=7, runtime_connection_attempt_id="rca_2")
+    api.e6 = [
+        _message("genie", "Jira is connected; now Slack", RUN, 6),
+        _message("genie", "I need Jira", RUN, 4),
+        _message("user", "go", RUN, 3),
+        *OLD_TURN,
+    ]
+    check = await runs.pause_status(RUN, Pause(CONNECTION, ATTEMPT), messages_seen=1)
+    assert (check.status, check.by_other_pause) == (PauseStatus.MOVED_ON, False)
+    assert api.calls == ["E3", "E6"]
+
+
+async def test_a_later_event_that_is_no_pause_needs_no_history(
+    canned: tuple[Canned, RunInspector],
+) -> None:
+    api, runs = canned
+    api.e3["last_event"] = _event("skill.running", seq=7)
+    check = await runs.pause_status(RUN, Pause(CONNECTION, ATTEMPT), messages_seen=0)
+    assert (check.status, check.by_other_pause) == (PauseStatus.MOVED_ON, False)
+    assert api.calls == ["E3"]
 
 
 async def test_user_message_without_run_id_is_found_through_events(

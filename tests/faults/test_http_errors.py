@@ -173,12 +173,15 @@ async def case_e10_answer_lost(stack: FaultStack) -> None:
     await stack.api.approve(conv.wid, call, approver="ops")
     result = await stack.finish(conv, 1)
     await stack.check_turn(conv, result)
-    # The repeat met 409 skill_call_already_resolved and counted as done.
-    await stack.check_decisions(conv, {call: 1}, posts={call: 2})
+    # The resume segment's post landed, its answer did not: the workflow's own post was
+    # told it may have been made, saw the run past the pause (E3) and did not repeat it.
+    await stack.check_decisions(conv, {call: 1}, posts={call: 1})
+    assert f"for call {call}: the run moved past the pause" in stack.worker.log_text()
     await stack.check_secrets(conv)
     stack.record(
         "e10_answer_lost",
-        "completed; the retry's 409 already-resolved counted as done: applied once",
+        "completed; before posting again the workflow saw the run past the pause (E3) and "
+        "counted the decision as done: posted once, applied once",
     )
 
 

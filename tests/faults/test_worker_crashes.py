@@ -297,20 +297,21 @@ async def _check_kill_after_decision(stack: FaultStack, rnd: KillRound) -> None:
 
 
 async def _check_kill_during_decision_post(stack: FaultStack, rnd: KillRound) -> None:
-    # Two posts: the one whose answer was lost, and the retry's, which met 409 already
-    # resolved and counted as done. Applied once.
-    k, took = await _recovered(stack, rnd, "kill_during_decision_post", decision_posts=2)
+    # One post: the retry, with no heartbeat to say the post was made, asked the API
+    # (E3, E6) first, saw the run past the pause, and did not post again.
+    k, took = await _recovered(stack, rnd, "kill_during_decision_post", decision_posts=1)
     # The decision is posted by the resume segment (one activity): the send, then the
     # resume, retried once after its heartbeat timeout. No separate decision activity.
     acts = await stack.activity_attempts(k.conv)
     assert "post_skill_decision" not in {a.activity for a in acts}, acts
     segs = [(a.attempt, a.previous_failure) for a in acts if a.activity == "stream_segment"]
     assert segs[1:] == [(2, "timeout:heartbeat")], segs
+    assert f"for call {k.call_id}: the run moved past the pause" in stack.worker.log_text()
     stack.record(
         "kill_during_decision_post",
         f"completed {took:.0f} s after the kill: the resume segment that posts the decision "
-        "was retried after its heartbeat timeout, met 409 already-resolved, counted it as "
-        "posted (applied once, posted twice) and finished the run",
+        "was retried after its heartbeat timeout, found the run past the pause (E3) and "
+        "did not post again (applied once, posted once) and finished the run",
     )
 
 
