@@ -10,7 +10,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, NonNegativeInt, model_validator
 
 from genie_api import PauseStatus, RunCursor
 
@@ -103,7 +103,7 @@ class StreamSegmentInput(_Scope):
     previous_run_id: str | None = None
     """The run of the turn before this one: any newer run found while reconciling after a
     crash is this turn's, since the workflow is the conversation's only sender."""
-    messages_so_far: int = 0
+    messages_so_far: NonNegativeInt = 0
     """``agent.message`` events of this run already delivered by earlier segments, so a
     reply recovered from E6 skips exactly those."""
     decision: SkillVerdict | None = None
@@ -174,7 +174,7 @@ class PostSkillDecisionInput(_Scope, SkillVerdict):
     """The run parked on the call, and the genie messages it delivered up to the pause:
     what the conversation state (E3, E6) is compared with to tell whether the call was
     resolved already (see ``may_have_posted``)."""
-    messages_seen: int = 0
+    messages_seen: NonNegativeInt = 0
     may_have_posted: bool = False
     """An earlier activity (the resume segment that carries the decision) may have posted
     it: ask the API whether the run moved past the pause before posting again, since
@@ -221,7 +221,7 @@ class ProbeConnectionInput(_Scope):
     conversation_id: str
     attempt_id: str
     genie_run_id: str | None = None
-    messages_so_far: int = 0
+    messages_so_far: NonNegativeInt = 0
     """Genie messages of this run seen before the pause; more in E6 means it moved on."""
 
 

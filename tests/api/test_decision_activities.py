@@ -21,6 +21,7 @@ from typing import Any
 
 import httpx
 import pytest
+from pydantic import ValidationError
 from temporalio.exceptions import ApplicationError
 from temporalio.testing import ActivityEnvironment
 
@@ -305,6 +306,16 @@ async def test_a_refusal_after_the_run_moved_on_means_resolved_already(
     again = await ActivityEnvironment().run(acts.post_skill_decision, inp)
     assert again.outcome == "already_resolved"
     assert _applied(sim, conversation_id) == {inp.call_id: 1}
+
+
+def test_a_negative_message_count_is_refused() -> None:
+    """A count below zero would make E6's "messages after the pause" count the last ones
+    (a negative slice) and take a waiting run for one that moved on."""
+    base = {"genie_handle": GENIE, "user_id": "u", "conversation_id": "c", "call_id": "k"}
+    with pytest.raises(ValidationError):
+        PostSkillDecisionInput.model_validate({**base, "approved": True, "messages_seen": -1})
+    with pytest.raises(ValidationError):
+        ProbeConnectionInput.model_validate({**base, "attempt_id": "a", "messages_so_far": -1})
 
 
 def test_results_recorded_before_outcome_still_read() -> None:
