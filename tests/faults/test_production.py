@@ -67,9 +67,9 @@ SUBSET = [
 ]
 """Cases of the other modules that also run here, against the production profile: cut and
 interrupted streams, E8 down, refused and lost posts, malformed data, duplicate and
-unknown decisions. Left out: cases whose expectation is the documented behaviour that
-production does not have (``e10_answer_lost``: a repeated decision is refused there, see
-``case_repeated_decision``), and the slow ones (outages, long waits, restarts)."""
+unknown decisions. Left out: ``e10_answer_lost``, which ``case_repeated_decision`` is
+here with production's own answer to a repeat, and the slow ones (outages, long waits,
+restarts)."""
 
 
 def _rotate(stack: FaultStack, **body: object) -> None:
