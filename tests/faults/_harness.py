@@ -472,10 +472,9 @@ ROWS: dict[str, tuple[str, str]] = {
     "production": (
         "the live API's reported behaviour (`genie_sim --profile production`)",
         "a key still settling, a wrong or revoked key, a pause only E3 shows after a resumed "
-        "connection, auth link 404, a lost decision answer whose repeat is a 409 with an unknown "
-        "code, "
-        "409 busy after a failed turn, parallel skills, id-less pings; and a subset of the "
-        "rows above",
+        "connection, auth link 404, a lost decision answer whose repeat is a 409 with an "
+        "unknown code, 409 busy after a failed turn, parallel skills, id-less pings; and a "
+        "subset of the rows above",
     ),
 }
 """The rows of the fault table (issue 5), in order; every case belongs to one."""
