@@ -193,16 +193,16 @@ class ControlActivities:
             self._client, scope.genie_handle, conversation_id, user_id=scope.user_id
         )
 
-        async def resolved(*, refused: bool) -> bool:
+        async def resolved(*, conflict: bool) -> bool:
             try:
                 check = await runs.pause_status(run_id, pause, messages_seen=messages_seen)
             except GenieAPIError:
                 return False  # only a check: the post (or its refusal) stands
-            # Another pause as the newest event may have been raised beside this one;
-            # only the API's refusal of this post makes it proof.
-            return check.status == PauseStatus.MOVED_ON and (refused or not check.by_other_pause)
+            # Another pause as the newest event may have been raised beside this one; only
+            # the API's 409 to this post (the call is in no state to decide) makes it proof.
+            return check.status == PauseStatus.MOVED_ON and (conflict or not check.by_other_pause)
 
-        if (may_have_posted or activity.info().attempt > 1) and await resolved(refused=False):
+        if (may_have_posted or activity.info().attempt > 1) and await resolved(conflict=False):
             log.info(
                 "%s for call %s: the run moved past the pause; an earlier attempt's post "
                 "landed, not posting again",
@@ -235,7 +235,9 @@ class ControlActivities:
                     e, SKILL_CALL_ALREADY_RESOLVED, f"{what} for call {v.call_id}"
                 )
             except ApplicationError as refusal:
-                if refusal.type != DECISION_REFUSED or not await resolved(refused=True):
+                if refusal.type != DECISION_REFUSED or not await resolved(
+                    conflict=isinstance(e, ConflictError)
+                ):
                     raise
                 log.info(
                     "%s for call %s: refused (HTTP %s %s), but the run moved past the pause: "

@@ -308,6 +308,73 @@ async def test_a_refusal_after_the_run_moved_on_means_resolved_already(
     assert _applied(sim, conversation_id) == {inp.call_id: 1}
 
 
+async def _second_pause(client: GenieClient, cid: str, user: str) -> PostSkillDecisionInput:
+    """A run with two confirmations, the first decided: E3's newest event is the second
+    pause, with no genie message between them. The first call, as it would be posted."""
+    calls: list[SkillConfirmationRequired] = []
+    async with client.stream_message(GENIE, cid, "confirm:a confirm:b", user_id=user) as events:
+        async for event in events:
+            if isinstance(event, SkillConfirmationRequired):
+                calls.append(event)
+                if len(calls) == 1:
+                    assert event.call_id is not None
+                    await client.decide_skill(
+                        GENIE, cid, event.call_id, user_id=user, approved=True
+                    )
+                else:
+                    break
+    first = calls[0]
+    assert first.call_id is not None
+    return PostSkillDecisionInput(
+        genie_handle=GENIE,
+        user_id=user,
+        conversation_id=cid,
+        call_id=first.call_id,
+        approved=True,
+        genie_run_id=first.genie_run_id,
+    )
+
+
+async def test_a_later_pause_alone_is_no_proof_before_posting(
+    sim: SimProcess, client: GenieClient, conversation_id: str, user_id: str
+) -> None:
+    """The newest event being another pause could mean that pause was raised beside this
+    one: a retry posts again rather than risk leaving a call undecided."""
+    inp = await _second_pause(client, conversation_id, user_id)
+    again = await _attempt(2).run(ControlActivities(client).post_skill_decision, inp)
+    assert again.outcome == "already_resolved"  # the simulator's documented 409
+    assert _posts(sim, conversation_id)[inp.call_id] == 2
+
+
+@pytest.mark.parametrize(
+    ("status", "code", "resolved"), [(409, "invalid_state", True), (400, None, False)]
+)
+async def test_a_later_pause_settles_a_409_but_not_another_refusal(
+    sim: SimProcess,
+    client: GenieClient,
+    conversation_id: str,
+    user_id: str,
+    status: int,
+    code: str | None,
+    resolved: bool,
+) -> None:
+    """After a 409 (the call is in no state to be decided) a later pause is proof enough;
+    after another refusal (a 400 about the request) it is not, and the refusal stands."""
+    inp = await _second_pause(client, conversation_id, user_id)
+    fault: dict[str, object] = {"status": status, "conversation_id": conversation_id}
+    if code is not None:
+        fault["error_code"] = code
+    sim.fault(endpoint="skill_approval", **fault)
+    post = ActivityEnvironment().run(ControlActivities(client).post_skill_decision, inp)
+    if resolved:
+        assert (await post).outcome == "already_resolved"
+    else:
+        with pytest.raises(ApplicationError) as refused:
+            await post
+        assert refused.value.type == DECISION_REFUSED
+        assert f"HTTP {status}" in refused.value.message
+
+
 def test_a_negative_message_count_is_refused() -> None:
     """A count below zero would make E6's "messages after the pause" count the last ones
     (a negative slice) and take a waiting run for one that moved on."""
