@@ -218,20 +218,25 @@ async def test_server_errors_retry_after_the_servers_wait_only(
 # ------------------------------------------------------------------ a post that may have landed
 
 
+def _approval(pause: SkillConfirmationRequired, cid: str, user: str) -> PostSkillDecisionInput:
+    """An approval of ``pause`` as the workflow posts it: naming the run."""
+    assert pause.call_id is not None
+    return PostSkillDecisionInput(
+        genie_handle=GENIE,
+        user_id=user,
+        conversation_id=cid,
+        call_id=pause.call_id,
+        approved=True,
+        genie_run_id=pause.genie_run_id,
+    )
+
+
 async def _parked(client: GenieClient, cid: str, user: str) -> PostSkillDecisionInput:
     """A skill call the run waits on, as the workflow would post it after a crash."""
     async with client.stream_message(GENIE, cid, "confirm:send_email", user_id=user) as events:
         async for event in events:
             if isinstance(event, SkillConfirmationRequired):
-                assert event.call_id is not None
-                return PostSkillDecisionInput(
-                    genie_handle=GENIE,
-                    user_id=user,
-                    conversation_id=cid,
-                    call_id=event.call_id,
-                    approved=True,
-                    genie_run_id=event.genie_run_id,
-                )
+                return _approval(event, cid, user)
     raise AssertionError("the run never asked for a confirmation")
 
 
@@ -323,16 +328,7 @@ async def _second_pause(client: GenieClient, cid: str, user: str) -> PostSkillDe
                     )
                 else:
                     break
-    first = calls[0]
-    assert first.call_id is not None
-    return PostSkillDecisionInput(
-        genie_handle=GENIE,
-        user_id=user,
-        conversation_id=cid,
-        call_id=first.call_id,
-        approved=True,
-        genie_run_id=first.genie_run_id,
-    )
+    return _approval(calls[0], cid, user)
 
 
 async def test_a_later_pause_alone_is_no_proof_before_posting(
