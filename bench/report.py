@@ -94,23 +94,31 @@ DECISIONS = """\
     waiting conversation of the oldest age band; with 3,000 waiting one sample cost the
     server 1.3 s and the worker 0.6 s of CPU, now 33 ms and 9 ms (bisecting counts).
 
-  An approval turn's history went from 39 events to 30. CPU per decision is now
-  1.28-1.45x the floor's, and the rate 0.62, 0.85 and 0.80x the floor's in three runs of
-  this bench on 2026-12-02: around the 0.8 target, not reliably over it. What remains is
-  the update (accepted and completed events, against one signal event), the cancelled
-  deadline timer, two search-attribute upserts (running, then idle), the heartbeat that
-  checkpoints the post, and on the worker the SDK's payload visiting and encoding for a
-  history of about 30 payloads against the floor's few (about 11 against 4 ms of the
-  worker's main thread). With every parked conversation cached
-  (`GENIE_MAX_CACHED_WORKFLOWS=2000`) ours ran at 0.82x the cached floor before these
-  changes: the cache is still the lever, at about 125 KiB per cached conversation.
-  Posting the decision as a local activity was tried and not kept (inside the noise).
+  An approval turn's history went from 39 events to 30. Since a retry of the posting
+  segment asks the API whether the run moved past the pause instead of trusting a
+  heartbeat (also what production's 409 on a repeat needed), the heartbeat that
+  checkpointed the post is gone: an approval turn is 10 billable actions, not 11.
+  Judged by CPU, ours costs 1.28-1.45x the floor's per decision in every run of this
+  bench on 2026-12-02, so on saturated cores its rate should be about 0.7-0.8x the
+  floor's; the rates measured in those runs (0.57-1.07x) scatter around that with the load,
+  which that afternoon was heavy enough to halve every rate, the bare client's too.
+  The split by process (the `CPU ms/dec` column) says where the rest is: the server
+  spends 1.1-1.2x the floor's per decision (the update's two events against one signal,
+  the cancelled deadline timer, two search-attribute upserts: running, then idle), the
+  worker 1.9x. On a cache miss the worker replays the conversation's first turn, three
+  workflow tasks more than the floor's run, and the SDK's cost per activation (visiting
+  every payload three times in and once out, building a data converter per activation
+  and per command) is most of a replay: our workflow code is under a tenth of it by
+  profile. With every parked conversation cached (`GENIE_MAX_CACHED_WORKFLOWS=2000`)
+  ours ran at 0.82x the cached floor before these changes: the cache is still the
+  lever, at about 125 KiB per cached conversation. Posting the decision as a local
+  activity was tried and not kept (inside the noise).
   Decisions of different conversations cannot be batched; a turn rarely has more than one.
 - **Memory: the +50 MB target at 5,000 parked is below Temporal's own floor.** The floor
   worker, caching as many runs (400) and holding as many parked minimal runs, is itself
   about +50 MiB over its idle at 5,000 (the table's floor column): most of it is the
-  cache, which fills by 1,000 parked. Ours was about 2x the floor (+98 MiB) and is 1.4x
-  (+70 MiB) since the pending gauges stopped reading every waiting conversation each
+  cache, which fills by 1,000 parked. Ours was about 2x the floor (+98 MiB) and is
+  1.2-1.4x (+59 to +70 MiB) since the pending gauges stopped reading every waiting conversation each
   30 s (one run each, so the churn they caused is the likely cause, not a proven one). A
   heap profile of the
   worker (jemalloc's, 2026-12-02) finds in a cached conversation's ~125 KiB: the SDK
