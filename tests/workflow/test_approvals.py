@@ -165,6 +165,40 @@ async def test_the_resume_segment_posts_the_decision(
     assert applied == [first.call_id, second.call_id]
 
 
+async def test_an_end_while_the_decision_streams_does_not_post_it_again(
+    client: Client, task_queue: str, sim: SimProcess, genie: GenieClient
+) -> None:
+    """The conversation ends while the resume segment that posted the decision streams.
+    The segment is cancelled, so the workflow posts the decision on its own, told it may
+    have been posted: it finds the run past the pause and counts the decision applied
+    without a second post (production answers a repeat with a 409 that reads as a
+    refusal)."""
+    api = convs(client, task_queue)
+    wid = await start(api)
+    _, pending = await _paused(api, wid, "please confirm:send_email delay:200 steps:30")
+    conv = (await api.status(wid)).conversation_id
+    assert conv is not None
+    await api.approve(wid, pending.call_id, approver="alice")
+    await eventually(
+        lambda: genie.get_conversation("gin-test-genie", conv, user_id=USER),
+        lambda d: (
+            d.last_event is not None
+            and d.last_event.type not in ("skill.confirmation_required", "system.ping")
+        ),
+        what="the run past the pause at the API",
+    )
+    await api.end(wid, "done here")
+    st = await wait_state(api, wid, "ended")
+    applied = [
+        a.actor for a in st.audit if a.kind == "decision_applied" and a.ref == pending.call_id
+    ]
+    assert applied == ["alice"], st.audit
+    assert not any(a.kind == "decision_failed" for a in st.audit), st.audit
+    stats = sim.stats()["conversations"][conv]  # type: ignore[index]
+    assert stats["skill_decision_posts"] == {pending.call_id: 1}
+    assert "post_skill_decision" in await _activities(api, wid)
+
+
 async def _activities(api, wid: str) -> list[str]:
     history = await api.handle(wid).fetch_history()
     return [
