@@ -372,18 +372,19 @@ class RunInspector:
         last = conv.last_event
         last_type = last.type if last is not None else None
         parked = last is not None and _is_pause(last, pause, run_id)
-        if (
+        later = (
             not parked
             and last is not None
             and run_id is not None
             and _of_run(last, run_id)
             and last.type not in _NOT_PROGRESS
-        ):
-            if last.type not in _PAUSE_REF or (await self._genie_messages(run_id))[messages_seen:]:
-                return PauseCheck(PauseStatus.MOVED_ON, conv.state, last_type)
-            return PauseCheck(PauseStatus.MOVED_ON, conv.state, last_type, by_other_pause=True)
+        )
+        if later and last_type not in _PAUSE_REF:
+            return PauseCheck(PauseStatus.MOVED_ON, conv.state, last_type)
         if run_id is not None and (await self._genie_messages(run_id))[messages_seen:]:
             return PauseCheck(PauseStatus.MOVED_ON, conv.state, last_type)
+        if later:
+            return PauseCheck(PauseStatus.MOVED_ON, conv.state, last_type, by_other_pause=True)
         status = PauseStatus.PARKED if parked else PauseStatus.UNKNOWN
         return PauseCheck(status, conv.state, last_type)
 
