@@ -269,13 +269,16 @@ class TurnRunner(Notices):
             )
             failure: str | None = None
             tried = False  # whether a resume segment may have posted the decision
-            if not d.ending and not (timed_out and item.on_timeout == "fail"):
+            if (
+                not d.ending
+                and not (timed_out and item.on_timeout == "fail")
+                and workflow.patched(PATCH_DECISION_WITH_STREAM)
+            ):
                 resumed = await self._post_and_resume(turn, verdict, cursor)
                 if isinstance(resumed, StreamSegmentResult):
                     self._settle(d.approvals, p, conf.call_id, progress, None)
                     return True, resumed
-                failure = resumed
-                tried = workflow.patched(PATCH_DECISION_WITH_STREAM)
+                failure, tried = resumed, True
             if failure is None:
                 failure = await self._post(
                     turn,
@@ -310,10 +313,9 @@ class TurnRunner(Notices):
         is posted by ``_post`` as before, with its outage riding and its refusals, told
         that it may have been posted (``may_have_posted``): if the run is past the pause
         it is not posted again, and counts as applied. The turn then resumes as after any
-        posted decision.
+        posted decision. Called only where ``PATCH_DECISION_WITH_STREAM`` applies: runs
+        recorded before it post with ``post_skill_decision`` alone.
         """
-        if not workflow.patched(PATCH_DECISION_WITH_STREAM):
-            return None
         try:
             return await self._segment(turn, "resume", cursor=cursor, decision=verdict)
         except ActivityError as e:
