@@ -47,6 +47,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import math
 import os
 import time
 from collections.abc import Awaitable, Callable
@@ -157,8 +158,8 @@ class Chunks:
 
     pids: dict[str, int] = field(default_factory=dict)
     """Process role (``server``, ``worker``, ``sim``) -> pid."""
-    cpu_seconds: float = 0.0
     cpu_by_role: dict[str, float] = field(default_factory=dict)
+    """CPU seconds each process spent during these chunks."""
     done: int = 0
     failed: int = 0
     launched: int = 0
@@ -184,9 +185,7 @@ class Chunks:
         await asyncio.gather(*(one(i) for i in items))
         self.seconds += time.monotonic() - t0
         for role, used in self._cpu().items():
-            spent = used - cpu0[role]
-            self.cpu_by_role[role] = self.cpu_by_role.get(role, 0.0) + spent
-            self.cpu_seconds += spent
+            self.cpu_by_role[role] = self.cpu_by_role.get(role, 0.0) + used - cpu0[role]
 
     def _cpu(self) -> dict[str, float]:
         return {role: cpu_seconds(pid) for role, pid in self.pids.items()}
@@ -195,7 +194,7 @@ class Chunks:
         """CPU milliseconds per completed decision (NaN without pids or decisions)."""
         if not self.pids or not self.done:
             return float("nan")
-        return self.cpu_seconds * 1000 / self.done
+        return sum(self.cpu_by_role.values()) * 1000 / self.done
 
     def cpu_ms_by_role(self) -> dict[str, float]:
         """Where a decision's CPU went: milliseconds per completed decision per process."""
@@ -218,7 +217,7 @@ class Chunks:
             "seconds": round(self.seconds, 2),
             "per_s": round(self.rate(), 1),
             "latency_p50_s": round(median(self.latencies), 2),
-            "cpu_ms_per_decision": round(self.cpu_ms(), 1) if self.pids and self.done else None,
+            "cpu_ms_per_decision": None if math.isnan(ms := self.cpu_ms()) else round(ms, 1),
             "cpu_ms_per_decision_by_process": self.cpu_ms_by_role(),
             "failure_samples": self.errors,
         }
