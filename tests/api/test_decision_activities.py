@@ -44,6 +44,7 @@ from genie_api import (
     SkillConfirmationRequired,
 )
 from tests.services import SimProcess
+from tests.workflow.helpers import eventually
 
 from .conftest import GENIE
 
@@ -69,11 +70,16 @@ async def _paused_attempt(
     raise AssertionError("the run never asked for a connection")
 
 
-def _applied(sim: SimProcess, cid: str) -> dict[str, int]:
+def _calls(sim: SimProcess, cid: str, counter: str) -> dict[str, int]:
+    """The simulator's per-call counter (``skill_decision_posts``, ``..._applied``)."""
     conversations = sim.stats()["conversations"]
     assert isinstance(conversations, dict)
-    applied: dict[str, int] = conversations[cid]["skill_decisions_applied"]
-    return applied
+    counts: dict[str, int] = conversations[cid][counter]
+    return counts
+
+
+def _applied(sim: SimProcess, cid: str) -> dict[str, int]:
+    return _calls(sim, cid, "skill_decisions_applied")
 
 
 async def _state(client: GenieClient, cid: str, user: str) -> str | None:
@@ -241,10 +247,7 @@ async def _parked(client: GenieClient, cid: str, user: str) -> PostSkillDecision
 
 
 def _posts(sim: SimProcess, cid: str) -> dict[str, int]:
-    conversations = sim.stats()["conversations"]
-    assert isinstance(conversations, dict)
-    posts: dict[str, int] = conversations[cid]["skill_decision_posts"]
-    return posts
+    return _calls(sim, cid, "skill_decision_posts")
 
 
 def _attempt(n: int) -> ActivityEnvironment:
@@ -254,11 +257,11 @@ def _attempt(n: int) -> ActivityEnvironment:
 
 
 async def _moved_on(client: GenieClient, cid: str, user: str) -> None:
-    for _ in range(100):
-        if await _state(client, cid, user) != "awaiting_approval":
-            return
-        await asyncio.sleep(0.05)
-    raise AssertionError("the run stayed on the pause after the decision")
+    await eventually(
+        lambda: _state(client, cid, user),
+        lambda state: state != "awaiting_approval",
+        what="the run past the pause after the decision",
+    )
 
 
 @pytest.mark.parametrize("how", ["retry", "may_have_posted"])

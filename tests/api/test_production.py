@@ -54,6 +54,7 @@ from genie_api import (
     SkillConfirmationRequired,
 )
 from tests.services import SimProcess, running_sim
+from tests.workflow.helpers import eventually
 
 from .conftest import GENIE, TEST_TIMEOUTS
 
@@ -409,14 +410,11 @@ async def test_a_repeated_decision_after_the_run_went_on_is_resolved_already(
     env, _ = _env()
     assert (await env.run(ControlActivities(prod).post_skill_decision, inp)).outcome == "applied"
 
-    async def replied() -> bool:
-        page = await prod.list_messages(GENIE, cid, user_id=user_id)
-        return any(m.source == "genie" and m.genie_run_id == run for m in page.messages)
-
-    for _ in range(100):
-        if await replied():
-            break
-        await asyncio.sleep(0.05)
+    await eventually(
+        lambda: prod.list_messages(GENIE, cid, user_id=user_id),
+        lambda page: any(m.source == "genie" and m.genie_run_id == run for m in page.messages),
+        what="the run's genie message after the pause (E6)",
+    )
     again = await env.run(ControlActivities(prod).post_skill_decision, inp)
     assert again.outcome == "already_resolved"
     stats = prod_sim.stats()["conversations"]
