@@ -80,6 +80,8 @@ STREAM_HEARTBEAT_TIMEOUT = STREAM.heartbeat
 """A worker that dies mid-stream is noticed within this; the retry resumes the cursor."""
 PATCH_DEPLOYMENT = "deployment"
 """``workflow.patched`` id of the deployment look-up at start (keys, endpoints, policy)."""
+PATCH_BOUNDED_HISTORY = "bounded-history"
+"""``workflow.patched`` id of continue-as-new at ``max_history_events_per_run``."""
 QUERY_BUDGET_BYTES = 1_000_000
 """A query answer stays under this (the server's payload limit is 2 MB)."""
 
@@ -230,6 +232,22 @@ class GenieConversation(TurnRunner):
         return (
             workflow.info().is_continue_as_new_suggested()
             or self._turns_this_run >= self._policy.max_turns_per_run
+            or self._history_bound_reached()
+        )
+
+    def _history_bound_reached(self) -> bool:
+        """The run's history reached ``max_history_events_per_run``.
+
+        A worker that no longer caches the conversation (evicted, restarted, another
+        worker) replays the whole run before its next message or decision can go on, at
+        about a millisecond of worker CPU per event; the server's own suggestion comes
+        only at thousands of events. ``workflow.patched`` is asked only once the bound is
+        reached, so its marker lands in the run that continues, once; a run recorded
+        before the bound existed is told False there and replays its recorded path.
+        """
+        bound = self._policy.max_history_events_per_run
+        return workflow.info().get_current_history_length() >= bound and workflow.patched(
+            PATCH_BOUNDED_HISTORY
         )
 
     async def _finish(self) -> ConversationOutcome:

@@ -182,6 +182,13 @@ class ConversationPolicy(_Model):
     the namespace."""
     max_turns_per_run: int = Field(default=200, ge=1, le=10_000)
     """Continue-as-new after this many turns in one run (the server may suggest sooner)."""
+    max_history_events_per_run: int = Field(default=250, ge=50, le=50_000)
+    """Continue-as-new at the end of a turn once the run's history has this many events.
+    A worker that no longer caches a conversation replays its whole run before it can
+    take the next message or decision (about a millisecond of worker CPU per event;
+    docs/performance.md), so this bounds what waking a long conversation costs. Each
+    continue-as-new costs about three billable actions (its patch marker, the marker's
+    search-attribute upsert, the new run)."""
     connection_poll_interval: timedelta = Field(
         default=timedelta(seconds=15), ge=timedelta(0), le=MAX_DURATION
     )

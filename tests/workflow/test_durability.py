@@ -21,6 +21,7 @@ from tests.workflow.helpers import USER, convs, eventually, start
 from worker import build_worker
 from workflows import ALL_SEARCH_ATTRIBUTES, ConversationPolicy, GenieConversation
 from workflows._turn import PATCH_DECISION_WITH_STREAM
+from workflows.conversation import PATCH_BOUNDED_HISTORY
 
 HISTORIES = Path(__file__).parent / "histories"
 
@@ -41,6 +42,49 @@ async def test_turn_budget_continues_as_new_carrying_queue_and_dedupe(
     st = await api.status(wid)
     assert st.turn == 5
     assert sim.stats()["conversations"][st.conversation_id]["messages_accepted"] == 5  # type: ignore[index]
+
+
+async def test_history_bound_continues_as_new_so_a_wake_replays_little(
+    client: Client, task_queue: str, sim: SimProcess
+) -> None:
+    """A long conversation moves to a new run once its history reaches
+    ``max_history_events_per_run``: a worker waking it replays at most about that many
+    events, not every turn since the start. Each message is still sent exactly once."""
+    api = convs(client, task_queue)
+    bound = 60
+    wid = await start(api, policy=ConversationPolicy(max_history_events_per_run=bound))
+    first_run = (await api.handle(wid).describe()).run_id
+    for i in range(12):
+        r = await api.ask(wid, f"m{i}", client_message_id=f"id-{i}")
+        assert (r.status, r.reply) == ("completed", f"You said: m{i}")
+    # Follow the chain of runs from the first one, as the server recorded it.
+    histories, run_id = [], first_run
+    while run_id:
+        history = await client.get_workflow_handle(wid, run_id=run_id).fetch_history()
+        histories.append(history)
+        last = history.events[-1]
+        run_id = last.workflow_execution_continued_as_new_event_attributes.new_execution_run_id
+    assert len(histories) >= 3, len(histories)  # 12 plain turns of 13 events each, 60 a run
+    lengths = [len(h.events) for h in histories]
+    for h in histories[:-1]:  # each closed run continued at the bound, marked by its patch
+        assert bound <= len(h.events) <= bound + 20, lengths
+        assert any(
+            e.marker_recorded_event_attributes.marker_name == "core_patch"
+            and PATCH_BOUNDED_HISTORY.encode() in e.SerializeToString()
+            for e in h.events
+        )
+    assert max(lengths) <= bound + 20, lengths
+    # Dedupe keys survived every seam: a retry of turn 1's message is answered, not re-sent.
+    again = await api.send(wid, "m0", client_message_id="id-0")
+    assert (again.turn, again.duplicate) == (1, True)
+    st = await api.status(wid)
+    assert sim.stats()["conversations"][st.conversation_id]["messages_accepted"] == 12  # type: ignore[index]
+    await Replayer(
+        workflows=[GenieConversation], data_converter=pydantic_data_converter
+    ).replay_workflow(histories[0])
+    if os.environ.get("GENIE_RECORD_HISTORIES") == "1":
+        name = f"bounded_history.{PATCH_BOUNDED_HISTORY}.json"
+        (HISTORIES / name).write_text(histories[0].to_json())
 
 
 @pytest.fixture(scope="module")
