@@ -15,6 +15,14 @@ Floor (a): one turn of 10 SSE events through the minimal ``FloorTurns`` workflow
 update running one activity), counted the same way.
 
 Targets: the same count for 10 and 1,000 SSE events; <= 15 events per plain turn.
+
+Then what waking a long conversation costs: a worker that no longer caches a
+conversation replays its current run before the next message or decision can go on.
+After ``WAKE_TURNS`` plain turns, the conversation's largest run (a run is largest just
+before it continues as new) is replayed in-process by the SDK's ``Replayer``, the code
+path of a cache miss: median worker CPU of ``WAKE_REPLAYS`` replays. For ours with the
+default ``max_history_events_per_run``, ours with the bound off (one run for all the
+turns, as before the bound), and floor (a) after as many turns.
 """
 
 from __future__ import annotations
@@ -25,8 +33,13 @@ from collections import Counter
 from typing import Any
 
 from temporalio.api.enums.v1 import EventType
+from temporalio.client import WorkflowHistory
+from temporalio.contrib.pydantic import pydantic_data_converter
+from temporalio.worker import Replayer, UnsandboxedWorkflowRunner
 
-from bench._stack import GENIE, USER, BenchStack, log, table, verdict, write_result
+from bench._floor import FloorTurns
+from bench._stack import GENIE, USER, BenchStack, log, median, table, verdict, write_result
+from workflows import ConversationPolicy, GenieConversation
 
 NAME = "history"
 TARGET_PLAIN_EVENTS = 15
@@ -36,6 +49,9 @@ CASES = [
     ("approval", 10, "please confirm:send_email steps:4"),
     ("approval", 1000, "please confirm:send_email steps:994"),
 ]
+WAKE_TURNS = 60
+WAKE_REPLAYS = 15
+UNBOUNDED = ConversationPolicy(max_history_events_per_run=50_000)
 
 
 async def _history(stack: BenchStack, wid: str) -> list[Any]:
@@ -104,6 +120,56 @@ async def _floor_case(stack: BenchStack) -> dict[str, Any]:
     }
 
 
+async def _replay_cpu_ms(history: WorkflowHistory, workflow: type) -> float:
+    """Median CPU ms of replaying ``history`` (the worker's work on a cache miss)."""
+    replayer = Replayer(
+        workflows=[workflow],
+        data_converter=pydantic_data_converter,
+        workflow_runner=UnsandboxedWorkflowRunner(),
+    )
+    await replayer.replay_workflow(history)  # warm: imports, first adapters
+    took = []
+    for _ in range(WAKE_REPLAYS):
+        t0 = time.process_time()
+        await replayer.replay_workflow(history)
+        took.append((time.process_time() - t0) * 1000)
+    return median(took)
+
+
+async def _wake_case(
+    stack: BenchStack, label: str, policy: ConversationPolicy | None
+) -> dict[str, Any]:
+    """After the turns, the largest run of the conversation: what a wake replays at most
+    (a run is at its largest just before it continues as new)."""
+    wid = stack.new_id("h-wake")
+    await stack.api.start(GENIE, USER, workflow_id=wid, policy=policy)
+    run_id = (await stack.api.handle(wid).describe()).run_id
+    for i in range(WAKE_TURNS):
+        res = await stack.api.ask(wid, f"turn {i}")
+        if res.status != "completed":
+            raise RuntimeError(f"wake/{label}: turn {i} ended {res.status}: {res.error}")
+    runs: list[WorkflowHistory] = []
+    while run_id:
+        runs.append(await stack.client.get_workflow_handle(wid, run_id=run_id).fetch_history())
+        last = runs[-1].events[-1]
+        run_id = last.workflow_execution_continued_as_new_event_attributes.new_execution_run_id
+    largest = max(runs, key=lambda h: len(h.events))
+    ms = await _replay_cpu_ms(largest, GenieConversation)
+    log(f"  wake {label}: {len(runs)} runs, the largest {len(largest.events)} events, {ms:.1f} ms")
+    return {"label": label, "runs": len(runs), "events": len(largest.events), "replay_cpu_ms": ms}
+
+
+async def _wake_floor(stack: BenchStack) -> dict[str, Any]:
+    wid = stack.new_id("h-wake-floor")
+    conv = (await stack.floor_turn(wid, None, "turn 0")).conversation_id
+    for i in range(1, WAKE_TURNS):
+        await stack.floor_turn(wid, conv, f"turn {i}")
+    history = await stack.client.get_workflow_handle(wid).fetch_history()
+    ms = await _replay_cpu_ms(history, FloorTurns)
+    log(f"  wake floor (a): {len(history.events)} events, {ms:.1f} ms")
+    return {"label": "floor (a)", "runs": 1, "events": len(history.events), "replay_cpu_ms": ms}
+
+
 async def main() -> None:
     log(f"{NAME}: history added per turn, plain and approval, 10 and 1,000 SSE events")
     rows: list[dict[str, Any]] = []
@@ -111,6 +177,11 @@ async def main() -> None:
         for kind, sse, text in CASES:
             rows.append(await _case(stack, kind, sse, text))
         floor = await _floor_case(stack)
+        wake = [
+            await _wake_case(stack, "ours", None),
+            await _wake_case(stack, "ours, bound off", UNBOUNDED),
+            await _wake_floor(stack),
+        ]
 
     by = {(r["kind"], r["sse_events"] >= 100): r for r in rows}
     t_rows: list[list[object]] = []
@@ -148,11 +219,29 @@ async def main() -> None:
         ["turn", "SSE events", "history events", "history bytes", "largest event B", "target"],
         t_rows,
     )
+    floor_ms = wake[-1]["replay_cpu_ms"]
+    text_table += "\n\n" + table(
+        f"waking a conversation after {WAKE_TURNS} plain turns: replay of its largest run "
+        f"(worker CPU, median of {WAKE_REPLAYS})",
+        ["conversation", "runs", "events in largest run", "replay CPU ms", "/ floor (a)"],
+        [
+            [
+                w["label"],
+                w["runs"],
+                w["events"],
+                f"{w['replay_cpu_ms']:.1f}",
+                f"{w['replay_cpu_ms'] / floor_ms:.2f}x",
+            ]
+            for w in wake
+        ],
+    )
     write_result(
         NAME,
         {
             "cases": rows,
             "floor_a": floor,
+            "wake": wake,
+            "wake_turns": WAKE_TURNS,
             "target_plain_events": TARGET_PLAIN_EVENTS,
             "met": met_all,
         },

@@ -114,6 +114,17 @@ DECISIONS = """\
   lever, at about 125 KiB per cached conversation. Posting the decision as a local
   activity was tried and not kept (inside the noise).
   Decisions of different conversations cannot be batched; a turn rarely has more than one.
+- **A long conversation wakes in bounded time** (kept, 2026-12-02). A worker that no
+  longer caches a conversation (evicted, restarted, another worker) replays its whole
+  current run before the next message or decision goes on: about 0.65-0.9 ms of worker
+  CPU per history event here, during which that worker's workflow thread does nothing
+  else. With continue-as-new only every 200 turns, a conversation 200 plain turns into a
+  run (about 2,600 events) cost about 2 s per wake. A run now also continues as new at the
+  end of the turn that takes its history to `max_history_events_per_run` (250 by default,
+  about 19 plain turns or 8 approval turns), so a wake replays at most a few hundred
+  events whatever the conversation's age (the history table's wake rows). The cost: one
+  continue-as-new per bound, about 3 billable actions (its patch marker, the marker's
+  search-attribute upsert, the new run), under 0.2 per plain turn.
 - **Memory: the +50 MB target at 5,000 parked is below Temporal's own floor.** The floor
   worker, caching as many runs (400) and holding as many parked minimal runs, is itself
   about +50 MiB over its idle at 5,000 (the table's floor column): most of it is the
@@ -267,6 +278,29 @@ def _history(r: dict[str, Any]) -> list[Row]:
             f"{plain[0]['history_events'] / fl['history_events']:.2f}x" if fl else NA,
             f"same, ≤ {r['target_plain_events']}",
             _ok(r["met"]),
+        ],
+        *_wake(r),
+    ]
+
+
+def _wake(r: dict[str, Any]) -> list[Row]:
+    """Waking a long conversation: the replay of its largest run, against floor (a)."""
+    wake = {w["label"]: w for w in r.get("wake", [])}
+    ours, fl = wake.get("ours"), wake.get("floor (a)")
+    if ours is None or fl is None:
+        return []
+    off = wake.get("ours, bound off")
+    than = f" (bound off {off['replay_cpu_ms']:.0f}, {off['events']} events)" if off else ""
+    return [
+        [
+            f"waking a conversation after {r['wake_turns']} turns: replay CPU ms "
+            f"(events in its largest run)",
+            NA,
+            f"a {fl['replay_cpu_ms']:.0f} ({fl['events']})",
+            f"{ours['replay_cpu_ms']:.0f} ({ours['events']}){than}",
+            f"{ours['replay_cpu_ms'] / fl['replay_cpu_ms']:.2f}x",
+            NA,
+            "info",
         ]
     ]
 
