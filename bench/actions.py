@@ -43,7 +43,7 @@ from temporalio.service import RPCError, RPCStatusCode
 from bench._actions import ORDER, actions_in, billable_total, pending_timers
 from bench._floor import FLOOR_TASK_QUEUE, FloorDecision, park_bare
 from bench._stack import GENIE, USER, BenchStack, log, table, verdict, write_result
-from workflows._turn import MAX_CONNECTION_POLL
+from workflows._probes import MAX_CONNECTION_POLL, probe_offsets
 from workflows.models import ConversationPolicy
 
 NAME = "actions"
@@ -110,16 +110,8 @@ async def _case(
 
 def _probes_in_first_hour(policy: ConversationPolicy) -> int:
     """Probe ticks of a pending connection within an hour (or its timeout, if sooner)."""
-    horizon = min(timedelta(hours=1), policy.connection_timeout).total_seconds()
-    step = policy.connection_poll_interval.total_seconds()
-    if step <= 0:
-        return 0
-    t, n = step, 0
-    while t < horizon:
-        n += 1
-        step = min(step * 2, MAX_CONNECTION_POLL.total_seconds())
-        t += step
-    return n
+    horizon = min(timedelta(hours=1), policy.connection_timeout)
+    return len(probe_offsets(policy.connection_poll_interval, horizon))
 
 
 async def _warm(stack: BenchStack, prefix: str) -> str:

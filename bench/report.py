@@ -72,8 +72,14 @@ DECISIONS = """\
 - **Connection probes stay** (the 0 per hour target is wrong for connections). The
   live API may never send `runtime_connection.auth_success`, so probing E3/E6 is how a
   completed connection is noticed when nobody clicks *done*: 15 probes (30 actions) in
-  the first hour, then 12 an hour at the 5-minute cap, for as long as the pause lasts
-  (its deadline, 24 h by default). An approval pause costs nothing per hour.
+  the first hour (its deadline, `connection_timeout`, is 1 h by default). A pause given
+  a longer deadline is probed ever less often (since 2026-12-02): past the first hour a
+  probe waits a twelfth of the time already waited, so a day's pause costs 55 probes in
+  all and a year's about 128, and a user who connects is noticed within about 8% of
+  the time they took. Before, probes came every five minutes for the whole wait: each
+  adds about a dozen history events and a turn cannot continue as new while it waits,
+  so a pause of about 16 days reached the server's limit of 51,200 events, which
+  terminates the run. An approval pause costs nothing per hour.
 - **Decisions per second** are judged against floor (c) doing the same work: with 5,000
   parked and 400 cached, nearly every decision wakes a conversation the worker no longer
   holds, so the floor's runs are decided after the floor worker has cached as many newer

@@ -43,6 +43,7 @@ with workflow.unsafe.imports_passed_through():
 from workflows import _decisions as rules
 from workflows._notices import Notices
 from workflows._policy import ItemPolicy, for_connection, for_skill
+from workflows._probes import doubled_interval, next_probe_interval
 from workflows._state import ConversationData
 from workflows._steps import (
     CONTROL,
@@ -66,11 +67,14 @@ from workflows.models import (
 
 MAX_PARAMETER_BYTES = 16_000
 """Skill parameters kept per pending item (as JSON); larger ones keep a marked prefix."""
-MAX_CONNECTION_POLL = timedelta(minutes=5)
 PATCH_DECISION_WITH_STREAM = "decision-with-stream"
 """``workflow.patched`` id: a skill decision is posted by the ``resume`` segment that
 follows it (one activity, not two). Histories from before it post with
 ``post_skill_decision`` and then resume, and replay that way."""
+PATCH_PROBE_BY_AGE = "probe-by-age"
+"""``workflow.patched`` id: past five minutes, a connection probe waits a twelfth of the
+time the pause has waited (``_probes``). Histories from before it probe every five
+minutes, and replay that way."""
 VERIFY_DELAYS = (timedelta(seconds=2), timedelta(seconds=5))
 """After a human says a connection is done, the run may take a moment to move on:
 probe again after these delays before calling the claim false."""
@@ -485,7 +489,16 @@ class TurnRunner(Notices):
                     "api",
                     workflow.now(),
                 )
-            interval = min(interval * 2, MAX_CONNECTION_POLL)
+            interval = self._next_probe(interval, workflow.now() - c.requested_at)
+
+    def _next_probe(self, interval: timedelta, waited: timedelta) -> timedelta:
+        """``next_probe_interval``; a run recorded before the age rule keeps doubling to
+        five minutes. ``workflow.patched`` is asked only where the two rules part (after
+        an hour of waiting), so a short pause records no marker."""
+        doubled, by_age = doubled_interval(interval), next_probe_interval(interval, waited)
+        if by_age > doubled and workflow.patched(PATCH_PROBE_BY_AGE):
+            return by_age
+        return doubled
 
     async def _verify_done(self, turn: TurnRecord, aid: str, cursor: RunCursor) -> str | None:
         """None if the API does not contradict "done"; else why the claim is false."""

@@ -192,8 +192,10 @@ class ConversationPolicy(_Model):
     connection_poll_interval: timedelta = Field(
         default=timedelta(seconds=15), ge=timedelta(0), le=MAX_DURATION
     )
-    """While a connection is pending, check the API this often (backing off to 5 min)
-    for a connection the user completed without anyone telling us; 0 disables."""
+    """While a connection is pending, check the API this often (doubling up to 5 min;
+    after an hour of waiting, a twelfth of the time waited, so a pause with a far
+    deadline adds history slowly) for a connection the user completed without anyone
+    telling us; 0 disables."""
     api_outage_timeout: Duration = timedelta(hours=1)
     """How long the worker rides out an unreachable or failing API (5xx, 429, network)
     with durable, backing-off retries before it gives up on a step. Errors the API calls

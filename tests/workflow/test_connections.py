@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from datetime import timedelta
@@ -9,6 +10,8 @@ from datetime import timedelta
 import httpx
 import pytest
 from temporalio.client import Client
+from temporalio.contrib.pydantic import pydantic_data_converter
+from temporalio.worker import Replayer, UnsandboxedWorkflowRunner
 
 from genie_api import ApiKeyAuth, GenieClient
 from geniectl import Refused
@@ -16,7 +19,8 @@ from tests.conftest import worker_settings
 from tests.services import SIM_API_KEY, SimProcess, running_sim
 from tests.workflow.helpers import convs, eventually, start
 from worker import build_worker
-from workflows import ConversationPolicy, errors
+from workflows import ConversationPolicy, GenieConversation, _probes, errors
+from workflows._turn import PATCH_PROBE_BY_AGE
 
 # No automatic probing unless a test asks for it: these tests are about the human path.
 NO_PROBE = ConversationPolicy(connection_poll_interval=timedelta(0))
@@ -128,6 +132,78 @@ async def test_completed_connection_is_detected_without_anyone_saying_so(
     assert done.status == "completed"
     st = await api.status(wid)
     assert any(a.kind == "connection_detected" for a in st.audit)
+
+
+async def test_a_long_pause_is_probed_ever_less_often_and_still_detected(
+    client: Client, sim: SimProcess, genie: GenieClient, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Past the doubling cap, a probe waits a twelfth of the time waited, so a pause with
+    a far deadline adds history slowly (a run cannot continue as new mid-turn, and the
+    server terminates one at 51,200 events), yet a user who connects late is noticed.
+
+    The cap is five minutes, so the rule starts after an hour; the worker runs in this
+    process, and the test lowers the cap to 200 ms (a constant stood in for, not a peer
+    mocked) so that it starts after 2.4 s: unsandboxed, so the workflow sees it."""
+    monkeypatch.setattr(_probes, "MAX_CONNECTION_POLL", timedelta(milliseconds=200))
+    tq = f"test-probes-{uuid.uuid4()}"
+    async with build_worker(
+        client, worker_settings(sim, workflow_sandbox=False), genie, task_queue=tq
+    ):
+        await _probed_less_often_and_detected(client, tq)
+
+
+async def _probed_less_often_and_detected(client: Client, task_queue: str) -> None:
+    api = convs(client, task_queue)
+    first = timedelta(milliseconds=100)
+    wid = await start(api, policy=ConversationPolicy(connection_poll_interval=first))
+    turn, pending = await _parked(api, wid)
+    assert pending.auth_url
+    await asyncio.sleep(8)
+    await _open_link(pending.auth_url)
+    done = await api.wait(wid, turn, wait_for="completion")
+    assert done.status == "completed"
+    st = await api.status(wid)
+    detected = next(a for a in st.audit if a.kind == "connection_detected")
+    waited = detected.at - pending.requested_at
+    history = await api.handle(wid).fetch_history()
+    probes = [
+        e
+        for e in history.events
+        if e.activity_task_scheduled_event_attributes.activity_type.name == "probe_connection"
+    ]
+    # Bounded: at most as many probes as the schedule has by then (each also takes its
+    # round trips); probing at the cap, every 200 ms, would have been about 45.
+    schedule = _probes.probe_offsets(first, waited)
+    assert 3 <= len(probes) <= len(schedule) + 1, (len(probes), len(schedule), waited)
+    assert len(schedule) < 35, schedule
+    # Each wait before a probe is what the rule says for that moment: never more than a
+    # twelfth of the time waited (or the cap), and past the cap's hour, more than the cap.
+    cap, requested = timedelta(milliseconds=200), pending.requested_at.timestamp()
+    ticks = [
+        (
+            e.event_time.ToDatetime().timestamp() - requested,
+            e.timer_started_event_attributes.start_to_fire_timeout.ToTimedelta(),
+        )
+        for e in history.events
+        if e.HasField("timer_started_event_attributes")
+    ]
+    slack = timedelta(milliseconds=100)
+    assert all(d <= max(cap, timedelta(seconds=at) / 12) + slack for at, d in ticks), ticks
+    assert any(d > cap for _, d in ticks), ticks
+    # Noticed within a twelfth of the wait (and a probe's round trips) of the link opening.
+    assert waited < timedelta(seconds=8) * (1 + 1 / _probes.PROBE_AGE_SHARE) + timedelta(
+        seconds=2
+    ), waited
+    assert any(
+        e.marker_recorded_event_attributes.marker_name == "core_patch"
+        and PATCH_PROBE_BY_AGE.encode() in e.SerializeToString()
+        for e in history.events
+    )
+    await Replayer(
+        workflows=[GenieConversation],
+        data_converter=pydantic_data_converter,
+        workflow_runner=UnsandboxedWorkflowRunner(),  # with the lowered cap, as it ran
+    ).replay_workflow(history)
 
 
 # ---------------------------------------------------------------- production quirk mode
