@@ -43,7 +43,7 @@ from temporalio.service import RPCError, RPCStatusCode
 from bench._actions import ORDER, actions_in, billable_total, pending_timers
 from bench._floor import FLOOR_TASK_QUEUE, FloorDecision, park_bare
 from bench._stack import GENIE, USER, BenchStack, log, table, verdict, write_result
-from workflows._probes import MAX_CONNECTION_POLL, probe_offsets
+from workflows._backoff import MAX_CONNECTION_POLL, probe_offsets
 from workflows.models import ConversationPolicy
 
 NAME = "actions"

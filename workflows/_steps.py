@@ -6,7 +6,8 @@ Two layers of retries, each bounded in *time*, never in attempts alone:
   minute and a half of backing-off attempts; see ``_KINDS``).
 - When that is spent on an error that may heal (5xx, 429, network, timeouts), the
   workflow itself keeps going: it records "API unreachable since …" for the details
-  card and ``status``, sleeps a durable, backing-off timer (30 s doubling to 5 min) and
+  card and ``status``, sleeps a durable, backing-off timer (30 s doubling to 5 min; past
+  an hour, a twelfth of the outage so far: ``_backoff``) and
   schedules the step again, until ``policy.api_outage_timeout`` (default 1 h) has passed
   since the first failure. A worker restart, a deploy or a Temporal restart in between
   loses nothing: the timer and the step are in history.
@@ -35,6 +36,7 @@ from temporalio import workflow
 from temporalio.common import RetryPolicy
 from temporalio.exceptions import ActivityError, ApplicationError, RetryState
 
+from workflows._backoff import by_age
 from workflows.models import ErrorInfo
 
 with workflow.unsafe.imports_passed_through():
@@ -79,6 +81,9 @@ LINK = _Kind(
 
 OUTAGE_FIRST_WAIT = timedelta(seconds=30)
 OUTAGE_MAX_WAIT = timedelta(minutes=5)
+PATCH_OUTAGE_BY_AGE = "outage-by-age"
+"""``workflow.patched`` id: past ``OUTAGE_MAX_WAIT``, a retry waits a twelfth of the outage
+so far (``_backoff``). Histories from before it retry every five minutes, and replay so."""
 SETTLE_RETRY_EVERY = timedelta(seconds=AUTH_RETRY_EVERY)
 """Between attempts while the worker's credential may be settling (advice from production)."""
 
@@ -233,7 +238,10 @@ class Steps:
                     what = "API key not accepted yet"
                 else:
                     since, limit = self.unreachable_since or now, self._outage_timeout()
-                    pause, wait = min(wait, limit), min(wait * 2, OUTAGE_MAX_WAIT)
+                    pause, wait = (
+                        min(_outage_pause(wait, now - since), limit),
+                        min(wait * 2, OUTAGE_MAX_WAIT),
+                    )
                     what = "API unreachable"
                 if now - since >= limit:
                     self._set(None, None)
@@ -259,6 +267,16 @@ class Steps:
     def _set(self, since: datetime | None, info: ErrorInfo | None) -> None:
         self.unreachable_since = since
         self._on_outage(since, info)
+
+
+def _outage_pause(wait: timedelta, down_for: timedelta) -> timedelta:
+    """The backing-off wait, or past it the age rule, so a long outage adds history
+    slowly. ``workflow.patched`` is asked only where the two part (after an hour down),
+    so a short outage records no marker."""
+    aged = by_age(down_for)
+    if aged > wait and workflow.patched(PATCH_OUTAGE_BY_AGE):
+        return aged
+    return wait
 
 
 def _stop(cancel_when: Callable[[], bool] | None, ride_outage: bool | Callable[[], bool]) -> bool:

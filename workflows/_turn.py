@@ -41,9 +41,9 @@ with workflow.unsafe.imports_passed_through():
     from genie_api import PauseStatus, RunCursor
 
 from workflows import _decisions as rules
+from workflows._backoff import doubled_interval, next_probe_interval
 from workflows._notices import Notices
 from workflows._policy import ItemPolicy, for_connection, for_skill
-from workflows._probes import doubled_interval, next_probe_interval
 from workflows._state import ConversationData
 from workflows._steps import (
     CONTROL,
@@ -73,7 +73,7 @@ follows it (one activity, not two). Histories from before it post with
 ``post_skill_decision`` and then resume, and replay that way."""
 PATCH_PROBE_BY_AGE = "probe-by-age"
 """``workflow.patched`` id: past five minutes, a connection probe waits a twelfth of the
-time the pause has waited (``_probes``). Histories from before it probe every five
+time the pause has waited (``_backoff``). Histories from before it probe every five
 minutes, and replay that way."""
 VERIFY_DELAYS = (timedelta(seconds=2), timedelta(seconds=5))
 """After a human says a connection is done, the run may take a moment to move on:

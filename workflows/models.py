@@ -198,8 +198,9 @@ class ConversationPolicy(_Model):
     telling us; 0 disables."""
     api_outage_timeout: Duration = timedelta(hours=1)
     """How long the worker rides out an unreachable or failing API (5xx, 429, network)
-    with durable, backing-off retries before it gives up on a step. Errors the API calls
-    final (4xx) are not retried."""
+    with durable, backing-off retries before it gives up on a step (30 s doubling to 5
+    min; past an hour, a twelfth of the outage so far). Errors the API calls final (4xx)
+    are not retried."""
     allow_early_decisions: bool = False
     """Accept a skill decision for a call id that has not been shown yet, while a turn
     runs, and apply it if the genie pauses with that id. Off by default: with it, a

@@ -19,7 +19,7 @@ from tests.conftest import worker_settings
 from tests.services import SIM_API_KEY, SimProcess, running_sim
 from tests.workflow.helpers import convs, eventually, start
 from worker import build_worker
-from workflows import ConversationPolicy, GenieConversation, _probes, errors
+from workflows import ConversationPolicy, GenieConversation, _backoff, errors
 from workflows._turn import PATCH_PROBE_BY_AGE
 
 # No automatic probing unless a test asks for it: these tests are about the human path.
@@ -144,7 +144,7 @@ async def test_a_long_pause_is_probed_ever_less_often_and_still_detected(
     The cap is five minutes, so the rule starts after an hour; the worker runs in this
     process, and the test lowers the cap to 200 ms (a constant stood in for, not a peer
     mocked) so that it starts after 2.4 s: unsandboxed, so the workflow sees it."""
-    monkeypatch.setattr(_probes, "MAX_CONNECTION_POLL", timedelta(milliseconds=200))
+    monkeypatch.setattr(_backoff, "MAX_CONNECTION_POLL", timedelta(milliseconds=200))
     tq = f"test-probes-{uuid.uuid4()}"
     async with build_worker(
         client, worker_settings(sim, workflow_sandbox=False), genie, task_queue=tq
@@ -173,7 +173,7 @@ async def _probed_less_often_and_detected(client: Client, task_queue: str) -> No
     ]
     # Bounded: at most as many probes as the schedule has by then (each also takes its
     # round trips); probing at the cap, every 200 ms, would have been about 45.
-    schedule = _probes.probe_offsets(first, waited)
+    schedule = _backoff.probe_offsets(first, waited)
     assert 3 <= len(probes) <= len(schedule) + 1, (len(probes), len(schedule), waited)
     assert len(schedule) < 35, schedule
     # Each wait before a probe is what the rule says for that moment: never more than a
@@ -191,9 +191,9 @@ async def _probed_less_often_and_detected(client: Client, task_queue: str) -> No
     assert all(d <= max(cap, timedelta(seconds=at) / 12) + slack for at, d in ticks), ticks
     assert any(d > cap for _, d in ticks), ticks
     # Noticed within a twelfth of the wait (and a probe's round trips) of the link opening.
-    assert waited < timedelta(seconds=8) * (1 + 1 / _probes.PROBE_AGE_SHARE) + timedelta(
-        seconds=2
-    ), waited
+    assert waited < timedelta(seconds=8) * (1 + 1 / _backoff.AGE_SHARE) + timedelta(seconds=2), (
+        waited
+    )
     assert any(
         e.marker_recorded_event_attributes.marker_name == "core_patch"
         and PATCH_PROBE_BY_AGE.encode() in e.SerializeToString()

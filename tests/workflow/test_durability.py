@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import uuid
 from collections.abc import AsyncIterator
@@ -10,16 +11,24 @@ from pathlib import Path
 
 import pytest
 from temporalio.client import Client, WorkflowHistory
+from temporalio.common import RetryPolicy
 from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.testing import WorkflowEnvironment
-from temporalio.worker import Replayer
+from temporalio.worker import Replayer, UnsandboxedWorkflowRunner
 
 from genie_api import GenieClient
 from tests.conftest import worker_settings
 from tests.services import SimProcess, temporal_cli
 from tests.workflow.helpers import USER, convs, eventually, start
 from worker import build_worker
-from workflows import ALL_SEARCH_ATTRIBUTES, ConversationPolicy, GenieConversation
+from workflows import (
+    ALL_SEARCH_ATTRIBUTES,
+    ConversationPolicy,
+    GenieConversation,
+    _backoff,
+    _steps,
+    _turn,
+)
 from workflows._turn import PATCH_DECISION_WITH_STREAM
 from workflows.conversation import PATCH_BOUNDED_HISTORY
 
@@ -85,6 +94,65 @@ async def test_history_bound_continues_as_new_so_a_wake_replays_little(
     if os.environ.get("GENIE_RECORD_HISTORIES") == "1":
         name = f"bounded_history.{PATCH_BOUNDED_HISTORY}.json"
         (HISTORIES / name).write_text(histories[0].to_json())
+
+
+async def test_a_long_outage_is_retried_ever_less_often_and_ridden_out(
+    client: Client, sim: SimProcess, genie: GenieClient, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Past five minutes, a step the API keeps failing is retried after a twelfth of the
+    outage so far, so an outage as long as ``api_outage_timeout`` allows (a year) adds
+    history slowly instead of reaching the server's event limit; the step still goes
+    through once the API is back.
+
+    The rule starts after an hour down. The worker runs in this process, unsandboxed, and
+    the test lowers the waits (30 s doubling to 5 min becomes 50 ms to 100 ms) and takes
+    out the activity's own retries (constants stood in for, no peer mocked), so that it
+    starts after 1.2 s."""
+    monkeypatch.setattr(_steps, "OUTAGE_FIRST_WAIT", timedelta(milliseconds=50))
+    monkeypatch.setattr(_steps, "OUTAGE_MAX_WAIT", timedelta(milliseconds=100))
+    once = dataclasses.replace(_steps.CONTROL, retry=RetryPolicy(maximum_attempts=1))
+    monkeypatch.setattr(_turn, "CONTROL", once)
+    tq = f"test-outage-{uuid.uuid4()}"
+    async with build_worker(
+        client, worker_settings(sim, workflow_sandbox=False), genie, task_queue=tq
+    ):
+        api = convs(client, tq)
+        wid = await start(api)
+        sim.fault(endpoint="create_conversation", status=503, for_seconds=6)
+        res = await api.ask(wid, "hello", wait_for="completion")
+        assert (res.status, res.reply) == ("completed", "You said: hello")
+        history = await api.handle(wid).fetch_history()
+        conv_id = (await api.status(wid)).conversation_id
+    failed = [e for e in history.events if e.HasField("activity_task_failed_event_attributes")]
+    since = failed[0].event_time.ToDatetime().timestamp()
+    ticks = [
+        (
+            e.event_time.ToDatetime().timestamp() - since,
+            e.timer_started_event_attributes.start_to_fire_timeout.ToTimedelta(),
+        )
+        for e in history.events
+        if e.HasField("timer_started_event_attributes")
+        and b"API unreachable" in e.user_metadata.summary.data
+    ]
+    assert len(ticks) >= 5, ticks
+    # Never longer than the rule says (the cap, or a twelfth of the outage so far, so the
+    # API's return is noticed soon); past the cap's turn, longer than the cap.
+    cap, slack = timedelta(milliseconds=100), timedelta(milliseconds=100)
+    assert all(d <= max(cap, _backoff.by_age(timedelta(seconds=at))) + slack for at, d in ticks)
+    assert any(d > cap for _, d in ticks), ticks
+    # Fewer retries than at the cap: 6 s of outage at 100 ms would be dozens.
+    assert len(ticks) < 30, ticks
+    assert any(
+        e.marker_recorded_event_attributes.marker_name == "core_patch"
+        and _steps.PATCH_OUTAGE_BY_AGE.encode() in e.SerializeToString()
+        for e in history.events
+    )
+    assert sim.stats()["conversations"][conv_id]["messages_accepted"] == 1  # type: ignore[index]
+    await Replayer(
+        workflows=[GenieConversation],
+        data_converter=pydantic_data_converter,
+        workflow_runner=UnsandboxedWorkflowRunner(),  # with the lowered waits, as it ran
+    ).replay_workflow(history)
 
 
 @pytest.fixture(scope="module")

@@ -1,4 +1,4 @@
-"""The probe schedule of a pending runtime connection (``workflows._probes``)."""
+"""Backing-off waits that stay bounded (``workflows._backoff``): connection probes, outages."""
 
 from __future__ import annotations
 
@@ -7,12 +7,14 @@ from itertools import pairwise
 
 import pytest
 
-from workflows._probes import (
+from workflows._backoff import (
+    AGE_SHARE,
     MAX_CONNECTION_POLL,
-    PROBE_AGE_SHARE,
+    by_age,
     next_probe_interval,
     probe_offsets,
 )
+from workflows._steps import OUTAGE_FIRST_WAIT, OUTAGE_MAX_WAIT
 
 FIRST = timedelta(seconds=15)  # the policy's default connection_poll_interval
 SERVER_EVENT_LIMIT = 51_200
@@ -40,7 +42,7 @@ def test_a_pause_of_any_length_stays_far_below_the_server_event_limit(days: int)
 def test_a_user_who_connects_is_noticed_within_a_twelfth_of_the_time_waited() -> None:
     offsets = probe_offsets(FIRST, timedelta(days=366))
     for at, following in pairwise(offsets):
-        assert following - at <= max(MAX_CONNECTION_POLL, at / PROBE_AGE_SHARE)
+        assert following - at <= max(MAX_CONNECTION_POLL, at / AGE_SHARE)
 
 
 def test_intervals_never_shrink() -> None:
@@ -67,3 +69,19 @@ def test_no_probes_when_disabled_or_later_than_the_horizon() -> None:
     assert probe_offsets(timedelta(0), timedelta(days=1)) == []
     assert probe_offsets(timedelta(seconds=-1), timedelta(days=1)) == []
     assert probe_offsets(timedelta(days=2), timedelta(days=1)) == []
+
+
+def test_a_year_long_outage_stays_far_below_the_event_limit_and_its_first_hour_as_before() -> None:
+    """The outage retries of ``_steps``: 30 s doubling to five minutes, then the age rule.
+    Each retry also spends the activity's own ~1.5 min of attempts (not in history)."""
+    wait, down, retries = OUTAGE_FIRST_WAIT, timedelta(0), 0
+    while down < timedelta(days=366):
+        down += timedelta(seconds=90) + max(wait, by_age(down))
+        wait = min(wait * 2, OUTAGE_MAX_WAIT)
+        retries += 1
+    assert retries * EVENTS_PER_PROBE < 2_000 < SERVER_EVENT_LIMIT
+    wait, down = OUTAGE_FIRST_WAIT, timedelta(0)
+    while down < timedelta(hours=1):  # unchanged within the default api_outage_timeout
+        assert max(wait, by_age(down)) == wait
+        down += timedelta(seconds=90) + wait
+        wait = min(wait * 2, OUTAGE_MAX_WAIT)
