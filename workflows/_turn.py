@@ -495,9 +495,9 @@ class TurnRunner(Notices):
         """``next_probe_interval``; a run recorded before the age rule keeps doubling to
         five minutes. ``workflow.patched`` is asked only where the two rules part (after
         an hour of waiting), so a short pause records no marker."""
-        doubled, by_age = doubled_interval(interval), next_probe_interval(interval, waited)
-        if by_age > doubled and workflow.patched(PATCH_PROBE_BY_AGE):
-            return by_age
+        doubled, aged = doubled_interval(interval), next_probe_interval(interval, waited)
+        if aged > doubled and workflow.patched(PATCH_PROBE_BY_AGE):
+            return aged
         return doubled
 
     async def _verify_done(self, turn: TurnRecord, aid: str, cursor: RunCursor) -> str | None:
