@@ -106,18 +106,23 @@ DECISIONS = """\
   segment asks the API whether the run moved past the pause instead of trusting a
   heartbeat (also what production's 409 on a repeat needed), the heartbeat that
   checkpointed the post is gone: an approval turn is 10 billable actions, not 11.
-  Judged by CPU, ours costs 1.28-1.45x the floor's per decision in every run of this
-  bench on 2026-12-02, so on saturated cores its rate should be about 0.7-0.8x the
-  floor's; the rates measured in those runs (0.57-1.07x) scatter around that with the load,
-  which that afternoon was heavy enough to halve every rate, the bare client's too.
-  The split by process (the `CPU ms/dec` column) says where the rest is: the server
-  spends 1.1-1.2x the floor's per decision (the update's two events against one signal,
-  the cancelled deadline timer, two search-attribute upserts: running, then idle), the
-  worker 1.9x. On a cache miss the worker replays the conversation's first turn, three
-  workflow tasks more than the floor's run, and the SDK's cost per activation (visiting
-  every payload three times in and once out, building a data converter per activation
-  and per command) is most of a replay: our workflow code is under a tenth of it by
-  profile. With every parked conversation cached (`GENIE_MAX_CACHED_WORKFLOWS=2000`)
+  Judged by CPU, ours costs 1.22-1.53x the floor's per decision in the seven runs of
+  this bench on 2026-12-02, so on saturated cores its rate should be about 0.65-0.8x
+  the floor's; the rates measured in those runs (0.57-1.27x) scatter around that with
+  the load, which some afternoon runs had heavy enough to halve every rate, the bare
+  client's too. The split by process (the `CPU ms/dec` column) says where the rest is:
+  the server spends 1.0-1.3x the floor's per decision (the update's two events against
+  one signal, the cancelled deadline timer, two search-attribute upserts: running, then
+  idle), the worker 1.6-2.0x. On a cache miss the worker replays the conversation's
+  first turn: four activations (the start with its update, the deployment look-up, the
+  create, the stream) against the floor run's one, 25-32 ms of CPU in-process. The
+  SDK's cost per activation (visiting every payload three times in and three out,
+  building two data converters per activation) is most of a replay: our workflow code
+  is about a twentieth of it by profile. Folding an activation away (create into the
+  first stream segment, or the look-up into create) changes the first turn's commands,
+  so it needs a `workflow.patched`, which in SDK 1.35 costs every new run a marker and
+  a `TemporalChangeVersion` upsert; for about 5 ms of a ~120 ms decision each, not done.
+  With every parked conversation cached (`GENIE_MAX_CACHED_WORKFLOWS=2000`)
   ours ran at 0.82x the cached floor before these changes: the cache is still the
   lever, at about 125 KiB per cached conversation. Posting the decision as a local
   activity was tried and not kept (inside the noise).
@@ -137,9 +142,9 @@ DECISIONS = """\
   worker, caching as many runs (400) and holding as many parked minimal runs, is itself
   about +50 MiB over its idle at 5,000 (the table's floor column): most of it is the
   cache, which fills by 1,000 parked. Ours was about 2x the floor (+98 MiB) and is
-  1.2-1.4x (+59 to +70 MiB) since the pending gauges stopped reading every waiting conversation each
-  30 s (one run each, so the churn they caused is the likely cause, not a proven one). A
-  heap profile of the
+  1.2-1.7x (+59 to +76 MiB in the runs since) since the pending gauges stopped reading
+  every waiting conversation each 30 s (one run each, so the churn they caused is the
+  likely cause, not a proven one). A heap profile of the
   worker (jemalloc's, 2026-12-02) finds in a cached conversation's ~125 KiB: the SDK
   core's per-run state built from our commands (~30 KiB), decoded activation protobufs
   the SDK's workflow instance keeps alive (~15 KiB), and our Python objects (~38 KiB by
