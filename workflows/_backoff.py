@@ -15,12 +15,17 @@ took. Two waits use the rule:
 - retries of a step while the API is unreachable (``_steps``): 30 s doubling to five
   minutes, for as long as ``api_outage_timeout`` allows.
 
-Pure, so the workflow, its tests and the bench share one schedule.
+The schedule is pure, so the workflow, its tests and the bench share it; ``age_ruled``
+is where a workflow applies the rule, asking ``workflow.patched`` only where the rule
+changes a wait (so runs recorded before it replay their old waits, and a wait that
+never reaches its cap records no marker).
 """
 
 from __future__ import annotations
 
 from datetime import timedelta
+
+from temporalio import workflow
 
 MAX_CONNECTION_POLL = timedelta(minutes=5)
 """Where doubling stops; until a pause has waited an hour, probes are this far apart."""
@@ -31,6 +36,14 @@ AGE_SHARE = 12
 def by_age(waited: timedelta) -> timedelta:
     """The wait the age rule asks for, ``waited`` into a pause or an outage."""
     return waited / AGE_SHARE
+
+
+def age_ruled(wait: timedelta, waited: timedelta, patch_id: str) -> timedelta:
+    """``wait``, or the age rule's longer wait where this run may take it (``patch_id``)."""
+    aged = by_age(waited)
+    if aged > wait and workflow.patched(patch_id):
+        return aged
+    return wait
 
 
 def doubled_interval(previous: timedelta) -> timedelta:

@@ -36,7 +36,7 @@ from temporalio import workflow
 from temporalio.common import RetryPolicy
 from temporalio.exceptions import ActivityError, ApplicationError, RetryState
 
-from workflows._backoff import by_age
+from workflows._backoff import age_ruled
 from workflows.models import ErrorInfo
 
 with workflow.unsafe.imports_passed_through():
@@ -238,10 +238,8 @@ class Steps:
                     what = "API key not accepted yet"
                 else:
                     since, limit = self.unreachable_since or now, self._outage_timeout()
-                    pause, wait = (
-                        min(_outage_pause(wait, now - since), limit),
-                        min(wait * 2, OUTAGE_MAX_WAIT),
-                    )
+                    pause = min(age_ruled(wait, now - since, PATCH_OUTAGE_BY_AGE), limit)
+                    wait = min(wait * 2, OUTAGE_MAX_WAIT)
                     what = "API unreachable"
                 if now - since >= limit:
                     self._set(None, None)
@@ -267,16 +265,6 @@ class Steps:
     def _set(self, since: datetime | None, info: ErrorInfo | None) -> None:
         self.unreachable_since = since
         self._on_outage(since, info)
-
-
-def _outage_pause(wait: timedelta, down_for: timedelta) -> timedelta:
-    """The backing-off wait, or past it the age rule, so a long outage adds history
-    slowly. ``workflow.patched`` is asked only where the two part (after an hour down),
-    so a short outage records no marker."""
-    aged = by_age(down_for)
-    if aged > wait and workflow.patched(PATCH_OUTAGE_BY_AGE):
-        return aged
-    return wait
 
 
 def _stop(cancel_when: Callable[[], bool] | None, ride_outage: bool | Callable[[], bool]) -> bool:

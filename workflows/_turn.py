@@ -41,7 +41,7 @@ with workflow.unsafe.imports_passed_through():
     from genie_api import PauseStatus, RunCursor
 
 from workflows import _decisions as rules
-from workflows._backoff import doubled_interval, next_probe_interval
+from workflows._backoff import age_ruled, doubled_interval
 from workflows._notices import Notices
 from workflows._policy import ItemPolicy, for_connection, for_skill
 from workflows._state import ConversationData
@@ -489,16 +489,8 @@ class TurnRunner(Notices):
                     "api",
                     workflow.now(),
                 )
-            interval = self._next_probe(interval, workflow.now() - c.requested_at)
-
-    def _next_probe(self, interval: timedelta, waited: timedelta) -> timedelta:
-        """``next_probe_interval``; a run recorded before the age rule keeps doubling to
-        five minutes. ``workflow.patched`` is asked only where the two rules part (after
-        an hour of waiting), so a short pause records no marker."""
-        doubled, aged = doubled_interval(interval), next_probe_interval(interval, waited)
-        if aged > doubled and workflow.patched(PATCH_PROBE_BY_AGE):
-            return aged
-        return doubled
+            waited = workflow.now() - c.requested_at
+            interval = age_ruled(doubled_interval(interval), waited, PATCH_PROBE_BY_AGE)
 
     async def _verify_done(self, turn: TurnRecord, aid: str, cursor: RunCursor) -> str | None:
         """None if the API does not contradict "done"; else why the claim is false."""
