@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import asyncio
 import uuid
 from collections.abc import AsyncIterator, Iterator
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 
 import httpx
 import pytest
-from temporalio.client import Client
+from temporalio.client import Client, WorkflowHistory
 from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.worker import Replayer, UnsandboxedWorkflowRunner
 
@@ -144,21 +143,41 @@ async def test_a_long_pause_is_probed_ever_less_often_and_still_detected(
     The cap is five minutes, so the rule starts after an hour; the worker runs in this
     process, and the test lowers the cap to 200 ms (a constant stood in for, not a peer
     mocked) so that it starts after 2.4 s: unsandboxed, so the workflow sees it."""
-    monkeypatch.setattr(_backoff, "MAX_CONNECTION_POLL", timedelta(milliseconds=200))
+    cap = timedelta(milliseconds=200)
+    monkeypatch.setattr(_backoff, "MAX_CONNECTION_POLL", cap)
     tq = f"test-probes-{uuid.uuid4()}"
     async with build_worker(
         client, worker_settings(sim, workflow_sandbox=False), genie, task_queue=tq
     ):
-        await _probed_less_often_and_detected(client, tq)
+        await _probed_less_often_and_detected(client, tq, cap)
 
 
-async def _probed_less_often_and_detected(client: Client, task_queue: str) -> None:
+def _probe_waits(history: WorkflowHistory, since: datetime) -> list[tuple[float, timedelta]]:
+    """Each probe timer: seconds into the pause it started, and how long it was."""
+    return [
+        (
+            e.event_time.ToDatetime().timestamp() - since.timestamp(),
+            e.timer_started_event_attributes.start_to_fire_timeout.ToTimedelta(),
+        )
+        for e in history.events
+        if e.HasField("timer_started_event_attributes")
+    ]
+
+
+async def _probed_less_often_and_detected(client: Client, task_queue: str, cap: timedelta) -> None:
     api = convs(client, task_queue)
     first = timedelta(milliseconds=100)
     wid = await start(api, policy=ConversationPolicy(connection_poll_interval=first))
     turn, pending = await _parked(api, wid)
     assert pending.auth_url
-    await asyncio.sleep(8)
+    # The user connects late: once the probes wait longer than the cap, twice.
+    await eventually(
+        lambda: api.handle(wid).fetch_history(),
+        lambda h: sum(d > cap for _, d in _probe_waits(h, pending.requested_at)) >= 2,
+        what="probes past the cap's hour",
+        within=60,
+    )
+    opened = datetime.now(UTC) - pending.requested_at
     await _open_link(pending.auth_url)
     done = await api.wait(wid, turn, wait_for="completion")
     assert done.status == "completed"
@@ -178,22 +197,12 @@ async def _probed_less_often_and_detected(client: Client, task_queue: str) -> No
     assert len(schedule) < 35, schedule
     # Each wait before a probe is what the rule says for that moment: never more than a
     # twelfth of the time waited (or the cap), and past the cap's hour, more than the cap.
-    cap, requested = timedelta(milliseconds=200), pending.requested_at.timestamp()
-    ticks = [
-        (
-            e.event_time.ToDatetime().timestamp() - requested,
-            e.timer_started_event_attributes.start_to_fire_timeout.ToTimedelta(),
-        )
-        for e in history.events
-        if e.HasField("timer_started_event_attributes")
-    ]
+    ticks = _probe_waits(history, pending.requested_at)
     slack = timedelta(milliseconds=100)
     assert all(d <= max(cap, timedelta(seconds=at) / 12) + slack for at, d in ticks), ticks
     assert any(d > cap for _, d in ticks), ticks
     # Noticed within a twelfth of the wait (and a probe's round trips) of the link opening.
-    assert waited < timedelta(seconds=8) * (1 + 1 / _backoff.AGE_SHARE) + timedelta(seconds=2), (
-        waited
-    )
+    assert waited < opened * (1 + 1 / _backoff.AGE_SHARE) + timedelta(seconds=2), (waited, opened)
     assert any(
         e.marker_recorded_event_attributes.marker_name == "core_patch"
         and PATCH_PROBE_BY_AGE.encode() in e.SerializeToString()
