@@ -8,7 +8,7 @@ import uuid
 from collections.abc import Awaitable, Callable
 from typing import TypeVar
 
-from temporalio.client import Client
+from temporalio.client import Client, WorkflowHistory
 
 from geniectl import GenieConversations
 from workflows import ConversationPolicy, ConversationStatus
@@ -17,6 +17,15 @@ T = TypeVar("T")
 
 GENIE = "gin-test-genie"
 USER = "user-1"
+
+
+def has_patch_marker(history: WorkflowHistory, patch_id: str) -> bool:
+    """Whether the run recorded ``workflow.patched(patch_id)`` (the SDK's patch marker)."""
+    return any(
+        e.marker_recorded_event_attributes.marker_name == "core_patch"
+        and patch_id.encode() in e.SerializeToString()
+        for e in history.events
+    )
 
 
 def convs(client: Client, task_queue: str) -> GenieConversations:

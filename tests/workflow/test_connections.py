@@ -16,7 +16,7 @@ from genie_api import ApiKeyAuth, GenieClient
 from geniectl import Refused
 from tests.conftest import worker_settings
 from tests.services import SIM_API_KEY, SimProcess, running_sim
-from tests.workflow.helpers import convs, eventually, start
+from tests.workflow.helpers import convs, eventually, has_patch_marker, start
 from worker import build_worker
 from workflows import ConversationPolicy, GenieConversation, _backoff, errors
 from workflows._turn import PATCH_PROBE_BY_AGE
@@ -203,11 +203,7 @@ async def _probed_less_often_and_detected(client: Client, task_queue: str, cap: 
     assert any(d > cap for _, d in ticks), ticks
     # Noticed within a twelfth of the wait (and a probe's round trips) of the link opening.
     assert waited < opened * (1 + 1 / _backoff.AGE_SHARE) + timedelta(seconds=2), (waited, opened)
-    assert any(
-        e.marker_recorded_event_attributes.marker_name == "core_patch"
-        and PATCH_PROBE_BY_AGE.encode() in e.SerializeToString()
-        for e in history.events
-    )
+    assert has_patch_marker(history, PATCH_PROBE_BY_AGE)
     await Replayer(
         workflows=[GenieConversation],
         data_converter=pydantic_data_converter,

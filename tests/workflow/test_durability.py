@@ -19,7 +19,7 @@ from temporalio.worker import Replayer, UnsandboxedWorkflowRunner
 from genie_api import GenieClient
 from tests.conftest import worker_settings
 from tests.services import SimProcess, temporal_cli
-from tests.workflow.helpers import USER, convs, eventually, start
+from tests.workflow.helpers import USER, convs, eventually, has_patch_marker, start
 from worker import build_worker
 from workflows import (
     ALL_SEARCH_ATTRIBUTES,
@@ -77,11 +77,7 @@ async def test_history_bound_continues_as_new_so_a_wake_replays_little(
     lengths = [len(h.events) for h in histories]
     for h in histories[:-1]:  # each closed run continued at the bound, marked by its patch
         assert bound <= len(h.events) <= bound + 20, lengths
-        assert any(
-            e.marker_recorded_event_attributes.marker_name == "core_patch"
-            and PATCH_BOUNDED_HISTORY.encode() in e.SerializeToString()
-            for e in h.events
-        )
+        assert has_patch_marker(h, PATCH_BOUNDED_HISTORY)
     assert max(lengths) <= bound + 20, lengths
     # Dedupe keys survived every seam: a retry of turn 1's message is answered, not re-sent.
     again = await api.send(wid, "m0", client_message_id="id-0")
@@ -142,11 +138,7 @@ async def test_a_long_outage_is_retried_ever_less_often_and_ridden_out(
     assert any(d > cap for _, d in ticks), ticks
     # Fewer retries than at the cap: 6 s of outage at 100 ms would be dozens.
     assert len(ticks) < 30, ticks
-    assert any(
-        e.marker_recorded_event_attributes.marker_name == "core_patch"
-        and _steps.PATCH_OUTAGE_BY_AGE.encode() in e.SerializeToString()
-        for e in history.events
-    )
+    assert has_patch_marker(history, _steps.PATCH_OUTAGE_BY_AGE)
     assert sim.stats()["conversations"][conv_id]["messages_accepted"] == 1  # type: ignore[index]
     await Replayer(
         workflows=[GenieConversation],
