@@ -6,6 +6,7 @@ import asyncio
 import time
 import uuid
 from collections.abc import Awaitable, Callable
+from datetime import timedelta
 from typing import TypeVar
 
 from temporalio.client import Client, WorkflowHistory
@@ -26,6 +27,21 @@ def has_patch_marker(history: WorkflowHistory, patch_id: str) -> bool:
         and patch_id.encode() in e.SerializeToString()
         for e in history.events
     )
+
+
+def timer_waits(
+    history: WorkflowHistory, since: float, summary: bytes = b""
+) -> list[tuple[float, timedelta]]:
+    """Each timer whose summary holds ``summary``: seconds after ``since`` (a timestamp)
+    it started, and how long it was set for."""
+    return [
+        (
+            e.event_time.ToDatetime().timestamp() - since,
+            e.timer_started_event_attributes.start_to_fire_timeout.ToTimedelta(),
+        )
+        for e in history.events
+        if e.HasField("timer_started_event_attributes") and summary in e.user_metadata.summary.data
+    ]
 
 
 def convs(client: Client, task_queue: str) -> GenieConversations:

@@ -8,7 +8,7 @@ from datetime import UTC, datetime, timedelta
 
 import httpx
 import pytest
-from temporalio.client import Client, WorkflowHistory
+from temporalio.client import Client
 from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.worker import Replayer, UnsandboxedWorkflowRunner
 
@@ -16,7 +16,7 @@ from genie_api import ApiKeyAuth, GenieClient
 from geniectl import Refused
 from tests.conftest import worker_settings
 from tests.services import SIM_API_KEY, SimProcess, running_sim
-from tests.workflow.helpers import convs, eventually, has_patch_marker, start
+from tests.workflow.helpers import convs, eventually, has_patch_marker, start, timer_waits
 from worker import build_worker
 from workflows import ConversationPolicy, GenieConversation, _backoff, errors
 from workflows._turn import PATCH_PROBE_BY_AGE
@@ -152,18 +152,6 @@ async def test_a_long_pause_is_probed_ever_less_often_and_still_detected(
         await _probed_less_often_and_detected(client, tq, cap)
 
 
-def _probe_waits(history: WorkflowHistory, since: datetime) -> list[tuple[float, timedelta]]:
-    """Each probe timer: seconds into the pause it started, and how long it was."""
-    return [
-        (
-            e.event_time.ToDatetime().timestamp() - since.timestamp(),
-            e.timer_started_event_attributes.start_to_fire_timeout.ToTimedelta(),
-        )
-        for e in history.events
-        if e.HasField("timer_started_event_attributes")
-    ]
-
-
 async def _probed_less_often_and_detected(client: Client, task_queue: str, cap: timedelta) -> None:
     api = convs(client, task_queue)
     first = timedelta(milliseconds=100)
@@ -173,7 +161,7 @@ async def _probed_less_often_and_detected(client: Client, task_queue: str, cap: 
     # The user connects late: once the probes wait longer than the cap, twice.
     await eventually(
         lambda: api.handle(wid).fetch_history(),
-        lambda h: sum(d > cap for _, d in _probe_waits(h, pending.requested_at)) >= 2,
+        lambda h: sum(d > cap for _, d in timer_waits(h, pending.requested_at.timestamp())) >= 2,
         what="probes past the cap's hour",
         within=60,
     )
@@ -197,7 +185,7 @@ async def _probed_less_often_and_detected(client: Client, task_queue: str, cap: 
     assert len(schedule) < 35, schedule
     # Each wait before a probe is what the rule says for that moment: never more than a
     # twelfth of the time waited (or the cap), and past the cap's hour, more than the cap.
-    ticks = _probe_waits(history, pending.requested_at)
+    ticks = timer_waits(history, pending.requested_at.timestamp())
     slack = timedelta(milliseconds=100)
     assert all(d <= max(cap, timedelta(seconds=at) / 12) + slack for at, d in ticks), ticks
     assert any(d > cap for _, d in ticks), ticks

@@ -19,7 +19,14 @@ from temporalio.worker import Replayer, UnsandboxedWorkflowRunner
 from genie_api import GenieClient
 from tests.conftest import worker_settings
 from tests.services import SimProcess, temporal_cli
-from tests.workflow.helpers import USER, convs, eventually, has_patch_marker, start
+from tests.workflow.helpers import (
+    USER,
+    convs,
+    eventually,
+    has_patch_marker,
+    start,
+    timer_waits,
+)
 from worker import build_worker
 from workflows import (
     ALL_SEARCH_ATTRIBUTES,
@@ -121,15 +128,7 @@ async def test_a_long_outage_is_retried_ever_less_often_and_ridden_out(
         conv_id = (await api.status(wid)).conversation_id
     failed = [e for e in history.events if e.HasField("activity_task_failed_event_attributes")]
     since = failed[0].event_time.ToDatetime().timestamp()
-    ticks = [
-        (
-            e.event_time.ToDatetime().timestamp() - since,
-            e.timer_started_event_attributes.start_to_fire_timeout.ToTimedelta(),
-        )
-        for e in history.events
-        if e.HasField("timer_started_event_attributes")
-        and b"API unreachable" in e.user_metadata.summary.data
-    ]
+    ticks = timer_waits(history, since, b"API unreachable")
     assert len(ticks) >= 5, ticks
     # Never longer than the rule says (the cap, or a twelfth of the outage so far, so the
     # API's return is noticed soon); past the cap's turn, longer than the cap.
