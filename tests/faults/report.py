@@ -57,6 +57,13 @@ DEFECTS = """\
   the Temporal SDK's Rust threads may call into Python while the interpreter finalizes
   (temporalio/sdk-python#300). The worker now flushes and exits without finalization once
   it has drained (`worker.py`), so a deploy sees exit code 0.
+- **A turn that failed while its run was still active at the API took the next turn with
+  it**: the next message's POST met `409 conversation_busy`, which was final, so that
+  turn failed too instead of waiting for the run to end. The stream segment now asks the
+  API whose run is active (`RunInspector.busy_run`): this turn's own (an earlier
+  attempt's post landed) is resumed, not posted again; an earlier turn's makes the
+  segment fail retryably (`ConversationBusyWithEarlierRun`) until that run has ended,
+  and then the message is posted once (the production row above).
 - **A worker killed while a short call was in flight (e.g. right after the API applied a
   decision) stalled that turn for 60 s**, the start-to-close timeout: control activities
   did not heartbeat. They now heartbeat while their call is in flight and have a 10 s
@@ -67,12 +74,6 @@ DEFECTS = """\
 LIMITS = """\
 ## Known limitations (not fixed)
 
-- **A turn that fails while its run is still active at the API takes the next turn with
-  it**: the next message's POST meets `409 conversation_busy`, which is final, so that
-  turn fails too (with `conversation_busy` as `last_error`) instead of waiting for the run
-  to end. Observed after the persistent-malformed-data case with a long run. Retrying
-  409s on the POST needs a stronger "is this run ours?" check than today's "newer than the
-  previous turn's run" (E3), or a retry could adopt the failed turn's run.
 - **An event without `event_id`/`seq_num` is passed through** (the client keeps such
   events by design). It cannot be de-duplicated: if the API replayed one on E8 after a
   cut, the turn would get it twice. (The simulator's injected one is never replayed.)
