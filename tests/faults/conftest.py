@@ -166,11 +166,13 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     if not _RESULTS:
         return
     previous: dict[str, Any] = {}
+    last: dict[str, Any] = {}
     if RESULTS_PATH.exists():
         try:
-            previous = {c["id"]: c for c in json.loads(RESULTS_PATH.read_text())["cases"]}
+            last = json.loads(RESULTS_PATH.read_text())
+            previous = {c["id"]: c for c in last["cases"]}
         except (ValueError, KeyError, TypeError):
-            previous = {}
+            previous, last = {}, {}
     observations = {k: v for s in _STACKS for k, v in s.observations.items()}
     cases: list[dict[str, Any]] = []
     for cid, c in CASES.items():
@@ -189,11 +191,17 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
                 "data": obs.data if obs else {},
             }
         )
-    dump_json(
-        RESULTS_PATH,
-        {
-            "generated_at": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
-            "suite_seconds": round(_SECONDS[0], 1),
-            "cases": cases,
-        },
-    )
+    now = dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
+    # Cases of modules this session did not collect keep their last observation, so a
+    # run of one module (pytest tests/faults/test_malformed.py) does not erase the rest;
+    # the page then still dates its table by the last run of the whole suite.
+    carried = [c for cid, c in previous.items() if cid not in CASES]
+    if carried and "generated_at" in last and "suite_seconds" in last:
+        head = {
+            "generated_at": last["generated_at"],
+            "suite_seconds": last["suite_seconds"],
+            "partly_rerun_at": now,
+        }
+    else:
+        head = {"generated_at": now, "suite_seconds": round(_SECONDS[0], 1)}
+    dump_json(RESULTS_PATH, {**head, "cases": cases + carried})

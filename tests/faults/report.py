@@ -133,8 +133,13 @@ def render_table(results: dict[str, Any]) -> list[str]:
     passed = sum(c["result"] == "passed" for c in cases)
     summary = (
         f"Last run: {results['generated_at']}, {len(cases)} cases, {passed} passed "
-        f"(whole fault suite {results['suite_seconds']:.0f} s). "
-        "Regenerate with `pytest tests/faults && python -m tests.faults.report`."
+        f"(whole fault suite {results['suite_seconds']:.0f} s)"
+        + (
+            f"; some cases re-run {results['partly_rerun_at']}"
+            if "partly_rerun_at" in results
+            else ""
+        )
+        + ". Regenerate with `pytest tests/faults && python -m tests.faults.report`."
     )
     return [*table, "", summary]
 
