@@ -12,12 +12,14 @@ conversation never waits for it.
 
 Formats: ``standard`` — a JSON body with ``webhook-id``, ``webhook-timestamp`` and
 ``webhook-signature`` headers (the ``standardwebhooks`` package signs); ``slack`` — a
-Slack incoming-webhook message (text plus the link; Slack's URL is the secret).
+Slack incoming-webhook message (text plus the link; Slack's URL is the secret) in which
+every value is escaped, so the inbox link is its only link.
 """
 
 from __future__ import annotations
 
 import json
+import re
 from datetime import UTC, datetime
 from typing import Any, Literal
 from urllib.parse import quote
@@ -163,15 +165,40 @@ def _standard_body(inp: NotifyInput, link: str | None) -> dict[str, Any]:
     }
 
 
+def slack_escape(value: object) -> str:
+    """``value`` as Slack mrkdwn text that is only text: ``&``, ``<`` and ``>`` escaped as
+    Slack asks, so ``<https://evil|Open in the inbox>``, ``<!channel>`` and ``<@U123>``
+    show as typed instead of becoming links and mentions."""
+    return str(value).replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+
+
+def _inline(value: object, limit: int = 200) -> str:
+    """One escaped line for a `code` span or *bold*: no line breaks, and no backtick to
+    close the span early (a look-alike stands in)."""
+    text = " ".join(str(value).split())[:limit]
+    return slack_escape(text.replace("`", "\u02cb"))
+
+
+def _code_block(text: str) -> str:
+    """Escaped text for a ``` block that it cannot leave: a zero-width space splits
+    every run of backticks, so ``` inside never ends the block."""
+    escaped = re.sub("`(?=`)", "`\u200b", slack_escape(text))
+    return escaped + "\u200b" if escaped.endswith("`") else escaped
+
+
 def _slack_message(inp: NotifyInput, link: str | None) -> dict[str, Any]:
+    # Everything but our own inbox link is the genie's or the user's text: escaped, so
+    # the only real link in the message is ours.
     params = json.dumps(inp.details.get("skill_parameters", {}), ensure_ascii=False)[:1500]
+    event = "escalated" if inp.event == "escalation" else inp.event
     lines = [
-        f"*{inp.title}* ({'escalated' if inp.event == 'escalation' else inp.event})",
-        f"genie `{inp.genie_handle}` · user `{inp.user_id}` · conversation `{inp.workflow_id}`",
+        f"*{_inline(inp.title)}* ({event})",
+        f"genie `{_inline(inp.genie_handle)}` · user `{_inline(inp.user_id)}` · "
+        f"conversation `{_inline(inp.workflow_id)}`",
         f"deadline {inp.deadline:%Y-%m-%d %H:%M UTC}",
     ]
     if inp.kind == "skill_confirmation":
-        lines.append(f"parameters: ```{params}```")
+        lines.append(f"parameters: ```{_code_block(params)}```")
     if link:
         lines.append(f"<{link}|Open in the inbox>")
     return {"text": "\n".join(lines)}
