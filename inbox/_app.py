@@ -36,12 +36,12 @@ from temporalio.service import RPCError
 from genie_config import connect_temporal
 from geniectl import GenieConversations, NotFound, Refused
 from inbox._auth import Authenticator, Identity, Unauthenticated, clean_name
-from inbox._data import LISTING_CACHE_SECONDS, Item, Reader, Unavailable, segment
+from inbox._data import LISTING_CACHE_SECONDS, Item, Reader, Unavailable, safe_url, segment
 from inbox._decide import Decider, Kind, Verdict
 from inbox._explain import Explanation, explain, utc, who_decided
 from inbox._session import COOKIE, CSRF_FIELD, CSRF_HEADER, Session, SessionCodec
 from inbox._settings import InboxConfig
-from workflows import ConversationStatus, Transcript
+from workflows import ConversationStatus, Transcript, errors
 from workflows.models import MAX_ID_CHARS, MAX_REASON_CHARS, AuthLink, DecisionRecorded
 
 log = logging.getLogger("genie_inbox")
@@ -135,7 +135,7 @@ class Inbox:
 
     async def auth_link(self, wid: str, ref: str) -> AuthLink:
         """A fresh link (an update: the workflow asks the API); ``Unavailable`` if the
-        conversation does not answer in time."""
+        conversation does not answer in time. Show it only through ``_shown_link``."""
         try:
             async with asyncio.timeout(self.decider.timeout):
                 return await self.reader.api.auth_link(wid, ref)
@@ -369,6 +369,37 @@ def _csrf_ok(ctx: Ctx, token: str | None) -> bool:
     return ctx.session.check_csrf(token)
 
 
+def _shown_link(link: AuthLink) -> AuthLink:
+    """``link`` as a page shows it or the API returns it: a URL that is not plain http(s)
+    (``javascript:``, ``data:``…) is dropped and the link is ``unavailable``."""
+    if link.url is not None and safe_url(link.url) is None:
+        return link.model_copy(update={"url": None, "status": "unavailable"})
+    return link
+
+
+def _link_refusal(me: Identity, ref: str, item: Item | None) -> Explanation | None:
+    """Why ``me`` may not see or refresh this connection's auth link, or None. An auth
+    link is a credential: the rule is the one for deciding (``Item.can_decide``)."""
+    if item is None:
+        return explain(errors.UNKNOWN_ATTEMPT_ID, f"no pending connection {ref}", me=me, ref=ref)
+    if item.can_decide:
+        return None
+    if item.why_not:
+        why = item.why_not
+    elif item.decision is not None:
+        why = f"it is being decided ({item.decision.verdict} by {item.decision.actor})"
+    else:
+        why = "you may not decide it"
+    return Explanation(
+        "NotAllowed",
+        "Not allowed",
+        "Only those who may decide this connection may see or refresh its auth link: "
+        f"{why}. Nothing was sent to the conversation.",
+        403,
+        why,
+    )
+
+
 # -------------------------------------------------------------------- pages
 
 
@@ -594,10 +625,29 @@ async def refresh_link_page(request: Request, ctx: Ctx) -> Response:
     if isinstance(posted, Response):
         return posted
     wid, ref, _form_data = posted
+    try:
+        st, item = await _item_state(ctx, wid, "connection", ref)
+    except (NotFound, Unavailable) as e:
+        return _problem_page(request, ctx, e, wid)
+    refusal = _link_refusal(ctx.user, ref, item)
+    if refusal is not None:  # read only: nothing is sent to the conversation
+        return render(
+            request,
+            ctx,
+            "item.html",
+            http_status=refusal.http_status,
+            kind="connection",
+            wid=wid,
+            ref=ref,
+            item=item,
+            decided=who_decided(st, ref),
+            form_error=refusal.sentence,
+            link=None,
+        )
     link_error = None
     link = None
     try:
-        link = await ctx.inbox.auth_link(wid, ref)
+        link = _shown_link(await ctx.inbox.auth_link(wid, ref))
     except Refused as e:
         link_error = explain(e.type, e.message, me=ctx.user, ref=ref).sentence
     except (NotFound, Unavailable) as e:
@@ -606,6 +656,8 @@ async def refresh_link_page(request: Request, ctx: Ctx) -> Response:
         st, item = await _item_state(ctx, wid, "connection", ref)
     except (NotFound, Unavailable) as e:
         return _problem_page(request, ctx, e, wid)
+    if item is not None and not item.can_decide:
+        link = None  # decided meanwhile (or by someone else): the link is not shown
     return render(
         request,
         ctx,
@@ -830,7 +882,17 @@ async def api_auth_link(request: Request, ctx: Ctx) -> Response:
     wid, ref = _api_ids(request)
     _api_csrf(request, ctx)
     try:
-        link = await ctx.inbox.auth_link(wid, ref)
+        _st, item = await _item_state(ctx, wid, "connection", ref)
+    except (NotFound, Unavailable) as e:
+        return _api_problem(e)
+    refusal = _link_refusal(ctx.user, ref, item)
+    if refusal is not None:  # read only: nothing is sent to the conversation
+        return JSONResponse(
+            _error(refusal.type, refusal.sentence, title=refusal.title, detail=refusal.detail),
+            status_code=refusal.http_status,
+        )
+    try:
+        link = _shown_link(await ctx.inbox.auth_link(wid, ref))
     except Refused as e:
         ex = explain(e.type, e.message, me=ctx.user, ref=ref)
         return JSONResponse(_error(ex.type, ex.sentence, detail=ex.detail), ex.http_status)

@@ -145,6 +145,23 @@ def _why_not(
     return may_decide(me, st.approvers)
 
 
+def can_decide(why_not: str | None, p: PendingApproval | PendingConnection) -> bool:
+    """The one rule for acting on an item: deciding it, and seeing or refreshing a
+    connection's auth link."""
+    return why_not is None and p.decision is None
+
+
+def shown_status(st: ConversationStatus, items: list[Item]) -> ConversationStatus:
+    """``st`` as ``items``' viewer may see it: a connection's auth link only where they
+    may decide it, and only if it is http(s)."""
+    allowed = {i.ref for i in items if i.kind == "connection" and i.can_decide}
+    connections = [
+        c.model_copy(update={"auth_url": safe_url(c.auth_url) if c.attempt_id in allowed else None})
+        for c in st.pending_connections
+    ]
+    return st.model_copy(update={"pending_connections": connections})
+
+
 def build_items(
     wid: str,
     genie: str | None,
@@ -175,7 +192,7 @@ def build_items(
             "note": p.note,
             "approvers": st.approvers,
             "escalated": p.escalated,
-            "can_decide": why_not is None and p.decision is None,
+            "can_decide": can_decide(why_not, p),
             "why_not": why_not,
         }
         if isinstance(p, PendingApproval):
@@ -198,7 +215,8 @@ def build_items(
                     kind="connection",
                     ref=p.attempt_id,
                     title=p.connector_name or "(unnamed connector)",
-                    auth_url=safe_url(p.auth_url),
+                    # An auth link is a credential: only for those who may decide it.
+                    auth_url=safe_url(p.auth_url) if common["can_decide"] else None,
                     auth_expires_at=p.auth_expires_at,
                     **common,
                 )
@@ -295,10 +313,12 @@ class Reader:
             self._silent = {k: v for k, v in self._silent.items() if v[0] > now}
 
     async def items(self, wid: str, me: Identity) -> tuple[ConversationStatus, list[Item]]:
-        """One conversation's status and its pending items with their context."""
+        """One conversation's status and its pending items with their context, as ``me``
+        may see them (``shown_status``)."""
         st = await self.status(wid)
         turns = await self.turns(wid, _turns_of(st))
-        return st, build_items(wid, None, None, st, turns, me)
+        items = build_items(wid, None, None, st, turns, me)
+        return shown_status(st, items), items
 
     def invalidate(self) -> None:
         """Forget the shared listing (a decision was just sent through this inbox)."""
