@@ -39,6 +39,7 @@ from inbox._auth import Authenticator, Identity, Unauthenticated, clean_name
 from inbox._data import LISTING_CACHE_SECONDS, Item, Reader, Unavailable, safe_url, segment
 from inbox._decide import Decider, Kind, Verdict
 from inbox._explain import Explanation, explain, utc, who_decided
+from inbox._limit import RateLimiter, retry_after
 from inbox._session import COOKIE, CSRF_FIELD, CSRF_HEADER, Session, SessionCodec
 from inbox._settings import InboxConfig
 from workflows import ConversationStatus, Transcript, errors
@@ -119,6 +120,7 @@ class Inbox:
     auth: Authenticator
     codec: SessionCodec
     templates: Jinja2Templates
+    limiter: RateLimiter
 
     @property
     def dev(self) -> bool:
@@ -132,6 +134,10 @@ class Inbox:
             return await self.decider.decide(me, wid, kind, ref, verdict, reason)
         finally:
             self.reader.invalidate()
+
+    def limited(self, me: Identity) -> float:
+        """Spend one of ``me``'s POSTs that reach a workflow: 0, or the seconds to wait."""
+        return self.limiter.take(me.name)
 
     async def auth_link(self, wid: str, ref: str) -> AuthLink:
         """A fresh link (an update: the workflow asks the API); ``Unavailable`` if the
@@ -369,6 +375,37 @@ def _csrf_ok(ctx: Ctx, token: str | None) -> bool:
     return ctx.session.check_csrf(token)
 
 
+RATE_LIMITED = "RateLimited"
+
+
+def _slow_down(wait: float) -> str:
+    return (
+        f"You sent too many decisions or link requests in a short time; nothing was sent to "
+        f"the conversation. Try again in {retry_after(wait)} s."
+    )
+
+
+def _too_many(request: Request, ctx: Ctx, wait: float) -> Response:
+    response = render(
+        request,
+        ctx,
+        "error.html",
+        http_status=429,
+        title="Too many requests",
+        message=_slow_down(wait),
+    )
+    response.headers["Retry-After"] = retry_after(wait)
+    return response
+
+
+def _api_too_many(wait: float) -> Response:
+    return JSONResponse(
+        _error(RATE_LIMITED, _slow_down(wait), retry_after_seconds=int(retry_after(wait))),
+        status_code=429,
+        headers={"Retry-After": retry_after(wait)},
+    )
+
+
 def _shown_link(link: AuthLink) -> AuthLink:
     """``link`` as a page shows it or the API returns it: a URL that is not plain http(s)
     (``javascript:``, ``data:``…) is dropped and the link is ``unavailable``."""
@@ -582,6 +619,9 @@ def decide_page(kind: Kind) -> Handler:
                 form_error=problem,
                 link=None,
             )
+        wait = ctx.inbox.limited(ctx.user)
+        if wait:
+            return _too_many(request, ctx, wait)
         try:
             rec = await ctx.inbox.decide(ctx.user, wid, kind, ref, verdict, reason)
         except Refused as e:
@@ -644,6 +684,9 @@ async def refresh_link_page(request: Request, ctx: Ctx) -> Response:
             form_error=refusal.sentence,
             link=None,
         )
+    wait = ctx.inbox.limited(ctx.user)
+    if wait:
+        return _too_many(request, ctx, wait)
     link_error = None
     link = None
     try:
@@ -844,6 +887,9 @@ async def _api_decide(
     request: Request, ctx: Ctx, kind: Kind, verdict: Verdict, reason: str | None
 ) -> Response:
     wid, ref = _api_ids(request)
+    wait = ctx.inbox.limited(ctx.user)
+    if wait:
+        return _api_too_many(wait)
     try:
         rec: DecisionRecorded = await ctx.inbox.decide(ctx.user, wid, kind, ref, verdict, reason)
     except Refused as e:
@@ -891,6 +937,9 @@ async def api_auth_link(request: Request, ctx: Ctx) -> Response:
             _error(refusal.type, refusal.sentence, title=refusal.title, detail=refusal.detail),
             status_code=refusal.http_status,
         )
+    wait = ctx.inbox.limited(ctx.user)
+    if wait:
+        return _api_too_many(wait)
     try:
         link = _shown_link(await ctx.inbox.auth_link(wid, ref))
     except Refused as e:
@@ -926,6 +975,7 @@ def create_app(
             auth=Authenticator(config),
             codec=SessionCodec(config.session_secret, s.session_max_age_seconds),
             templates=_templates(),
+            limiter=RateLimiter(s.rate_limit_burst, s.rate_limit_per_second),
         )
         yield
 

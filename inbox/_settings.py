@@ -93,6 +93,12 @@ class InboxSettings(BaseSettings):
     refresh_seconds: float = Field(default=5.0, ge=1, le=600)
     """How often an open pending page asks for changes."""
     max_body_bytes: int = Field(default=64 * 1024, ge=1024, le=10 * 1024 * 1024)
+    rate_limit_burst: int = Field(default=10, ge=1, le=10_000)
+    """Decisions and link refreshes one person may send at once; past it, and past the
+    refill below, they get 429 and nothing reaches the conversation (each decision, even
+    a refused one, is recorded in its history)."""
+    rate_limit_per_second: float = Field(default=1.0, gt=0, le=1000)
+    """How fast that allowance refills, per person."""
     log_level: str = "INFO"
 
     @field_validator("jwt_algorithms", mode="before")
