@@ -374,7 +374,12 @@ def _handlers(defn: workflow._Definition) -> list[_Handler]:
     found: list[_Handler] = []
 
     def add(kind: str, name: str, fn: Callable[..., Any], desc: str | None, **kw: Any) -> None:
-        params = list(inspect.signature(fn).parameters.values())[1:]  # drop self
+        # Drop self, and a ``*extra`` that only catches malformed calls (audited as such).
+        params = [
+            p
+            for p in list(inspect.signature(fn).parameters.values())[1:]
+            if p.kind is not inspect.Parameter.VAR_POSITIONAL
+        ]
         hints = inspect.get_annotations(fn, eval_str=True)
         inputs = [
             (_public_model(hints.get(p.name, Any)), p.default is not inspect.Parameter.empty)
@@ -384,6 +389,9 @@ def _handlers(defn: workflow._Definition) -> list[_Handler]:
             parsed = _validated_models(fn)
             if parsed:
                 inputs = [(parsed[0] if tp is Any else tp, opt) for tp, opt in inputs]
+        # Still ``Any``: the lenient decoding of a signal that audits whatever it gets; its
+        # default only keeps a call without a payload from failing, it is no option.
+        inputs = [(tp, opt and tp is not Any) for tp, opt in inputs]
         ret = hints.get("return") if kind != "signal" else None
         found.append(
             _Handler(

@@ -88,6 +88,7 @@ def audit_refusal(
     """Keep a refusal. Alike refusals (kind, actor, error, via) share one entry with a
     count, and refusals are kept apart from accepted decisions, so a flood of bad
     guesses can neither grow state nor push a real decision out of the trail."""
+    data.refusals_this_run += 1
     actor_s = clip(actor)
     for e in data.refusals:
         if (e.kind, e.actor, e.via) == (kind, actor_s, via) and (e.refusal or "").startswith(

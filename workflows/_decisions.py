@@ -19,6 +19,7 @@ from datetime import datetime
 from typing import Any, Literal, TypeVar
 
 from pydantic import ValidationError
+from pydantic_core import to_json
 
 from workflows import errors
 
@@ -34,9 +35,11 @@ from workflows._audit import system_event as system_event
 from workflows._policy import ItemPolicy, for_connection, for_skill
 from workflows._state import (
     MAX_EARLY_DECISIONS,
+    MAX_QUEUED_BYTES,
     MAX_QUEUED_TURNS,
     ConversationData,
     EarlyDecision,
+    queued_bytes,
     remember_decided,
 )
 from workflows.models import (
@@ -84,6 +87,13 @@ def send_refusal(data: ConversationData, msg: SendMessage) -> Refusal | None:
         return shape
     if len(data.queue) >= MAX_QUEUED_TURNS:
         return Refusal(errors.QUEUE_FULL, f"{len(data.queue)} turns are already waiting")
+    if queued_bytes(data) + len(to_json(msg.text)) > MAX_QUEUED_BYTES:
+        # In bytes as a payload holds it (an emoji is 4, a control character 6).
+        return Refusal(
+            errors.QUEUE_FULL,
+            f"the {len(data.queue)} waiting turns hold too much text; send again when "
+            "earlier turns have finished",
+        )
     return None
 
 
@@ -296,12 +306,53 @@ def record_connection(
     audit(data, entry)
 
 
-def take_early(data: ConversationData, call_id: str) -> None:
-    """The genie paused on ``call_id``: an early decision for it becomes its decision."""
+def early_refusal(data: ConversationData, item: ItemPolicy, d: SkillDecision) -> Refusal | None:
+    """Why the early decision ``d`` may not decide the item it was meant for, now that the
+    item is shown and its own rule known (at the decision's arrival only the
+    conversation-wide approvers could be checked): the rule's approvers and groups, or a
+    rule that decides by itself (``auto``)."""
+    if item.auto is not None:
+        return Refusal(
+            errors.ALREADY_DECIDED,
+            f"call {d.call_id} is decided by the policy ({item.auto}, rule {item.rule!r})",
+        )
+    return _approver_refusal(data, item, d.approver, d.proof)
+
+
+def early_meets_rule(data: ConversationData, call_id: str, item: ItemPolicy) -> bool:
+    """Whether the early decision for ``call_id`` (if any) can be taken as the item's
+    decision as it is: allowed by the item's rule, and not the first of two approvals."""
+    early = data.early.get(call_id)
+    if early is None:
+        return True
+    d = early.decision
+    return early_refusal(data, item, d) is None and not (d.approved and item.required_approvals > 1)
+
+
+def take_early(
+    data: ConversationData, call_id: str, item: ItemPolicy | None, now: datetime
+) -> None:
+    """The genie paused on ``call_id``: an early decision for it becomes its decision.
+
+    With ``item``, the item's own rule applies first: a decider it does not allow is
+    refused (audited; the item stays pending), and an approval of a two-approver item
+    counts as the first. ``item`` is None for runs recorded before that rule, which took
+    any early decision as the item's decision."""
     early = data.early.pop(call_id, None)
     pending = data.approval(call_id)
     if early is None or pending is None:
         return
+    if item is not None:
+        d = early.decision
+        refusal = early_refusal(data, item, d)
+        if refusal is not None:
+            audit_refusal(
+                data, "skill_decision", call_id, d.approver, verdict(d), early.via, refusal, now
+            )
+            return
+        if d.approved and len(pending.approved_by) + 1 < pending.required_approvals:
+            pending.approved_by.append(d.approver)
+            return
     pending.decision = DecisionProgress(
         verdict=verdict(early.decision),
         actor=early.decision.approver,

@@ -31,11 +31,18 @@ from workflows.signing import SigningPolicy
 
 RETAINED_TURNS = 20
 """Finished turns kept in state for ``transcript``; the API's message history has all."""
-RETAINED_TURN_CHARS = 400_000
-"""Text of the retained finished turns, at most (older turns go first, then intermediate
-messages); keeps state and every query answer well under the 2 MB payload limit."""
+RETAINED_TURN_BYTES = 400_000
+"""The retained finished turns' JSON, at most, in bytes (older turns go first, then
+intermediate messages). Bytes, not characters: an emoji is 4 bytes of UTF-8 and a control
+character 6 of JSON, and the 2 MB payload limit counts bytes."""
 MAX_QUEUED_TURNS = 100
 """More waiting turns than this is a caller bug; refuse rather than grow history."""
+MAX_QUEUED_BYTES = 400_000
+"""The waiting turns' JSON, at most, in bytes; with the retained turns and the rest of the
+state, the whole of it stays under the payload limit at continue-as-new."""
+CARRY_BUDGET_BYTES = 1_500_000
+"""The state handed to continue-as-new, at most; ``bounded_for_carry`` drops retained
+turns (oldest first) when it would be more."""
 DEDUPE_WINDOW = 500
 """``client_message_id`` keys remembered (most recent first to go is the oldest)."""
 DECIDED_WINDOW = 500
@@ -44,6 +51,18 @@ AUDIT_KEPT = 200
 """Accepted decisions and system events kept in state; refusals never displace them."""
 REFUSALS_KEPT = 50
 """Distinct refusals kept (alike ones are counted in one entry)."""
+REFUSALS_RECORDED_PER_RUN = 100
+"""Refusals one run records. A refused decision update is accepted, refused in its
+handler and so kept in history (and the audit) for good, a few events each; once a run
+has recorded this many, the update validators refuse the rest without a trace, so a
+flood of bad decisions cannot grow a paused run's history to the server's limit (which
+terminates it). A refused signal cannot be turned away: it is in history regardless."""
+MAX_WAITERS = 5
+"""Calls that may wait on a turn at once (``wait_turn``, a send or decision with
+``wait_for``). The server lets a run have 10 updates in flight; half stay free for
+decisions and messages."""
+MAX_LINK_REFRESHES = 20
+"""Fresh auth links fetched per pending connection; each is an activity in history."""
 MAX_EARLY_DECISIONS = 20
 
 
@@ -79,6 +98,9 @@ class ConversationData(BaseModel):
     audit: list[AuditEntry] = Field(default_factory=list)
     refusals: list[AuditEntry] = Field(default_factory=list)
     audit_dropped: int = 0
+    refusals_this_run: int = 0
+    """Refusals recorded in this run's history (``REFUSALS_RECORDED_PER_RUN``); 0 again
+    after continue-as-new."""
     last_error: ErrorInfo | None = None
     api_unreachable_since: datetime | None = None
     last_run_id: str | None = None
@@ -133,22 +155,36 @@ def retain_finished(data: ConversationData, turn: TurnRecord) -> None:
     """Keep ``turn`` for ``transcript``, dropping what no longer fits the bounds."""
     data.turns.append(turn)
     del data.turns[:-RETAINED_TURNS]
-    total = sum(_chars(t) for t in data.turns)
+    total = sum(map(json_bytes, data.turns))
     # Oldest turns first lose their intermediate messages, then go entirely; the newest
     # turn always stays (its texts are bounded by the activity and the message limit).
     for t in data.turns[:-1]:
-        if total <= RETAINED_TURN_CHARS:
+        if total <= RETAINED_TURN_BYTES:
             break
         if len(t.messages) > 1:
-            total -= sum(map(len, t.messages[:-1]))
+            total -= json_bytes(t)
             t.messages = t.messages[-1:]
             t.messages_truncated = True
-    while total > RETAINED_TURN_CHARS and len(data.turns) > 1:
-        total -= _chars(data.turns.pop(0))
+            total += json_bytes(t)
+    while total > RETAINED_TURN_BYTES and len(data.turns) > 1:
+        total -= json_bytes(data.turns.pop(0))
 
 
-def _chars(t: TurnRecord) -> int:
-    return len(t.text) + sum(map(len, t.messages)) + len(t.reply or "")
+def json_bytes(m: BaseModel) -> int:
+    """The size of ``m`` in a payload: its JSON in bytes."""
+    return len(m.__pydantic_serializer__.to_json(m))
+
+
+def queued_bytes(data: ConversationData) -> int:
+    return sum(map(json_bytes, data.queue))
+
+
+def bounded_for_carry(data: ConversationData) -> None:
+    """Before continue-as-new: drop retained turns, oldest first, until the state fits
+    ``CARRY_BUDGET_BYTES`` (the queue and everything else are bounded where they grow)."""
+    over = json_bytes(data) - CARRY_BUDGET_BYTES
+    while over > 0 and data.turns:
+        over -= json_bytes(data.turns.pop(0))
 
 
 def remember_client_id(data: ConversationData, key: str, turn: int) -> None:
@@ -169,7 +205,7 @@ def transcript(data: ConversationData, since: int, budget_bytes: int) -> Transcr
     out: list[TurnRecord] = []
     size, next_since = 0, None
     for t in sorted((t for t in turns if t.turn >= since), key=lambda t: t.turn):
-        size += len(t.model_dump_json())
+        size += json_bytes(t)
         if out and size > budget_bytes:
             next_since = t.turn
             break

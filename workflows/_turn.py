@@ -71,6 +71,10 @@ PATCH_DECISION_WITH_STREAM = "decision-with-stream"
 """``workflow.patched`` id: a skill decision is posted by the ``resume`` segment that
 follows it (one activity, not two). Histories from before it post with
 ``post_skill_decision`` and then resume, and replay that way."""
+PATCH_EARLY_ITEM_RULE = "early-item-rule"
+"""``workflow.patched`` id: an early decision meets the rule of the item it decides (its
+approvers and groups, ``auto``, two approvers) when the item is shown; before, any early
+decision the conversation's approvers allowed was taken as the item's decision."""
 PATCH_PROBE_BY_AGE = "probe-by-age"
 """``workflow.patched`` id: past five minutes, a connection probe waits a twelfth of the
 time the pause has waited (``_backoff``). Histories from before it probe every five
@@ -244,7 +248,12 @@ class TurnRunner(Notices):
             approver_groups=list(item.approver_groups),
         )
         d.approvals.append(p)
-        rules.take_early(d, conf.call_id)
+        # The item's own rule over an early decision changes what follows only where the
+        # decision breaks it, so only there is the patch asked (and its marker recorded).
+        applies = not rules.early_meets_rule(d, conf.call_id, item) and workflow.patched(
+            PATCH_EARLY_ITEM_RULE
+        )
+        rules.take_early(d, conf.call_id, item if applies else None, now)
         if item.auto is not None and p.decision is None:
             self._auto_decide(p, item)
         self._notify(item.notify, "decided_by_policy" if item.auto else "pause", p)

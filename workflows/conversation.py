@@ -36,8 +36,13 @@ from workflows._inputs import (
     StartInput,
     WaitInput,
 )
+from workflows._policy import for_skill
 from workflows._state import (
+    MAX_LINK_REFRESHES,
+    MAX_WAITERS,
+    REFUSALS_RECORDED_PER_RUN,
     ConversationData,
+    bounded_for_carry,
     remember_client_id,
     retain_finished,
     transcript,
@@ -102,14 +107,24 @@ class GenieConversation(TurnRunner):
         self._start = start
         # Until the deployment's default is read (before any pause), the built-in one.
         self._policy = start.policy or ConversationPolicy()
+        self._start_refusal: rules.Refusal | None = None
+        if start.carried is not None and workflow.info().continued_run_id is None:
+            # A state only continue-as-new may hand over (it holds the trusted signing
+            # keys, what was decided, the audit): from a client, it is refused, unused.
+            self._start_refusal = rules.Refusal(
+                errors.INVALID_INPUT, "carried: set only by continue-as-new, never by a client"
+            )
+            start = start.model_copy(update={"carried": None, "first_message": None})
+            self._start = start
         self._d = start.carried or ConversationData()
         self._turns_this_run = 0
         self._draining = False
+        # Calls waiting in ``_await_turn`` now; replay rebuilds it, as it does their updates.
+        self._waiting = 0
         self._delivery_tasks: set[asyncio.Task[None]] = set()
         self._steps = Steps(
             outage_timeout=lambda: self._policy.api_outage_timeout, on_outage=self._on_outage
         )
-        self._start_refusal: rules.Refusal | None = None
         if start.first_message is not None and start.carried is None:
             self._start_refusal = rules.send_refusal(self._d, start.first_message)
             if self._start_refusal is None:
@@ -158,6 +173,8 @@ class GenieConversation(TurnRunner):
         if d.ending:
             return
         d.runs += 1
+        d.refusals_this_run = 0  # the next run's history starts empty
+        bounded_for_carry(d)
         workflow.continue_as_new(
             ConversationStart(
                 genie_handle=start.genie_handle,
@@ -352,12 +369,15 @@ class GenieConversation(TurnRunner):
         known = self._d.client_ids.get(msg.client_message_id or "")
         turn = known if known is not None else self._enqueue(msg).turn
         result = None
-        if msg.wait_for != "none":
+        # A repeat of a send whose turn is no longer kept is answered without it.
+        if msg.wait_for != "none" and self._d.turn(turn) is not None:
             result = await self._await_turn(turn, msg.wait_for, None, [])
         return MessageAccepted(turn=turn, duplicate=known is not None, result=result)
 
     @send_message.validator
     def _validate_send(self, msg: SendInput) -> None:
+        _require(msg, SendInput)
+        self._refuse_waiter(msg.wait_for)
         if msg.client_message_id and msg.client_message_id in self._d.client_ids:
             return  # a retry of an accepted message is answered, never refused
         refusal = rules.send_refusal(self._d, msg)
@@ -370,6 +390,8 @@ class GenieConversation(TurnRunner):
 
     @wait_turn.validator
     def _validate_wait(self, req: WaitInput) -> None:
+        _require(req, WaitInput)
+        self._refuse_waiter(req.wait_for)
         if self._d.turn(req.turn) is None:
             first = self._d.first_known_turn()
             _refuse(
@@ -393,11 +415,31 @@ class GenieConversation(TurnRunner):
             return any(i not in seen for i in unanswered(self._d, n))
 
         timeout = timedelta(seconds=timeout_seconds) if timeout_seconds is not None else None
-        with contextlib.suppress(TimeoutError):
-            await workflow.wait_condition(
-                ready, timeout=timeout, timeout_summary=f"wait for turn {n}"
-            )
+        self._waiting += 1
+        try:
+            with contextlib.suppress(TimeoutError):
+                await workflow.wait_condition(
+                    ready, timeout=timeout, timeout_summary=f"wait for turn {n}"
+                )
+        finally:
+            self._waiting -= 1
+        if self._d.turn(n) is None:
+            # Finished longer ago than the retained turns (a late retry of an old send).
+            _refuse(rules.Refusal(errors.UNKNOWN_TURN, f"turn {n} is no longer kept here"))
         return turn_result(self._d, n)
+
+    def _refuse_waiter(self, wait_for: str) -> None:
+        """Each waiting call holds one of the server's few in-flight updates per run (10):
+        beyond ``MAX_WAITERS`` a call that would wait is refused, so decisions and messages
+        always find room."""
+        if wait_for != "none" and self._waiting >= MAX_WAITERS:
+            _refuse(
+                rules.Refusal(
+                    errors.TOO_MANY_WAITERS,
+                    f"{self._waiting} calls already wait on this conversation; wait once "
+                    "and share the answer, or read the status query",
+                )
+            )
 
     def _enqueue(self, msg: SendMessage) -> TurnRecord:
         d = self._d
@@ -433,10 +475,15 @@ class GenieConversation(TurnRunner):
             # Early (opted in): answered when the pause shows up and takes it, or refused
             # when the turn ends without one.
             await workflow.wait_condition(lambda: d.call_id not in self._d.early)
-            if self._d.approval(d.call_id) is None and d.call_id not in self._d.decided:
+            shown = self._d.approval(d.call_id)
+            if shown is None and d.call_id not in self._d.decided:
                 _refuse(
                     rules.Refusal(errors.UNKNOWN_CALL_ID, "no confirmation with this call id came")
                 )
+            if shown is not None and shown.decision is None and d.approver not in shown.approved_by:
+                # The item's own rule turned it away when the pause came (take_early).
+                refused = rules.early_refusal(self._d, for_skill(self._policy, shown.skill_name), d)
+                _refuse(refused or rules.Refusal(errors.ALREADY_DECIDED, "not taken"))
         recorded = DecisionRecorded(
             id=d.call_id,
             decision=rules.verdict(d),
@@ -451,10 +498,32 @@ class GenieConversation(TurnRunner):
         result = await self._await_turn(turn, d.wait_for, None, [d.call_id])
         return recorded.model_copy(update={"result": result})
 
+    @decide_skill.validator
+    def _validate_decide_skill(self, d: SkillInput) -> None:
+        _require(d, SkillInput)
+        self._refuse_waiter(d.wait_for)
+        if self._d.refusals_this_run >= REFUSALS_RECORDED_PER_RUN:
+            self._refuse_unrecorded(
+                rules.skill_refusal(self._d, self._policy, d, workflow.now(), _wid())
+            )
+
+    def _refuse_unrecorded(self, refusal: rules.Refusal | None) -> None:
+        """Past ``REFUSALS_RECORDED_PER_RUN``, a refused decision update is turned away by
+        its validator, which leaves no event (and no audit entry) behind."""
+        if refusal is not None:
+            _refuse(
+                rules.Refusal(
+                    refusal.type,
+                    f"{refusal.message} (not recorded: this run has recorded "
+                    f"{self._d.refusals_this_run} refusals)",
+                )
+            )
+
     @workflow.signal(description="Approve or reject a skill confirmation; refusals are audited.")
-    def skill_decision(self, raw: Any) -> None:
-        # Decoded leniently (``Any``) so that even a malformed signal is audited.
-        if rules.skill_signal(self._d, self._policy, raw, workflow.now(), _wid()):
+    def skill_decision(self, raw: Any = None, *extra: Any) -> None:
+        # Decoded leniently (``Any``, any number of payloads) so that even a malformed
+        # signal is audited: a handler that raised would fail every replay of it.
+        if rules.skill_signal(self._d, self._policy, _one(raw, extra), workflow.now(), _wid()):
             self._refresh_details()
 
     @workflow.update(description="Connection done/reject; refusals are audited.")
@@ -468,13 +537,23 @@ class GenieConversation(TurnRunner):
             id=d.attempt_id, decision=d.action, decided_by=d.actor, decided_at=workflow.now()
         )
 
+    @decide_connection.validator
+    def _validate_decide_connection(self, d: ConnectionInput) -> None:
+        _require(d, ConnectionInput)
+        if self._d.refusals_this_run >= REFUSALS_RECORDED_PER_RUN:
+            self._refuse_unrecorded(
+                rules.connection_refusal(self._d, self._policy, d, workflow.now(), _wid())
+            )
+
     @workflow.signal(description="Connection done/reject; refusals are audited.")
-    def connection_decision(self, raw: Any) -> None:
-        if rules.connection_signal(self._d, self._policy, raw, workflow.now(), _wid()):
+    def connection_decision(self, raw: Any = None, *extra: Any) -> None:
+        if rules.connection_signal(self._d, self._policy, _one(raw, extra), workflow.now(), _wid()):
             self._refresh_details()
 
     @workflow.update(description="Fetch a fresh auth link for a pending connection (E11).")
     async def refresh_auth_link(self, req: LinkInput) -> AuthLink:
+        if (asked := self._d.connection(req.attempt_id)) is not None:
+            asked.link_refreshes += 1
         try:
             link = await self._steps.call(
                 LINK,
@@ -500,18 +579,28 @@ class GenieConversation(TurnRunner):
 
     @refresh_auth_link.validator
     def _validate_refresh(self, req: LinkInput) -> None:
-        if self._d.connection(req.attempt_id) is None:
+        _require(req, LinkInput)
+        pending = self._d.connection(req.attempt_id)
+        if pending is None:
             _refuse(
                 rules.Refusal(
                     errors.UNKNOWN_ATTEMPT_ID, rules.unknown_attempt(self._d, req.attempt_id)
                 )
             )
+        if pending.link_refreshes >= MAX_LINK_REFRESHES:
+            _refuse(
+                rules.Refusal(
+                    errors.LINK_REFRESHES_EXHAUSTED,
+                    f"{pending.link_refreshes} fresh links were fetched for attempt "
+                    f"{req.attempt_id} already; use the last one, or decide the connection",
+                )
+            )
 
     @workflow.signal(description="End the conversation: now, cancelling any running step.")
-    def end_conversation(self, raw: Any = None) -> None:
+    def end_conversation(self, raw: Any = None, *extra: Any) -> None:
         d = self._d
         try:
-            req = EndConversation.model_validate(raw or {})
+            req = EndConversation.model_validate(_one(raw, extra) or {})
         except ValidationError as e:
             rules.audit_refusal(
                 d,
@@ -563,6 +652,25 @@ class GenieConversation(TurnRunner):
 
 def _wid() -> str:
     return workflow.info().workflow_id
+
+
+def _require(value: object, model: type) -> None:
+    """An update's input is its model. The SDK hands a ``null`` payload to the handler as
+    None whatever the type, and a wrong number of payloads as they come; refused here,
+    in the validator, they never reach the handler (where an error fails the task)."""
+    if not isinstance(value, model):
+        name = model.__mro__[1].__name__  # the public model, not its _Typed subclass
+        _refuse(
+            rules.Refusal(
+                errors.INVALID_INPUT, f"expected one {name} object, got {type(value).__name__}"
+            )
+        )
+
+
+def _one(raw: object, extra: tuple[object, ...]) -> object:
+    """A signal's one payload; more than one is kept as a list, which no model accepts, so
+    it is audited as invalid input like any other malformed signal."""
+    return [raw, *extra] if extra else raw
 
 
 def _refuse(refusal: rules.Refusal) -> NoReturn:

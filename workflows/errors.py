@@ -22,9 +22,11 @@ __all__ = [
     "INVALID_DECISION",
     "INVALID_INPUT",
     "INVALID_SIGNATURE",
+    "LINK_REFRESHES_EXHAUSTED",
     "MESSAGE_TOO_LONG",
     "QUEUE_FULL",
     "SECOND_APPROVER_REQUIRED",
+    "TOO_MANY_WAITERS",
     "UNKNOWN_ATTEMPT_ID",
     "UNKNOWN_CALL_ID",
     "UNKNOWN_TURN",
@@ -69,3 +71,9 @@ INVALID_SIGNATURE: Final = "InvalidSignature"
 key (missing, unknown key, tampered, or older than the configured age)."""
 SECOND_APPROVER_REQUIRED: Final = "SecondApproverRequired"
 """A skill that needs two approvers was approved again by the one who already approved."""
+LINK_REFRESHES_EXHAUSTED: Final = "LinkRefreshesExhausted"
+"""``refresh_auth_link`` for an attempt that already had ``MAX_LINK_REFRESHES`` fresh links
+fetched: each fetch is an activity in history, so they are bounded per attempt."""
+TOO_MANY_WAITERS: Final = "TooManyWaiters"
+"""A call that would wait on a turn while ``MAX_WAITERS`` calls already wait; retry later,
+wait from one place, or read the ``status`` query."""

@@ -18,7 +18,7 @@ from __future__ import annotations
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, StringConstraints
 
 if TYPE_CHECKING:
     from workflows._state import ConversationData
@@ -264,7 +264,9 @@ class DecisionProof(_Model):
     """An inbox's Ed25519 signature over one decision (``workflows.signing``)."""
 
     key_id: Id
-    issued_at: datetime
+    issued_at: AwareDatetime
+    """With its UTC offset: a time without one cannot be compared with the workflow's
+    clock, so it is refused as invalid input."""
     auth_method: Literal["jwt", "proxy", "dev"]
     """How the inbox authenticated the approver."""
     groups: Annotated[list[Id], Field(max_length=50)] = Field(default_factory=list)
@@ -376,6 +378,8 @@ class PendingConnection(_Model):
     decision: DecisionProgress | None = None
     note: str | None = None
     escalated: bool = False
+    link_refreshes: int = 0
+    """Fresh links fetched for it with ``refresh_auth_link`` (bounded)."""
 
 
 class PendingWork(_Model):

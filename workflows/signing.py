@@ -130,12 +130,42 @@ def verify_decision(
     approver: str,
     now: datetime,
 ) -> str | None:
-    """Why the proof does not hold (a sentence), or None when it does."""
+    """Why the proof does not hold (a sentence), or None when it does.
+
+    Never raises: it runs inside signal and update handlers on client input, where an
+    exception would fail the workflow task on every retry. Whatever the proof holds that
+    cannot be checked (a time that does not compare, a malformed key) refuses it."""
     if proof is None:
         return "this conversation accepts only signed decisions (from the inbox)"
+    try:
+        return _proof_fault(
+            policy,
+            proof,
+            workflow_id=workflow_id,
+            ref=ref,
+            verdict=verdict,
+            approver=approver,
+            now=now,
+        )
+    except Exception:  # any fault in a client's proof is a refusal, never a failed task
+        return "the signature cannot be checked"
+
+
+def _proof_fault(
+    policy: SigningPolicy,
+    proof: DecisionProof,
+    *,
+    workflow_id: str,
+    ref: str,
+    verdict: str,
+    approver: str,
+    now: datetime,
+) -> str | None:
     raw = policy.keys.get(proof.key_id)
     if raw is None:
         return f"key {proof.key_id!r} is not trusted by this deployment"
+    if proof.issued_at.utcoffset() is None:
+        return "the signature's issued_at has no UTC offset"
     if now - proof.issued_at > policy.max_age:
         return (
             f"the signature was issued at {proof.issued_at.isoformat()}, "

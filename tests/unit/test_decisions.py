@@ -8,6 +8,7 @@ import pytest
 
 from workflows import _decisions as rules
 from workflows import errors
+from workflows._policy import for_skill
 from workflows._state import AUDIT_KEPT, MAX_EARLY_DECISIONS, REFUSALS_KEPT, ConversationData
 from workflows.models import (
     ConnectionDecision,
@@ -16,6 +17,7 @@ from workflows.models import (
     PendingConnection,
     SendMessage,
     SkillDecision,
+    SkillRule,
     TurnRecord,
 )
 
@@ -145,8 +147,86 @@ def test_an_early_decision_is_taken_by_its_pause() -> None:
     assert rules.skill_refusal(d, opted, yes("c1"), T0) is None
     rules.record_skill(d, yes("c1"), "signal", T0)
     d.approvals.append(PendingApproval(call_id="c1", turn=1, requested_at=T0, deadline=DEADLINE))
-    rules.take_early(d, "c1")
+    rules.take_early(d, "c1", for_skill(opted, None), T0)
     assert d.approvals[0].decision is not None and d.approvals[0].decision.actor == "alice"
+
+
+def _early(policy: ConversationPolicy, decision: SkillDecision, skill: str) -> ConversationData:
+    """A conversation where ``decision`` came early and the genie then paused on ``skill``."""
+    d = ConversationData(conversation_id="conv", state="running")
+    d.current = TurnRecord(turn=1, text="hi", status="running")
+    assert rules.skill_refusal(d, policy, decision, T0) is None
+    rules.record_skill(d, decision, "signal", T0)
+    d.approvals.append(
+        PendingApproval(
+            call_id=decision.call_id,
+            skill_name=skill,
+            turn=1,
+            requested_at=T0,
+            deadline=DEADLINE,
+            required_approvals=for_skill(policy, skill).required_approvals,
+        )
+    )
+    return d
+
+
+def test_an_early_decision_meets_the_rule_of_the_item_it_decides() -> None:
+    # Only the conversation-wide approvers can be checked when an early decision comes;
+    # the skill's own rule is known once the genie pauses on it.
+    guarded = ConversationPolicy(
+        allow_early_decisions=True,
+        skills=[SkillRule(match="send_email", approvers=["cfo", "ceo"], required_approvals=2)],
+    )
+    mallory = SkillDecision(call_id="c1", approved=True, approver="mallory")
+    d = _early(guarded, mallory, "send_email")
+    item = for_skill(guarded, "send_email")
+    assert not rules.early_meets_rule(d, "c1", item)
+    rules.take_early(d, "c1", item, T0)
+    assert d.approvals[0].decision is None and d.approvals[0].approved_by == []
+    assert d.early == {}
+    (refused,) = d.refusals
+    assert refused.actor == "mallory" and (refused.refusal or "").startswith(
+        errors.APPROVER_NOT_ALLOWED
+    )
+    refusal = rules.early_refusal(d, item, mallory)
+    assert refusal is not None and refusal.type == errors.APPROVER_NOT_ALLOWED
+
+    # An allowed approver's early approval is the first of the two the rule needs.
+    cfo = SkillDecision(call_id="c1", approved=True, approver="cfo")
+    d = _early(guarded, cfo, "send_email")
+    rules.take_early(d, "c1", item, T0)
+    assert d.approvals[0].decision is None and d.approvals[0].approved_by == ["cfo"]
+    assert rules.skill_refusal(d, guarded, cfo, T0) is not None  # not twice by the same
+    rules.record_skill(d, SkillDecision(call_id="c1", approved=True, approver="ceo"), "update", T0)
+    assert d.approvals[0].decision is not None and d.approvals[0].decision.verdict == "approved"
+
+    # A rejection by an allowed approver needs no second.
+    no = SkillDecision(call_id="c1", approved=False, approver="ceo")
+    d = _early(guarded, no, "send_email")
+    assert rules.early_meets_rule(d, "c1", item)
+    rules.take_early(d, "c1", item, T0)
+    assert d.approvals[0].decision is not None and d.approvals[0].decision.verdict == "rejected"
+
+    # A skill the policy decides itself keeps its rule, whoever came early.
+    auto = ConversationPolicy(
+        allow_early_decisions=True, skills=[SkillRule(match="lookup", auto="reject")]
+    )
+    d = _early(auto, SkillDecision(call_id="c1", approved=True, approver="alice"), "lookup")
+    rules.take_early(d, "c1", for_skill(auto, "lookup"), T0)
+    assert d.approvals[0].decision is None
+    assert (d.refusals[0].refusal or "").startswith(errors.ALREADY_DECIDED)
+
+
+def test_runs_recorded_before_the_item_rule_take_any_early_decision() -> None:
+    # Replay keeps what those runs did: without the item, the early decision is taken.
+    guarded = ConversationPolicy(
+        allow_early_decisions=True, skills=[SkillRule(match="send_email", approvers=["cfo"])]
+    )
+    d = _early(
+        guarded, SkillDecision(call_id="c1", approved=True, approver="mallory"), "send_email"
+    )
+    rules.take_early(d, "c1", None, T0)
+    assert d.approvals[0].decision is not None and d.approvals[0].decision.actor == "mallory"
 
 
 # ---------------------------------------------------------------------- connections

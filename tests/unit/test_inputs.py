@@ -175,6 +175,7 @@ def test_the_whole_state_survives_continue_as_new() -> None:
         audit=[entry],
         refusals=[entry.model_copy(update={"accepted": False, "count": 3})],
         audit_dropped=7,
+        refusals_this_run=5,
         last_error=ErrorInfo(type="T", message="m"),
         api_unreachable_since=at,
         last_run_id="run",
