@@ -379,7 +379,11 @@ class GenieConversation(TurnRunner):
         _require(msg, SendInput)
         self._refuse_waiter(msg.wait_for)
         if msg.client_message_id and msg.client_message_id in self._d.client_ids:
-            return  # a retry of an accepted message is answered, never refused
+            # A retry of an accepted message is answered, never refused for the state of
+            # the conversation; but its shape is checked, as it enters history again.
+            if (shape := rules.message_refusal(msg)) is not None:
+                _refuse(shape)
+            return
         refusal = rules.send_refusal(self._d, msg)
         if refusal is not None:
             _refuse(refusal)
