@@ -33,7 +33,8 @@ __all__ = [
 ]
 
 EMPTY_MESSAGE: Final = "EmptyMessage"
-"""``send_message`` with no text (after stripping whitespace) and no attachment."""
+"""``send_message`` with no text (after stripping whitespace), with an attachment or not:
+the API refuses an empty message (``message_empty``), so it is refused before it is queued."""
 MESSAGE_TOO_LONG: Final = "MessageTooLong"
 """``send_message`` over the API's 12,288-character limit."""
 CONVERSATION_ENDED: Final = "ConversationEnded"
