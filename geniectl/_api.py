@@ -33,6 +33,7 @@ from genie_telemetry import annotate, caller_span
 from workflows import (
     DEFAULT_TASK_QUEUE,
     TERMINAL_TURN_STATUSES,
+    AuditEntry,
     AuthLink,
     ConnectionDecision,
     ConversationPolicy,
@@ -66,6 +67,10 @@ STREAM_ACTIVITY = "stream_segment"
 PENDING_QUERY_TIMEOUT = 5.0
 """Seconds ``pending`` waits for one conversation's status (its worker may be gone)."""
 SEND_RETRIES = 3
+SIGNAL_CONFIRM_SECONDS = 10.0
+"""How long a decision sent by signal (``_decide_by_signal``) waits for its audit entry."""
+DECISION_UNCONFIRMED = "DecisionUnconfirmed"
+"""A decision went by signal, and the audit trail did not show its outcome in time."""
 """Times a message is sent again when the server did not answer in time (a busy server
 can accept an update and lose the answer). Safe: every message carries a key the
 workflow remembers (``client_message_id``), so a retry gets the same turn back. A wait
@@ -316,7 +321,8 @@ class GenieConversations:
         wait_for: Literal["none", "attention", "completion"] = "none",
     ) -> DecisionRecorded:
         """``proof``: the inbox's signature, where the deployment requires one.
-        ``wait_for``: also wait for the turn, returned in ``DecisionRecorded.result``."""
+        ``wait_for``: also wait for the turn, returned in ``DecisionRecorded.result``
+        (None when the run takes no more updates and the decision went by signal)."""
         return await self._decide_skill(
             workflow_id, call_id, True, approver, reason, proof, wait_for
         )
@@ -354,7 +360,14 @@ class GenieConversations:
             proof=proof,
             wait_for=wait_for,
         )
-        recorded = await self._update(workflow_id, "decide_skill", d, DecisionRecorded)
+        try:
+            recorded = await self._update(workflow_id, "decide_skill", d, DecisionRecorded)
+        except RPCError as e:
+            if not _updates_spent(e):
+                raise
+            return await self._decide_by_signal(
+                workflow_id, "skill_decision", d.model_copy(update={"wait_for": "none"}), e
+            )
         res = recorded.result
         if wait_for == "none" or res is None or _settled(res, wait_for, [call_id]):
             return recorded
@@ -403,7 +416,63 @@ class GenieConversations:
             reason=reason,
             proof=proof,
         )
-        return await self._update(workflow_id, "decide_connection", d, DecisionRecorded)
+        try:
+            return await self._update(workflow_id, "decide_connection", d, DecisionRecorded)
+        except RPCError as e:
+            if not _updates_spent(e):
+                raise
+            return await self._decide_by_signal(workflow_id, "connection_decision", d, e)
+
+    async def _decide_by_signal(
+        self,
+        workflow_id: str,
+        signal: Literal["skill_decision", "connection_decision"],
+        d: SkillDecision | ConnectionDecision,
+        refused_update: RPCError,
+    ) -> DecisionRecorded:
+        """The server takes no more updates in this run (its per-run limits; a turn can be
+        long): send the decision by its audited signal twin instead, and read its outcome
+        from the audit trail, which records every signalled decision, taken or refused."""
+        ref, actor = (
+            (d.call_id, d.approver) if isinstance(d, SkillDecision) else (d.attempt_id, d.actor)
+        )
+
+        def mine(st: ConversationStatus) -> tuple[list[AuditEntry], int]:
+            entries = [
+                a for a in st.audit if a.kind == signal and a.actor == actor and a.via == "signal"
+            ]
+            taken = [a for a in entries if a.accepted and a.ref == ref]
+            return taken, sum(a.count for a in entries if not a.accepted)
+
+        taken_before, refused_before = mine(await self.status(workflow_id))
+        try:
+            await self.handle(workflow_id).signal(signal, d)
+        except RPCError as e:
+            raise _translate(e, workflow_id) from None
+        deadline = asyncio.get_running_loop().time() + SIGNAL_CONFIRM_SECONDS
+        while True:
+            st = await self.status(workflow_id)
+            taken, refused = mine(st)
+            if len(taken) > len(taken_before):
+                entry = taken[-1]
+                return DecisionRecorded(
+                    id=ref, decision=entry.decision or "", decided_by=actor, decided_at=entry.at
+                )
+            if refused > refused_before:
+                why = next(
+                    (a for a in reversed(st.audit) if a.kind == signal and a.actor == actor),
+                    None,
+                )
+                kind, _, message = ((why.refusal if why else None) or "Refused: ?").partition(": ")
+                raise Refused(kind, message)
+            if asyncio.get_running_loop().time() > deadline:
+                raise Refused(
+                    DECISION_UNCONFIRMED,
+                    f"the server took no more updates for this run ({refused_update.message}); "
+                    f"the decision was sent as the {signal} signal, and its outcome is not "
+                    "in the audit trail yet: read the status",
+                )
+            await asyncio.sleep(0.2)
 
     async def auth_link(self, workflow_id: str, attempt_id: str) -> AuthLink:
         req = _model(RefreshAuthLink, attempt_id=attempt_id)
@@ -525,6 +594,17 @@ async def _call(workflow_id: str, call: Callable[[], Awaitable[R]], retries: int
                 raise
         except (WorkflowUpdateFailedError, RPCError) as e:
             raise _translate(e, workflow_id) from None
+
+
+def _updates_spent(e: RPCError) -> bool:
+    """The server's per-run update limits refused the call: 10 in flight
+    (``RESOURCE_EXHAUSTED``) or 2,000 in all (``FAILED_PRECONDITION``)."""
+    text = e.message.lower()
+    return (
+        e.status in (RPCStatusCode.RESOURCE_EXHAUSTED, RPCStatusCode.FAILED_PRECONDITION)
+        and "limit" in text
+        and "updates" in text
+    )
 
 
 def _server_timed_out(e: WorkflowUpdateRPCTimeoutOrCancelledError) -> bool:
