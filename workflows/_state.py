@@ -98,6 +98,9 @@ class ConversationData(BaseModel):
     audit: list[AuditEntry] = Field(default_factory=list)
     refusals: list[AuditEntry] = Field(default_factory=list)
     audit_dropped: int = 0
+    idle_since: datetime | None = None
+    """Set only when a run continued as new while idle (``_watch_idle_growth``): when the
+    wait for work began, so the idle timeout runs on across the seam."""
     refusals_this_run: int = 0
     """Refusals recorded in this run's history (``REFUSALS_RECORDED_PER_RUN``); 0 again
     after continue-as-new."""

@@ -87,6 +87,9 @@ PATCH_DEPLOYMENT = "deployment"
 """``workflow.patched`` id of the deployment look-up at start (keys, endpoints, policy)."""
 PATCH_BOUNDED_HISTORY = "bounded-history"
 """``workflow.patched`` id of continue-as-new at ``max_history_events_per_run``."""
+PATCH_IDLE_ROLLOVER = "idle-rollover"
+"""``workflow.patched`` id of continue-as-new while idle, once updates and signals alone
+took the run's history to its bound or the server suggests it (``_watch_idle_growth``)."""
 QUERY_BUDGET_BYTES = 1_000_000
 """A query answer stays under this (the server's payload limit is 2 MB)."""
 
@@ -121,6 +124,9 @@ class GenieConversation(TurnRunner):
         self._draining = False
         # Calls waiting in ``_await_turn`` now; replay rebuilds it, as it does their updates.
         self._waiting = 0
+        self._idle = False  # in ``_wait_for_work``
+        self._idle_began = workflow.now()
+        self._roll_over = False  # set by ``_watch_idle_growth``
         self._delivery_tasks: set[asyncio.Task[None]] = set()
         self._steps = Steps(
             outage_timeout=lambda: self._policy.api_outage_timeout, on_outage=self._on_outage
@@ -151,7 +157,13 @@ class GenieConversation(TurnRunner):
             await self._create()
         if d.state == "starting":
             self._set_state("idle")
+        watch = asyncio.create_task(self._watch_idle_growth())
         while await self._wait_for_work():
+            if not d.queue:  # woken only to roll over (_watch_idle_growth)
+                d.idle_since = self._idle_began
+                await self._continue_as_new(start)
+                continue  # an end arrived meanwhile
+            d.idle_since = None
             turn = d.queue.pop(0)
             with turn_context(d.trace_parents.pop(turn.turn, None)):  # the asker's trace
                 await self._run_turn(turn)
@@ -159,7 +171,33 @@ class GenieConversation(TurnRunner):
                 break
             if self._upgrade_due() or self._should_continue_as_new():
                 await self._continue_as_new(start)
+        watch.cancel()
         return await self._finish()
+
+    async def _watch_idle_growth(self) -> None:
+        """Continue as new from the idle wait once the run's history reached its bound or
+        the server suggests it (its update budget, 2,000 per run, is nearly spent): with
+        no turn to end, a conversation that callers keep polling would otherwise grow
+        until the server refuses every update, new messages included.
+
+        A task of its own whose wait issues no command, so the idle wait's own commands
+        are unchanged; ``workflow.patched`` is asked only when it fires, and a run recorded
+        before this is told False there and keeps waiting as it did."""
+        d = self._d
+        await workflow.wait_condition(
+            lambda: (
+                self._idle
+                and not d.queue
+                and not d.ending
+                and (
+                    workflow.info().is_continue_as_new_suggested()
+                    or workflow.info().get_current_history_length()
+                    >= self._policy.max_history_events_per_run
+                )
+            )
+        )
+        if workflow.patched(PATCH_IDLE_ROLLOVER):
+            self._roll_over = True
 
     async def _continue_as_new(self, start: StartInput) -> None:
         """Between turns only: carry the whole state into a new run (and, when a newer
@@ -216,14 +254,21 @@ class GenieConversation(TurnRunner):
         """Wait for a queued turn; False when the conversation should end."""
         d = self._d
         timeout = self._policy.idle_timeout
+        if timeout is not None and d.idle_since is not None:
+            # Rolled over while idle: the idle time so far counts (carried, not reset).
+            timeout = max(d.idle_since + timeout - workflow.now(), timedelta(seconds=1))
+        self._idle_began = d.idle_since or workflow.now()
+        self._idle = True
         try:
             await workflow.wait_condition(
-                lambda: bool(d.queue) or d.ending,
+                lambda: bool(d.queue) or d.ending or self._roll_over,
                 timeout=timeout,
                 timeout_summary="idle timeout" if timeout else None,
             )
         except TimeoutError:
             d.end_reason = "idle timeout"
+        finally:
+            self._idle = False
         return not d.ending
 
     def _upgrade_due(self) -> bool:

@@ -176,6 +176,7 @@ def test_the_whole_state_survives_continue_as_new() -> None:
         refusals=[entry.model_copy(update={"accepted": False, "count": 3})],
         audit_dropped=7,
         refusals_this_run=5,
+        idle_since=at,
         last_error=ErrorInfo(type="T", message="m"),
         api_unreachable_since=at,
         last_run_id="run",

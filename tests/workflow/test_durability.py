@@ -32,12 +32,13 @@ from workflows import (
     ALL_SEARCH_ATTRIBUTES,
     ConversationPolicy,
     GenieConversation,
+    TurnResult,
     _backoff,
     _steps,
     _turn,
 )
 from workflows._turn import PATCH_DECISION_WITH_STREAM
-from workflows.conversation import PATCH_BOUNDED_HISTORY
+from workflows.conversation import PATCH_BOUNDED_HISTORY, PATCH_IDLE_ROLLOVER
 
 HISTORIES = Path(__file__).parent / "histories"
 
@@ -97,6 +98,53 @@ async def test_history_bound_continues_as_new_so_a_wake_replays_little(
     if os.environ.get("GENIE_RECORD_HISTORIES") == "1":
         name = f"bounded_history.{PATCH_BOUNDED_HISTORY}.json"
         (HISTORIES / name).write_text(histories[0].to_json())
+
+
+async def test_an_idle_conversation_that_callers_keep_polling_continues_as_new(
+    client: Client, task_queue: str, sim: SimProcess
+) -> None:
+    """Between turns no turn ends, yet each update a caller sends (a ``wait_turn`` poll)
+    adds history and spends the run's update budget. Once the history reaches its bound
+    the idle conversation moves to a new run, so it keeps taking messages."""
+    api = convs(client, task_queue)
+    bound, idle = 50, timedelta(hours=1)
+    policy = ConversationPolicy(max_history_events_per_run=bound, idle_timeout=idle)
+    wid = await start(api, policy=policy)
+    first_run = (await api.handle(wid).describe()).run_id
+    r = await api.ask(wid, "hello")
+    assert r.status == "completed", r
+    polls = 0
+    while (await api.handle(wid).describe()).run_id == first_run:
+        polls += 1
+        assert polls <= bound, "the idle run never continued as new"
+        await api.handle(wid).execute_update(
+            "wait_turn", {"turn": r.turn, "timeout_seconds": 0}, result_type=TurnResult
+        )
+    first = await client.get_workflow_handle(wid, run_id=first_run).fetch_history()
+    assert bound <= len(first.events) <= bound + 20, len(first.events)
+    assert has_patch_marker(first, PATCH_IDLE_ROLLOVER)
+    assert not any(e.HasField("workflow_task_failed_event_attributes") for e in first.events)
+    # The idle timeout runs on across the seam instead of starting again.
+    second = await eventually(
+        lambda: api.handle(wid).fetch_history(),
+        lambda h: any(e.HasField("timer_started_event_attributes") for e in h.events),
+        what="the new run's idle timer",
+    )
+    (timer,) = [
+        e.timer_started_event_attributes.start_to_fire_timeout.ToTimedelta()
+        for e in second.events
+        if e.HasField("timer_started_event_attributes")
+    ]
+    assert timer < idle, timer
+    # The new run has the whole conversation: the old turn, and room for the next.
+    assert (await api.wait(wid, r.turn)).reply == "You said: hello"
+    nxt = await api.ask(wid, "again")
+    assert (nxt.turn, nxt.status) == (r.turn + 1, "completed")
+    st = await api.status(wid)
+    assert sim.stats()["conversations"][st.conversation_id]["messages_accepted"] == 2  # type: ignore[index]
+    await Replayer(
+        workflows=[GenieConversation], data_converter=pydantic_data_converter
+    ).replay_workflow(first)
 
 
 async def test_a_long_outage_is_retried_ever_less_often_and_ridden_out(
