@@ -16,6 +16,7 @@ from workflows.models import (
     AuditEntry,
     ConversationStart,
     ConversationState,
+    ConversationStatus,
     Delivery,
     ErrorInfo,
     PendingApproval,
@@ -183,11 +184,41 @@ def queued_bytes(data: ConversationData) -> int:
 
 
 def bounded_for_carry(data: ConversationData) -> None:
-    """Before continue-as-new: drop retained turns, oldest first, until the state fits
-    ``CARRY_BUDGET_BYTES`` (the queue and everything else are bounded where they grow)."""
+    """Before continue-as-new: drop retained turns, then audit entries, oldest first,
+    until the state fits ``CARRY_BUDGET_BYTES``. Everything else is bounded where it
+    grows; these are bounded in count, and their long texts (a reason may have 2,000
+    characters, 6 bytes each when escaped) could still add up past the payload limit."""
     over = json_bytes(data) - CARRY_BUDGET_BYTES
     while over > 0 and data.turns:
         over -= json_bytes(data.turns.pop(0))
+    for entries in (data.audit, data.refusals):
+        while over > 0 and entries:
+            over -= json_bytes(entries.pop(0))
+            data.audit_dropped += 1
+
+
+def fit_status(st: ConversationStatus, budget: int) -> ConversationStatus:
+    """``st`` within ``budget`` bytes of JSON: a full trail of long reasons is what can
+    pass it, so the trail's oldest entries give way (counted in ``audit_dropped``)."""
+    size = json_bytes(st)
+    if size <= budget:
+        return st
+    others = size - sum(map(json_bytes, st.audit)) - len(st.audit)  # and the commas
+    audit, left_out = fit_audit(st.audit, budget - others)
+    return st.model_copy(update={"audit": audit, "audit_dropped": st.audit_dropped + left_out})
+
+
+def fit_audit(trail: list[AuditEntry], budget: int) -> tuple[list[AuditEntry], int]:
+    """The newest entries of ``trail`` (oldest first) whose JSON fits ``budget`` bytes,
+    and how many older ones were left out."""
+    kept: list[AuditEntry] = []
+    for e in reversed(trail):
+        budget -= json_bytes(e)
+        if budget < 0:
+            break
+        kept.append(e)
+    kept.reverse()
+    return kept, len(trail) - len(kept)
 
 
 def remember_client_id(data: ConversationData, key: str, turn: int) -> None:

@@ -43,6 +43,7 @@ from workflows._state import (
     REFUSALS_RECORDED_PER_RUN,
     ConversationData,
     bounded_for_carry,
+    fit_status,
     remember_client_id,
     retain_finished,
     transcript,
@@ -673,7 +674,7 @@ class GenieConversation(TurnRunner):
     @workflow.query(description="Where the conversation stands and what it waits for.")
     def status(self) -> ConversationStatus:
         d = self._d
-        return ConversationStatus(
+        st = ConversationStatus(
             state=d.state,
             conversation_id=d.conversation_id,
             genie_handle=self._start.genie_handle,
@@ -691,6 +692,7 @@ class GenieConversation(TurnRunner):
             notifications=list(d.deliveries.values()),
             ended_reason=d.end_reason,
         )
+        return fit_status(st, QUERY_BUDGET_BYTES)
 
     @workflow.query(description="Recent turns with the user's text and the genie's replies.")
     def transcript(self, req: TranscriptQuery | None = None) -> Transcript:
