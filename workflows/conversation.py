@@ -90,7 +90,11 @@ PATCH_BOUNDED_HISTORY = "bounded-history"
 """``workflow.patched`` id of continue-as-new at ``max_history_events_per_run``."""
 PATCH_IDLE_ROLLOVER = "idle-rollover"
 """``workflow.patched`` id of continue-as-new while idle, once updates and signals alone
-took the run's history to its bound or the server suggests it (``_watch_idle_growth``)."""
+took the run's history to its bound (``_watch_idle_growth``)."""
+IDLE_HISTORY_CAP = 2_000
+"""History events at which an idle run continues as new whatever its policy's bound: an
+accepted update adds at least two, so it rolls over before the server's budget of 2,000
+updates per run is spent."""
 QUERY_BUDGET_BYTES = 1_000_000
 """A query answer stays under this (the server's payload limit is 2 MB)."""
 
@@ -176,25 +180,24 @@ class GenieConversation(TurnRunner):
         return await self._finish()
 
     async def _watch_idle_growth(self) -> None:
-        """Continue as new from the idle wait once the run's history reached its bound or
-        the server suggests it (its update budget, 2,000 per run, is nearly spent): with
-        no turn to end, a conversation that callers keep polling would otherwise grow
-        until the server refuses every update, new messages included.
+        """Continue as new from the idle wait once the run's history reached its bound
+        (at most ``IDLE_HISTORY_CAP``): with no turn to end, a conversation that callers
+        keep polling would otherwise grow until the server refuses every update (2,000
+        per run), new messages included.
 
         A task of its own whose wait issues no command, so the idle wait's own commands
         are unchanged; ``workflow.patched`` is asked only when it fires, and a run recorded
         before this is told False there and keeps waiting as it did."""
         d = self._d
+        # Not the server's suggestion: it also comes when a newer worker version is the
+        # target, and an idle conversation moves to it after its next turn, not before.
         await workflow.wait_condition(
             lambda: (
                 self._idle
                 and not d.queue
                 and not d.ending
-                and (
-                    workflow.info().is_continue_as_new_suggested()
-                    or workflow.info().get_current_history_length()
-                    >= self._policy.max_history_events_per_run
-                )
+                and workflow.info().get_current_history_length()
+                >= min(self._policy.max_history_events_per_run, IDLE_HISTORY_CAP)
             )
         )
         if workflow.patched(PATCH_IDLE_ROLLOVER):
