@@ -497,10 +497,13 @@ differ. Endpoint names such as E5 refer to [the Headless API notes](headless-api
   already running attaches to it (`USE_EXISTING`), so "send, starting the conversation
   if needed" is one update-with-start of `send_message`.
 - **Updates answer, signals do not.** An update is validated before anything is
-  written: a refused one leaves no trace in the history and fails with an
-  `ApplicationError` whose `type` is one of the [refusal types](#refusal-types). The two
-  decision signals exist for clients that cannot send updates (for example the Web UI):
-  an invalid signal is ignored and recorded in the `status` audit trail instead.
+  written: a refused one fails with an `ApplicationError` whose `type` is one of the
+  [refusal types](#refusal-types) and leaves no trace in the history, except a refused
+  decision (`decide_skill`, `decide_connection`), which is kept in the history and the
+  `status` audit trail, up to 100 per run. The two decision signals exist for clients
+  that cannot send updates (for example the Web UI), or for a run that takes no more
+  updates (the server allows 2,000 per run): an invalid signal is ignored and recorded
+  in the audit trail instead.
 - **Queries read, never write.** `status` and `transcript` add nothing to the history.
 """
 
