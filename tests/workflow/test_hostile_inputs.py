@@ -627,7 +627,8 @@ async def test_auth_link_refreshes_are_bounded_per_connection(
     (pending,) = res.pending.connections
     for _ in range(20):
         link = await asyncio.wait_for(api.auth_link(wid, pending.attempt_id), WAIT)
-        assert link.status == "auth_required" and link.url, link
+        # The production profile's E11 answers 404 ("unavailable"); each fetch counts.
+        assert link.status in ("auth_required", "unavailable"), link
     with pytest.raises(Refused) as e:
         await asyncio.wait_for(api.auth_link(wid, pending.attempt_id), WAIT)
     assert e.value.type == errors.LINK_REFRESHES_EXHAUSTED, e.value
