@@ -245,9 +245,10 @@ class ConversationStart(_Model):
 
 
 class WaitTurn(_Model):
-    turn: int = Field(ge=1, le=2**53)
+    # Strict: ``true`` is not turn 1, nor a wait of one second.
+    turn: int = Field(ge=1, le=2**53, strict=True)
     timeout_seconds: float | None = Field(
-        default=None, ge=0, le=MAX_WAIT_SECONDS, allow_inf_nan=False
+        default=None, ge=0, le=MAX_WAIT_SECONDS, allow_inf_nan=False, strict=True
     )
     """Return the turn as it stands after this long; ``None`` waits as long as needed
     (one update in history however long that is)."""
@@ -306,7 +307,7 @@ class EndConversation(_Model):
 
 
 class TranscriptQuery(_Model):
-    since_turn: int | None = Field(default=None, ge=0, le=2**53)
+    since_turn: int | None = Field(default=None, ge=0, le=2**53, strict=True)
 
 
 # ---------------------------------------------------------------------- state and answers
