@@ -20,6 +20,9 @@ KEY_BYTES = 32
 KEY_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
 """What a key id may be: it travels in every payload's metadata, so it stays short and
 plain (letters, digits, ``.``, ``_``, ``-``; at most 64)."""
+SHOWN_ID_MAX = 40
+"""Errors quote a key id only when shorter than this: a 32-byte key is at least 43
+characters in base64 (64 in hex), so a key written where the id goes is never quoted."""
 
 
 class PayloadKeyConfigError(ValueError):
@@ -60,31 +63,41 @@ def parse_keys(text: str, *, source: str = "GENIE_PAYLOAD_KEYS") -> PayloadKeys:
         PayloadKeyConfigError: Naming ``source`` and the offending key id (never a key).
     """
     keys: dict[str, bytes] = {}
+    n = 0
     for line in text.splitlines():
         for item in line.split("#", 1)[0].split(","):
             item = item.strip()
             if not item:
                 continue
+            n += 1
             kid, sep, value = item.partition(":")
             kid = kid.strip()
             if not sep or not KEY_ID.fullmatch(kid):
-                shown = kid[:20] if KEY_ID.fullmatch(kid[:20] or "-") else "?"
+                # Nothing of the entry is quoted: without a colon it may be a bare key.
                 raise PayloadKeyConfigError(
-                    f"{source}: an entry is not id:base64 with a plain key id (letters, "
-                    f"digits, '.', '_', '-'; at most 64) (near key id {shown!r})"
+                    f"{source}: entry {n} is not id:base64 with a plain key id (letters, "
+                    "digits, '.', '_', '-'; at most 64)"
                 )
             raw = _b64(value.strip())
             if raw is None or len(raw) != KEY_BYTES:
                 raise PayloadKeyConfigError(
-                    f"{source}: key {kid!r} is not base64 of {KEY_BYTES} bytes "
+                    f"{source}: key {_named(kid, n)} is not base64 of {KEY_BYTES} bytes "
                     "(make one with `geniectl payload-key`)"
                 )
             if kid in keys:
-                raise PayloadKeyConfigError(f"{source}: key id {kid!r} is given twice")
+                raise PayloadKeyConfigError(f"{source}: key id {_named(kid, n)} is given twice")
             keys[kid] = raw
     if not keys:
         raise PayloadKeyConfigError(f"{source}: no keys in it")
     return PayloadKeys(keys)
+
+
+def _named(kid: str, n: int) -> str:
+    """How an error names entry ``n``'s key id: quoted, unless it could be a key (one
+    pasted before the colon, ``<key>:<id>``, makes a valid id too)."""
+    if len(kid) < SHOWN_ID_MAX:
+        return repr(kid)
+    return f"of entry {n} (not shown, it is as long as a key: is the key before the colon?)"
 
 
 def _b64(text: str) -> bytes | None:

@@ -123,6 +123,31 @@ def test_bad_keys_are_named_and_never_echoed(text: str, error: str) -> None:
         assert value not in str(e.value)
 
 
+def _url_safe_key() -> str:
+    """A key whose base64 holds only key-id characters (URL-safe, unpadded), as about
+    half of all keys do in standard base64 too."""
+    return base64.urlsafe_b64encode(os.urandom(32)).decode().rstrip("=")
+
+
+@pytest.mark.parametrize(
+    "slip",
+    [
+        "{key}",  # pasted without its id
+        "k1-{key}",  # a dash instead of the colon
+        "{key}:k1",  # the key before the id
+        "k1:{key}\n{key}:k2",  # on the second line of a key file
+    ],
+)
+def test_a_key_in_the_wrong_place_is_not_quoted(slip: str) -> None:
+    """A misplaced key is a key id's characters; the error must still quote none of it."""
+    key = _url_safe_key()
+    with pytest.raises(PayloadKeyConfigError) as e:
+        parse_keys(slip.format(key=key))
+    message = str(e.value)
+    assert "entry" in message and "\n" not in message
+    assert not any(key[i : i + 8] in message for i in range(len(key) - 7)), message
+
+
 def test_keys_from_a_file_or_the_environment_never_both(tmp_path: Path) -> None:
     f = tmp_path / "keys"
     f.write_text(f"# rotated 2024-05\n{K2}\n{K1}\n")
