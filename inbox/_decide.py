@@ -26,7 +26,9 @@ class Decider:
     key_id: str | None
     timeout: float = 30.0
 
-    def proof(self, me: Identity, wid: str, ref: str, verdict: Verdict) -> DecisionProof | None:
+    def proof(
+        self, me: Identity, wid: str, ref: str, verdict: Verdict, reason: str | None
+    ) -> DecisionProof | None:
         if self.signing_key is None or self.key_id is None:
             return None
         return sign_decision(
@@ -38,6 +40,7 @@ class Decider:
             approver=me.name,
             groups=me.groups,
             auth_method=me.method,
+            reason=reason,
         )
 
     async def decide(
@@ -45,7 +48,7 @@ class Decider:
     ) -> DecisionRecorded:
         """Run the decide update; ``Refused`` / ``NotFound`` pass through, an unanswered
         or failed call is ``Unavailable``."""
-        proof = self.proof(me, wid, ref, verdict)
+        proof = self.proof(me, wid, ref, verdict, reason)
         api = self.api
         try:
             async with asyncio.timeout(self.timeout):

@@ -110,7 +110,7 @@ def skill_refusal(
     """Why ``d`` may not be recorded now, or None."""
     refusal = (
         _ended_refusal(data)
-        or _proof_refusal(data, workflow_id, d.call_id, verdict(d), d.approver, d.proof, now)
+        or _proof_refusal(data, workflow_id, d.call_id, verdict(d), d.approver, d, now)
         or _decided(data, "call", d.call_id)
     )
     if refusal is not None:
@@ -146,7 +146,7 @@ def connection_refusal(
 ) -> Refusal | None:
     refusal = (
         _ended_refusal(data)
-        or _proof_refusal(data, workflow_id, d.attempt_id, d.action, d.actor, d.proof, now)
+        or _proof_refusal(data, workflow_id, d.attempt_id, d.action, d.actor, d, now)
         or _decided(data, "attempt", d.attempt_id)
     )
     if refusal is not None:
@@ -166,7 +166,7 @@ def _proof_refusal(
     ref: str,
     verdict: str,
     actor: str,
-    proof: DecisionProof | None,
+    d: SkillDecision | ConnectionDecision,
     now: datetime,
 ) -> Refusal | None:
     """With signing configured, only a valid, fresh signature from a trusted key counts."""
@@ -174,11 +174,12 @@ def _proof_refusal(
         return None
     why = verify_decision(
         data.signing,
-        proof,
+        d.proof,
         workflow_id=workflow_id,
         ref=ref,
         verdict=verdict,
         approver=actor,
+        reason=d.reason,
         now=now,
     )
     return Refusal(errors.INVALID_SIGNATURE, why) if why else None

@@ -9,9 +9,12 @@ a decision without a valid, fresh signature is refused and audited, whatever cli
 it; without it, decisions are accepted as before, under whatever name the caller gives.
 
 What is signed is ``decision_message``: canonical JSON (sorted keys, no spaces) of the
-workflow id, the call or attempt id, the verdict, the approver, their groups, how they
-authenticated, and when it was issued (milliseconds), so a signature fits exactly one
-decision in one conversation.
+proof's version, the workflow id, the call or attempt id, the verdict, the approver,
+their groups, how they authenticated, when it was issued (milliseconds) and, from
+version 2, the reason, so a signature fits exactly one decision in one conversation,
+in the approver's words. Version-1 proofs (inboxes before 2026-12-03) still verify, as
+they did when they were recorded; since the version is signed, a version-2 proof cannot
+be passed off as one to drop its reason.
 """
 
 from __future__ import annotations
@@ -46,6 +49,9 @@ __all__ = [
     "verify_decision",
 ]
 
+_PROOF_VERSION = 2
+"""The version ``sign_decision`` writes."""
+
 MAX_CLOCK_SKEW = timedelta(seconds=60)
 """A proof issued this far in the future (by the inbox's clock) is still accepted."""
 
@@ -73,10 +79,12 @@ def decision_message(
     groups: Sequence[str],
     auth_method: str,
     issued_at: datetime,
+    reason: str | None,
+    version: int = _PROOF_VERSION,
 ) -> bytes:
-    """The exact bytes a decision's signature covers."""
-    body = {
-        "v": 1,
+    """The exact bytes a decision's signature covers (``reason`` only from version 2)."""
+    body: dict[str, object] = {
+        "v": version,
         "workflow_id": workflow_id,
         "ref": ref,
         "verdict": verdict,
@@ -85,6 +93,8 @@ def decision_message(
         "auth_method": auth_method,
         "issued_at_ms": int(issued_at.timestamp() * 1000),
     }
+    if version >= 2:
+        body["reason"] = reason or ""  # no reason and an empty one read the same
     return json.dumps(body, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()
 
 
@@ -98,9 +108,11 @@ def sign_decision(
     approver: str,
     groups: Sequence[str] = (),
     auth_method: Literal["jwt", "proxy", "dev"],
+    reason: str | None,
     issued_at: datetime | None = None,
 ) -> DecisionProof:
-    """The proof the inbox attaches to a decision it sends."""
+    """The proof the inbox attaches to a decision it sends: ``reason`` exactly as the
+    decision carries it."""
     at = (issued_at or datetime.now(UTC)).replace(microsecond=0)
     msg = decision_message(
         workflow_id=workflow_id,
@@ -110,8 +122,10 @@ def sign_decision(
         groups=groups,
         auth_method=auth_method,
         issued_at=at,
+        reason=reason,
     )
     return DecisionProof(
+        v=_PROOF_VERSION,
         key_id=key_id,
         issued_at=at,
         auth_method=auth_method,
@@ -128,6 +142,7 @@ def verify_decision(
     ref: str,
     verdict: str,
     approver: str,
+    reason: str | None,
     now: datetime,
 ) -> str | None:
     """Why the proof does not hold (a sentence), or None when it does.
@@ -145,6 +160,7 @@ def verify_decision(
             ref=ref,
             verdict=verdict,
             approver=approver,
+            reason=reason,
             now=now,
         )
     except Exception:  # any fault in a client's proof is a refusal, never a failed task
@@ -159,6 +175,7 @@ def _proof_fault(
     ref: str,
     verdict: str,
     approver: str,
+    reason: str | None,
     now: datetime,
 ) -> str | None:
     raw = policy.keys.get(proof.key_id)
@@ -181,6 +198,8 @@ def _proof_fault(
         groups=proof.groups,
         auth_method=proof.auth_method,
         issued_at=proof.issued_at,
+        reason=reason,
+        version=proof.v,
     )
     try:
         public = Ed25519PublicKey.from_public_bytes(base64.b64decode(raw))

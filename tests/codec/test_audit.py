@@ -87,7 +87,7 @@ async def conversation(
         wid = await start(api, policy=policy)
         first_run = (await api.handle(wid).describe()).run_id
 
-        def signed(call: str, verdict: str, who: str) -> DecisionProof:
+        def signed(call: str, verdict: str, who: str, reason: str) -> DecisionProof:
             return sign_decision(
                 INBOX_KEY,
                 "inbox-1",
@@ -97,6 +97,7 @@ async def conversation(
                 approver=who,
                 groups=["ops"],
                 auth_method="jwt",
+                reason=reason,
             )
 
         # Run 1, turn 1: a pause; a refused update, a refused signal, a signed approval.
@@ -110,7 +111,7 @@ async def conversation(
             SkillDecision(call_id="call_guess", approved=True, approver="eve"),
         )
         await api.approve(
-            wid, c1, approver="alice", reason="ok", proof=signed(c1, "approved", "alice")
+            wid, c1, approver="alice", reason="ok", proof=signed(c1, "approved", "alice", "ok")
         )
         assert (await api.wait(wid, res.turn, wait_for="completion")).status == "completed"
         # Turn 2 ends run 1 (two turns per run).
@@ -125,7 +126,7 @@ async def conversation(
                 approved=False,
                 approver="bob",
                 reason="no",
-                proof=signed(c2, "rejected", "bob"),
+                proof=signed(c2, "rejected", "bob", "no"),
             ),
         )
         assert (await api.wait(wid, res.turn, wait_for="completion")).status == "completed"

@@ -116,6 +116,7 @@ async def test_only_the_signing_inbox_can_decide(
             verdict=verdict,
             approver="eve",
             auth_method="jwt",
+            reason=None,
         )
         with pytest.raises(Refused) as refused:
             await api.approve(wid, call, approver="eve", proof=proof)

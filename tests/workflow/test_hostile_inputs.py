@@ -246,6 +246,7 @@ async def test_a_proof_issued_at_without_a_timezone_is_invalid_input(
             verdict="approved",
             approver="alice",
             auth_method="jwt",
+            reason=None,
         )
         naive = {**good.model_dump(mode="json"), "issued_at": "2030-01-01T00:00:00"}
         handle = _raw(client, wid)
