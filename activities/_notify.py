@@ -10,14 +10,19 @@ mid-request) sends the same ``webhook-id``, so a receiver that remembers the ids
 processes each notification once. A failing endpoint only fails its own activity; the
 conversation never waits for it.
 
+Only the receiver's status counts: its answer's body is never read, and a delivery that
+has no status within ``DELIVERY_SECONDS`` fails (and is retried).
+
 Formats: ``standard`` — a JSON body with ``webhook-id``, ``webhook-timestamp`` and
-``webhook-signature`` headers (the ``standardwebhooks`` package signs); ``slack`` — a
+``webhook-signature`` headers (the ``standardwebhooks`` package signs), holding the item
+bounded in size and without its ``auth_url``; ``slack`` — a
 Slack incoming-webhook message (text plus the link; Slack's URL is the secret) in which
 every value is escaped, so the inbox link is its only link.
 """
 
 from __future__ import annotations
 
+import asyncio
 import json
 import re
 from datetime import UTC, datetime
@@ -25,7 +30,7 @@ from typing import Any, Literal
 from urllib.parse import quote
 
 import httpx
-from pydantic import BaseModel, ConfigDict, Field, SecretStr
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator
 from standardwebhooks.webhooks import Webhook
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
@@ -37,6 +42,21 @@ NOTIFY_UNKNOWN_ENDPOINT = "NotifyUnknownEndpoint"
 ITEM_PATH = "/items/{workflow_id}/{kind}/{ref}"
 """Where the inbox shows one pending item; links never decide anything on GET."""
 TIMEOUT_SECONDS = 10.0
+"""Each step of a delivery: connecting, sending, each read of the answer's head."""
+DELIVERY_SECONDS = 20.0
+"""A whole delivery, answer head included: a receiver that drips its headers cannot hold
+an attempt past this (the workflow's start-to-close is 30 s); the body is never read."""
+MAX_TEXT_CHARS = 1_000
+"""Each string of the item in a standard body (names, ids, notes): the genie's and the
+API's text, so bounded here whatever reached the workflow."""
+MAX_LIST_ITEMS = 50
+MAX_PARAMETER_BYTES = 16_000
+"""Skill parameters in a standard body, as JSON; larger ones are sent as a marked prefix
+(the approver needs them to decide, so they get a larger share than other text)."""
+PRIVATE_DETAILS = frozenset({"auth_url", "decision", "note"})
+"""Item fields no notification carries. ``auth_url`` lets whoever opens it connect their
+own account into the user's conversation: the inbox shows it only to people who may
+decide the item, and a webhook receiver or Slack channel is not that check."""
 
 
 class NotifyEndpoint(BaseModel):
@@ -50,6 +70,33 @@ class NotifyEndpoint(BaseModel):
     format: Literal["standard", "slack"] = "standard"
     secret: SecretStr | None = None
     """The Standard Webhooks signing secret (``whsec_…``); required for ``standard``."""
+
+    # Checked when the worker starts, not at the first pause: a typo otherwise shows up
+    # only as every notification failing for an hour. The messages never quote the value.
+    @field_validator("url")
+    @classmethod
+    def _http_url(cls, url: SecretStr) -> SecretStr:
+        try:
+            parsed = httpx.URL(url.get_secret_value())
+            port = parsed.port
+        except (httpx.InvalidURL, ValueError):
+            raise ValueError("not a valid URL") from None
+        if parsed.scheme not in ("http", "https") or not parsed.host:
+            raise ValueError("must be an http:// or https:// URL with a host")
+        if port is not None and not 0 < port < 65536:
+            raise ValueError("the port must be 1-65535")
+        return url
+
+    @field_validator("secret")
+    @classmethod
+    def _webhook_secret(cls, secret: SecretStr | None) -> SecretStr | None:
+        if secret is None:
+            return None
+        try:
+            Webhook(secret.get_secret_value())
+        except Exception:  # binascii.Error, EmptyWebhookSecretError, ...: none quotes it
+            raise ValueError("not a Standard Webhooks secret (whsec_ and base64)") from None
+        return secret
 
 
 class NotifyInput(BaseModel):
@@ -107,18 +154,31 @@ class NotifyActivities:
             body = json.dumps(_standard_body(inp, link), default=str)
             headers = _signed_headers(endpoint, inp.webhook_id, body)
         try:
-            async with httpx.AsyncClient(timeout=TIMEOUT_SECONDS, follow_redirects=False) as http:
-                r = await http.post(endpoint.url.get_secret_value(), content=body, headers=headers)
-        except httpx.HTTPError as e:
-            # Never the URL: for Slack it is the secret.
+            async with (
+                asyncio.timeout(DELIVERY_SECONDS),
+                httpx.AsyncClient(timeout=TIMEOUT_SECONDS, follow_redirects=False) as http,
+                # Streamed and closed unread: only the status counts, so a receiver that
+                # answers 1 GB, or drips its body, costs neither memory nor time.
+                http.stream(
+                    "POST", endpoint.url.get_secret_value(), content=body, headers=headers
+                ) as r,
+            ):
+                status = r.status_code
+        except TimeoutError:
+            raise ApplicationError(
+                f"endpoint {endpoint.name!r} did not answer within {DELIVERY_SECONDS:g} s",
+                type=NOTIFY_FAILED,
+            ) from None
+        except (httpx.HTTPError, httpx.InvalidURL) as e:
+            # Never the URL nor the exception's text: for Slack the URL is the secret.
             raise ApplicationError(
                 f"endpoint {endpoint.name!r} unreachable ({type(e).__name__})", type=NOTIFY_FAILED
             ) from None
-        if r.status_code >= 300:
+        if status >= 300:
             raise ApplicationError(
-                f"endpoint {endpoint.name!r} answered HTTP {r.status_code}", type=NOTIFY_FAILED
+                f"endpoint {endpoint.name!r} answered HTTP {status}", type=NOTIFY_FAILED
             )
-        return NotifyResult(status=r.status_code)
+        return NotifyResult(status=status)
 
     def link(self, workflow_id: str, kind: str, ref: str) -> str | None:
         """The inbox page of one item (``kind``: ``skill`` or ``connection``)."""
@@ -157,12 +217,40 @@ def _standard_body(inp: NotifyInput, link: str | None) -> dict[str, Any]:
             "user_id": inp.user_id,
             "kind": inp.kind,
             "ref": inp.ref,
-            "title": inp.title,
-            "details": inp.details,
+            "title": _clip(inp.title),
+            "details": _bounded_details(inp.details),
             "deadline": inp.deadline.isoformat(),
             "link": link,
         },
     }
+
+
+def _clip(value: Any) -> Any:
+    if isinstance(value, str):
+        return value[:MAX_TEXT_CHARS]
+    if isinstance(value, list):
+        return [_clip(v) for v in value[:MAX_LIST_ITEMS]]
+    if isinstance(value, dict):
+        return {str(k)[:MAX_TEXT_CHARS]: _clip(v) for k, v in list(value.items())[:MAX_LIST_ITEMS]}
+    return value
+
+
+def _bounded_details(details: dict[str, Any]) -> dict[str, Any]:
+    """The item, minus what no receiver should get, with every part bounded."""
+    out: dict[str, Any] = {}
+    for key, value in list(details.items())[:MAX_LIST_ITEMS]:
+        if key in PRIVATE_DETAILS:
+            continue
+        if key == "skill_parameters":
+            text = json.dumps(value, ensure_ascii=False, default=str)
+            out[key] = (
+                value
+                if len(text.encode()) <= MAX_PARAMETER_BYTES
+                else {"_truncated": text[: MAX_PARAMETER_BYTES // 4] + "…"}
+            )
+        else:
+            out[str(key)[:MAX_TEXT_CHARS]] = _clip(value)
+    return out
 
 
 def slack_escape(value: object) -> str:
