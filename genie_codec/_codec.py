@@ -29,11 +29,11 @@ from collections.abc import Iterable, Iterator, Sequence
 
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
-from google.protobuf.message import Message
+from google.protobuf.message import DecodeError, Message
 from temporalio.api.common.v1 import Payload
 from temporalio.converter import PayloadCodec
 
-from genie_codec._keys import PayloadKeys
+from genie_codec._keys import KEY_ID, PayloadKeys
 
 ENCODING = b"binary/encrypted"
 KEY_ID_KEY = "encryption-key-id"
@@ -55,6 +55,10 @@ class PayloadDecryptError(Exception):
     def __init__(self, message: str, key_id: str | None) -> None:
         super().__init__(message)
         self.key_id = key_id
+
+
+class PayloadTooLargeError(PayloadDecryptError):
+    """A compressed payload inflates beyond the bound it was decrypted with."""
 
 
 class EncryptionCodec(PayloadCodec):
@@ -90,21 +94,25 @@ class EncryptionCodec(PayloadCodec):
             data=nonce + sealed,
         )
 
-    def decrypt(self, payload: Payload) -> Payload:
+    def decrypt(self, payload: Payload, *, max_bytes: int = MAX_INFLATED_BYTES) -> Payload:
+        """The payload ``payload`` seals (as it is when not encrypted). ``max_bytes``
+        bounds what a compressed payload may inflate to (at least 1: zlib takes 0 for
+        no bound at all)."""
         if payload.metadata.get("encoding") != ENCODING:
             return payload
         kid = payload.metadata.get(KEY_ID_KEY, b"").decode(errors="replace")
         cipher = self._ciphers.get(kid)
+        shown = shown_key_id(kid)
         if cipher is None:
             raise PayloadDecryptError(
-                f"cannot decrypt a payload encrypted with key {kid or '(none)'!r}: that key "
+                f"cannot decrypt a payload encrypted with key {shown}: that key "
                 f"is not configured here (configured: {', '.join(self.keys.ids)}); add it to "
                 "GENIE_PAYLOAD_KEYS or GENIE_PAYLOAD_KEY_FILE, after the encrypting key",
                 kid or None,
             )
         if payload.metadata.get(FORMAT_KEY, FORMAT) != FORMAT:
             raise PayloadDecryptError(
-                f"cannot decrypt a payload encrypted with key {kid!r}: unknown format "
+                f"cannot decrypt a payload encrypted with key {shown}: unknown format "
                 f"{payload.metadata[FORMAT_KEY][:40].decode(errors='replace')!r}",
                 kid,
             )
@@ -113,28 +121,49 @@ class EncryptionCodec(PayloadCodec):
             opened = cipher.decrypt(data[:NONCE_BYTES], data[NONCE_BYTES:], _aad(kid))
         except (InvalidTag, ValueError):
             raise PayloadDecryptError(
-                f"cannot decrypt a payload encrypted with key {kid!r}: the configured key "
-                f"{kid!r} does not open it (a different key under the same id, or the "
+                f"cannot decrypt a payload encrypted with key {shown}: the configured key "
+                f"{shown} does not open it (a different key under the same id, or the "
                 "payload was altered)",
                 kid,
             ) from None
-        flag, body = opened[0], opened[1:]
+        # From here on the payload is authentic, so a fault is a writer's bug (or a key
+        # holder's forgery): still one PayloadDecryptError, never a stray exception.
+        flag, body = (opened[0], opened[1:]) if opened else (None, b"")
         if flag == ZLIB:
             inflater = zlib.decompressobj()
-            body = inflater.decompress(body, MAX_INFLATED_BYTES)
-            if inflater.unconsumed_tail:
+            try:
+                body = inflater.decompress(body, max(max_bytes, 1))
+            except zlib.error:
                 raise PayloadDecryptError(
-                    f"a payload encrypted with key {kid!r} inflates beyond "
-                    f"{MAX_INFLATED_BYTES} bytes",
+                    f"a payload encrypted with key {shown} is not valid zlib", kid
+                ) from None
+            if inflater.unconsumed_tail:
+                raise PayloadTooLargeError(
+                    f"a payload encrypted with key {shown} inflates beyond {max_bytes} bytes",
                     kid,
                 )
         elif flag != RAW:
             raise PayloadDecryptError(
-                f"a payload encrypted with key {kid!r} has an unknown flag {flag}", kid
+                f"a payload encrypted with key {shown} has an unknown flag {flag}", kid
             )
         inner = Payload()
-        inner.ParseFromString(body)
+        try:
+            inner.ParseFromString(body)
+        except DecodeError:
+            raise PayloadDecryptError(
+                f"a payload encrypted with key {shown} does not hold a payload", kid
+            ) from None
         return inner
+
+
+def shown_key_id(kid: str) -> str:
+    """A payload's key id as messages quote it: it comes from the payload, so one that
+    is not a key id (a megabyte of text, a newline) is described, not repeated."""
+    if not kid:
+        return "'(none)'"
+    if KEY_ID.fullmatch(kid):
+        return repr(kid)
+    return f"(not a key id: {len(kid)} characters)"
 
 
 def _aad(kid: str) -> bytes:
@@ -183,7 +212,9 @@ def missing_keys_error(codec: object, used: Iterable[str | None]) -> PayloadDecr
     missing = sorted({k for k in used if k is not None} - configured)
     if not missing:
         return None
-    names = ", ".join(repr(k) for k in missing)
+    names = ", ".join(shown_key_id(k) for k in missing[:5]) + (
+        f" and {len(missing) - 5} more" if len(missing) > 5 else ""
+    )
     if not configured:
         return PayloadDecryptError(
             f"payloads are encrypted (key {names}) and no payload keys are configured here: "

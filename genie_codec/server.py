@@ -28,11 +28,15 @@ from __future__ import annotations
 import asyncio
 import hmac
 import ipaddress
+import json
 import logging
+from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Annotated, Any
 
+import anyio
+import anyio.to_thread
 import jwt
 from google.protobuf import json_format
 from pydantic import AnyHttpUrl, Field, SecretStr, ValidationError, field_validator
@@ -43,11 +47,18 @@ from starlette.responses import JSONResponse, PlainTextResponse, Response
 from starlette.routing import Route
 from temporalio.api.common.v1 import Payloads
 
-from genie_codec._codec import EncryptionCodec, PayloadDecryptError
-from genie_codec._keys import PayloadKeyConfigError, load_keys
+from genie_codec._codec import (
+    EncryptionCodec,
+    PayloadDecryptError,
+    PayloadTooLargeError,
+    key_id_of,
+)
+from genie_codec._keys import KEY_ID, PayloadKeyConfigError, load_keys
 from genie_config import ConfigError, load_settings
 
 log = logging.getLogger("genie_codec.server")
+access_log = logging.getLogger("genie_codec.access")
+"""One JSON line per ``/encode`` or ``/decode`` request: who, from where, what."""
 
 DEFAULT_PORT = 8235
 ALLOWED_HEADERS = "Content-Type, X-Namespace, Authorization"
@@ -76,6 +87,10 @@ class CodecServerSettings(BaseSettings):
     namespaces: Annotated[list[str], NoDecode] = Field(default_factory=list)
     """Namespaces (``X-Namespace``) served; empty: any."""
     max_body_bytes: int = Field(default=8 * 1024 * 1024, ge=1024)
+    max_payloads: int = Field(default=10_000, ge=1)
+    """Payloads per request: each costs CPU and memory whatever its size."""
+    max_decoded_bytes: int = Field(default=64 * 1024 * 1024, ge=1024)
+    """What one ``/decode`` may answer in all: compressed payloads inflate."""
 
     @field_validator("ui_origins", "jwt_algorithms", "anonymous_from", "namespaces", mode="before")
     @classmethod
@@ -115,6 +130,8 @@ class CodecServerConfig:
     jwt_algorithms: tuple[str, ...] = ("RS256",)
     namespaces: frozenset[str] = frozenset()
     max_body_bytes: int = 8 * 1024 * 1024
+    max_payloads: int = 10_000
+    max_decoded_bytes: int = 64 * 1024 * 1024
     host: str = "127.0.0.1"
     port: int = DEFAULT_PORT
     methods: list[str] = field(default_factory=list)
@@ -179,6 +196,8 @@ def load_codec_config(**overrides: Any) -> CodecServerConfig:
         jwt_algorithms=tuple(s.jwt_algorithms),
         namespaces=frozenset(s.namespaces),
         max_body_bytes=s.max_body_bytes,
+        max_payloads=s.max_payloads,
+        max_decoded_bytes=s.max_decoded_bytes,
         host=s.host,
         port=s.port,
         methods=methods,
@@ -238,23 +257,51 @@ class _Refused(Exception):
         self.status, self.message = status, message
 
 
+MAX_LOGGED_FAILURES = 5
+"""Distinct decryption failures logged per request; the rest are counted."""
+CONVERSIONS_AT_ONCE = 2
+"""Requests converted at the same time: each may hold ``max_decoded_bytes``."""
+
+
 def codec_app(config: CodecServerConfig) -> Starlette:
+    # Conversions are CPU-bound: in threads, so /healthz and refusals stay prompt, and
+    # few at once, so concurrent large requests do not multiply the memory they take.
+    limiter = anyio.CapacityLimiter(CONVERSIONS_AT_ONCE)
+
     async def endpoint(request: Request) -> Response:
         origin = request.headers.get("origin")
         cors = _cors(config, origin)
+        op = request.url.path.rstrip("/").rsplit("/", 1)[-1]
+        entry: dict[str, Any] = {
+            "op": op[:20],
+            "peer": request.client.host if request.client else None,
+            "origin": _clip(origin),
+            "namespace": _clip(request.headers.get("x-namespace")),
+            "principal": None,
+        }
+        response: Response | None = None
         try:
             if origin is not None and not cors:
                 raise _Refused(403, f"origin {origin[:100]} may not call this codec server")
             if request.method == "OPTIONS":
-                return Response(status_code=204, headers=cors)
-            op = request.url.path.rstrip("/").rsplit("/", 1)[-1]
+                response = Response(status_code=204, headers=cors)
+                return response
             if op not in ("encode", "decode"):
                 raise _Refused(404, "only …/encode and …/decode")
-            await _authorize(config, request)
-            return await _convert(config, request, op, cors)
+            entry["principal"] = await _authorize(config, request)
+            response = await _convert(config, request, op, cors, limiter, entry)
+            return response
         except _Refused as e:
             extra = {"WWW-Authenticate": "Bearer"} if e.status == 401 else {}
-            return JSONResponse({"error": e.message}, e.status, headers={**cors, **extra})
+            entry["refused"] = e.message[:200]
+            response = JSONResponse({"error": e.message}, e.status, headers={**cors, **extra})
+            return response
+        finally:
+            # Who asked to decode (or encode) what: one line per request, whatever its
+            # outcome, written before the answer leaves (an exception is a 500).
+            if request.method == "POST":
+                entry["status"] = response.status_code if response is not None else 500
+                access_log.info(json.dumps(entry, separators=(",", ":")))
 
     async def healthz(_: Request) -> Response:
         return PlainTextResponse("ok")
@@ -265,6 +312,10 @@ def codec_app(config: CodecServerConfig) -> Starlette:
             Route("/{path:path}", endpoint, methods=["POST", "OPTIONS"]),
         ]
     )
+
+
+def _clip(value: str | None, limit: int = 200) -> str | None:
+    return None if value is None else value[:limit]
 
 
 def _cors(config: CodecServerConfig, origin: str | None) -> dict[str, str]:
@@ -280,20 +331,23 @@ def _cors(config: CodecServerConfig, origin: str | None) -> dict[str, str]:
     }
 
 
-async def _authorize(config: CodecServerConfig, request: Request) -> None:
+async def _authorize(config: CodecServerConfig, request: Request) -> str:
+    """Who the caller is, for the access log: ``token <n>`` (the n-th configured token,
+    never the token), ``jwt <sub>`` or ``anonymous``; else ``_Refused(401)``."""
     header = request.headers.get("authorization", "")
     scheme, _, token = header.partition(" ")
     token = token.strip()
     if header and scheme.lower() == "bearer" and token:
-        if any(hmac.compare_digest(token.encode(), t.encode()) for t in config.tokens):
-            return
-        if (config.jwt_key is not None or config.jwks is not None) and await _valid_jwt(
-            config, token
-        ):
-            return
+        for n, t in enumerate(config.tokens, 1):
+            if hmac.compare_digest(token.encode(), t.encode()):
+                return f"token {n}"
+        if config.jwt_key is not None or config.jwks is not None:
+            claims = await _valid_jwt(config, token)
+            if claims is not None:
+                return f"jwt {str(claims.get('sub', '(no sub)'))[:200]}"
         raise _Refused(401, "the bearer token is not accepted here")
     if _anonymous_ok(config, request):
-        return
+        return "anonymous"
     raise _Refused(401, "credentials required (Authorization: Bearer …)")
 
 
@@ -307,12 +361,13 @@ def _anonymous_ok(config: CodecServerConfig, request: Request) -> bool:
     return any(peer in net for net in config.anonymous)
 
 
-async def _valid_jwt(config: CodecServerConfig, token: str) -> bool:
+async def _valid_jwt(config: CodecServerConfig, token: str) -> dict[str, Any] | None:
+    """The token's claims if it is valid here, else None."""
     try:
         key = config.jwt_key
         if config.jwks is not None:
             key = (await asyncio.to_thread(config.jwks.get_signing_key_from_jwt, token)).key
-        jwt.decode(
+        claims: dict[str, Any] = jwt.decode(
             token,
             key,
             algorithms=list(config.jwt_algorithms),
@@ -323,44 +378,106 @@ async def _valid_jwt(config: CodecServerConfig, token: str) -> bool:
         )
     except (jwt.PyJWTError, jwt.PyJWKClientError, ValueError) as e:
         log.info("codec server: JWT refused (%s)", type(e).__name__)
-        return False
-    return True
+        return None
+    return claims
+
+
+async def _read_body(request: Request, limit: int) -> bytes:
+    """The body, refused (413) as soon as it passes ``limit``: a chunked body declares
+    no length, and must not be held whole before it is measured."""
+    declared = request.headers.get("content-length")
+    if declared is not None and declared.isdigit() and int(declared) > limit:
+        raise _Refused(413, f"the body is over {limit} bytes")
+    body = bytearray()
+    async for chunk in request.stream():
+        body += chunk
+        if len(body) > limit:
+            raise _Refused(413, f"the body is over {limit} bytes")
+    return bytes(body)
 
 
 async def _convert(
-    config: CodecServerConfig, request: Request, op: str, cors: dict[str, str]
+    config: CodecServerConfig,
+    request: Request,
+    op: str,
+    cors: dict[str, str],
+    limiter: anyio.CapacityLimiter,
+    entry: dict[str, Any],
 ) -> Response:
     namespace = request.headers.get("x-namespace", "")
     if config.namespaces and namespace not in config.namespaces:
         raise _Refused(403, f"namespace {namespace[:100]!r} is not served here")
-    declared = request.headers.get("content-length")
-    if declared is not None and declared.isdigit() and int(declared) > config.max_body_bytes:
-        raise _Refused(413, f"the body is over {config.max_body_bytes} bytes")
-    body = await request.body()
-    if len(body) > config.max_body_bytes:
-        raise _Refused(413, f"the body is over {config.max_body_bytes} bytes")
+    body = await _read_body(request, config.max_body_bytes)
+    answer = await anyio.to_thread.run_sync(_run, config, op, body, entry, limiter=limiter)
+    return Response(answer, media_type="application/json", headers=cors)
+
+
+def _run(config: CodecServerConfig, op: str, body: bytes, entry: dict[str, Any]) -> bytes:
+    """Parse, convert and render one request (in a worker thread); the JSON answer."""
+    try:
+        data = json.loads(body)
+    except (ValueError, RecursionError):  # RecursionError: nesting too deep for json
+        data = None
+    if not isinstance(data, dict):
+        raise _Refused(400, "the body is not a JSON Payloads message")
+    items = data.get("payloads")
+    if isinstance(items, list) and len(items) > config.max_payloads:
+        raise _Refused(
+            413, f"over {config.max_payloads} payloads in one request; send fewer at a time"
+        )
     payloads = Payloads()
     try:
-        json_format.Parse(body, payloads, ignore_unknown_fields=True)
-    except (json_format.ParseError, ValueError, UnicodeDecodeError):
+        json_format.ParseDict(data, payloads, ignore_unknown_fields=True)
+    except (json_format.ParseError, ValueError, TypeError, AttributeError, RecursionError):
         raise _Refused(400, "the body is not a JSON Payloads message") from None
+    entry["payloads"] = len(payloads.payloads)
     out = Payloads()
-    failed: dict[str, int] = {}
-    for p in payloads.payloads:
-        if op == "encode":
-            out.payloads.append(config.codec.encrypt(p))
-            continue
-        try:
-            out.payloads.append(config.codec.decrypt(p))
-        except PayloadDecryptError as e:
-            # The caller shows this one as it is (encrypted); the others still decode.
-            failed[str(e)] = failed.get(str(e), 0) + 1
-            out.payloads.append(p)
-    for message, n in failed.items():
-        log.warning("codec server: %d payload(s) left encrypted: %s", n, message)
+    if op == "encode":
+        out.payloads.extend(config.codec.encrypt(p) for p in payloads.payloads)
+    else:
+        _decode_into(config, payloads, out, entry)
     answer = json_format.MessageToDict(out)
     answer.setdefault("payloads", [])  # protobuf JSON leaves out an empty list
-    return JSONResponse(answer, headers=cors)
+    return json.dumps(answer, separators=(",", ":")).encode()
+
+
+def _decode_into(
+    config: CodecServerConfig, payloads: Payloads, out: Payloads, entry: dict[str, Any]
+) -> None:
+    budget = config.max_decoded_bytes
+    failed: Counter[str] = Counter()
+    key_ids: Counter[str] = Counter()
+    for p in payloads.payloads:
+        kid = key_id_of(p)
+        if kid is not None:
+            key_ids[kid if KEY_ID.fullmatch(kid) else "(not a key id)"] += 1
+        try:
+            # The budget bounds inflation too: a small request must not answer gigabytes.
+            plain = config.codec.decrypt(p, max_bytes=budget)
+        except PayloadTooLargeError:
+            raise _Refused(413, _too_much(config)) from None
+        except PayloadDecryptError as e:
+            # The caller shows this one as it is (encrypted); the others still decode.
+            failed[str(e)] += 1
+            plain = p
+        budget -= plain.ByteSize()
+        if budget < 0:
+            raise _Refused(413, _too_much(config))
+        out.payloads.append(plain)
+    entry["key_ids"] = dict(key_ids.most_common(MAX_LOGGED_FAILURES))
+    entry["left_encrypted"] = failed.total()
+    for message, n in failed.most_common(MAX_LOGGED_FAILURES):
+        log.warning("codec server: %d payload(s) left encrypted: %s", n, message)
+    if len(failed) > MAX_LOGGED_FAILURES:
+        rest = failed.total() - sum(n for _, n in failed.most_common(MAX_LOGGED_FAILURES))
+        log.warning("codec server: %d more payload(s) left encrypted, for other reasons", rest)
+
+
+def _too_much(config: CodecServerConfig) -> str:
+    return (
+        f"the decoded payloads are over {config.max_decoded_bytes} bytes "
+        "(GENIE_CODEC_MAX_DECODED_BYTES); ask for fewer at a time"
+    )
 
 
 def serve(config: CodecServerConfig) -> None:

@@ -86,6 +86,57 @@ def test_a_wrong_key_under_the_same_id_and_a_tampered_payload_are_refused() -> N
         EncryptionCodec(parse_keys(f"{K2},{K1}")).decrypt(relabelled)
 
 
+def _sealed_raw(plain: bytes, kid: str = "k1") -> Payload:
+    """A payload sealed under K1 whose opened bytes are ``plain`` (flag byte included):
+    what only a buggy writer or a key holder could produce."""
+    from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+
+    from genie_codec._codec import FORMAT, FORMAT_KEY
+
+    key = base64.b64decode(K1.partition(":")[2])
+    nonce = os.urandom(12)
+    data = nonce + AESGCM(key).encrypt(nonce, plain, FORMAT + b"|" + kid.encode())
+    return Payload(
+        metadata={"encoding": ENCODING, KEY_ID_KEY: kid.encode(), FORMAT_KEY: FORMAT},
+        data=data,
+    )
+
+
+@pytest.mark.parametrize(
+    ("plain", "error"),
+    [
+        (b"", "unknown flag"),
+        (b"\x07" + b"x", "unknown flag 7"),
+        (b"\x01" + b"not zlib at all", "not valid zlib"),
+        (b"\x00" + b"\xff\xff\xff", "does not hold a payload"),
+    ],
+)
+def test_an_authentic_but_malformed_payload_is_a_decrypt_error(plain: bytes, error: str) -> None:
+    """Not an IndexError or a protobuf DecodeError escaping: one line naming the key id,
+    which the codec server and the worker handle like any other undecryptable payload."""
+    with pytest.raises(PayloadDecryptError, match=error) as e:
+        EncryptionCodec(parse_keys(K1)).decrypt(_sealed_raw(plain))
+    assert e.value.key_id == "k1"
+
+
+def test_a_forged_key_id_is_described_not_repeated() -> None:
+    forged = Payload(
+        metadata={"encoding": ENCODING, KEY_ID_KEY: b"k\n" + b"x" * 50_000}, data=b"0" * 40
+    )
+    with pytest.raises(PayloadDecryptError) as e:
+        EncryptionCodec(parse_keys(K1)).decrypt(forged)
+    assert "(not a key id: 50002 characters)" in str(e.value) and len(str(e.value)) < 400
+
+
+def test_inflation_is_bounded_by_the_caller() -> None:
+    codec = EncryptionCodec(parse_keys(K1), compress_min_bytes=1024)
+    sealed = codec.encrypt(_payload(n=2000))  # ~70 KB, compresses well
+    assert codec.decrypt(sealed, max_bytes=1_000_000) == _payload(n=2000)
+    for bound in (10_000, 0):  # 0 is not zlib's "no bound"
+        with pytest.raises(PayloadDecryptError, match="inflates beyond"):
+            codec.decrypt(sealed, max_bytes=bound)
+
+
 def test_large_payloads_are_compressed_before_encryption_small_ones_are_not() -> None:
     codec = EncryptionCodec(parse_keys(K1), compress_min_bytes=1024)
     big = _payload(n=200)  # ~7 KB of repetitive JSON

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -233,3 +234,101 @@ def test_configuration_errors_are_one_line(
         load_codec_config()
     assert error in str(e.value) and "\n" not in str(e.value)
     assert json.dumps(str(e.value))  # printable
+
+
+async def test_a_chunked_body_is_refused_before_it_is_held_whole(codec_env: Path) -> None:
+    """No Content-Length: the server must stop reading at its limit, not after."""
+    sent = 0
+
+    async def chunks() -> AsyncIterator[bytes]:
+        nonlocal sent
+        for _ in range(64):
+            sent += 1
+            yield b" " * 4096
+
+    async with _client(max_body_bytes=16 * 1024) as c:
+        r = await c.post("/decode", content=chunks(), headers={"Authorization": f"Bearer {TOKEN}"})
+    assert r.status_code == 413
+    assert sent <= 8, f"{sent} chunks of 4 KiB read for a 16 KiB limit"
+
+
+async def test_a_small_request_cannot_make_a_huge_answer(codec_env: Path) -> None:
+    """Compressed payloads inflate: copies of one (any caller can /encode it) must not
+    make a 300 KB request answer 300 MB, nor one payload beyond the decoded bound."""
+    auth = {"Authorization": f"Bearer {TOKEN}"}
+    zeros = Payload(metadata={"encoding": b"json/plain"}, data=bytes(3_000_000))
+    async with _client(max_decoded_bytes=8 * 1024 * 1024) as c:
+        enc = await c.post("/encode", json=_body(zeros), headers=auth)
+        (sealed,) = enc.json()["payloads"]
+        assert len(sealed["data"]) < 20_000  # it compressed
+        one = await c.post("/decode", json={"payloads": [sealed]}, headers=auth)
+        assert one.status_code == 200 and _payloads(one.json()) == [zeros]
+        many = await c.post("/decode", json={"payloads": [sealed] * 40}, headers=auth)
+        assert many.status_code == 413 and "GENIE_CODEC_MAX_DECODED_BYTES" in many.text
+        assert len(many.content) < 1000
+    async with _client(max_decoded_bytes=1024 * 1024) as c:
+        big = await c.post("/decode", json={"payloads": [sealed]}, headers=auth)
+        assert big.status_code == 413
+
+
+async def test_the_number_of_payloads_is_bounded(codec_env: Path) -> None:
+    """Empty payloads cost nothing to send and much to convert (2.8 million fit in
+    8 MiB: tens of seconds and gigabytes to encode)."""
+    auth = {"Authorization": f"Bearer {TOKEN}"}
+    async with _client(max_payloads=10) as c:
+        for op in ("encode", "decode"):
+            ok = await c.post(f"/{op}", json={"payloads": [{}] * 10}, headers=auth)
+            assert ok.status_code == 200 and len(ok.json()["payloads"]) == 10
+            r = await c.post(f"/{op}", json={"payloads": [{}] * 11}, headers=auth)
+            assert r.status_code == 413 and "over 10 payloads" in r.text
+        for body in (b"[" * 100_000 + b"]" * 100_000, b"[]", b'{"payloads": 3}', b"\xff"):
+            r = await c.post("/decode", content=body, headers=auth)
+            assert r.status_code == 400, body[:20]
+
+
+async def test_hostile_key_ids_are_neither_repeated_nor_logged_one_by_one(
+    remote: httpx.AsyncClient, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A key id comes from the caller: a long one is described, not copied into the log,
+    and a thousand distinct ones are a few lines, not a thousand."""
+    auth = {"Authorization": f"Bearer {TOKEN}"}
+
+    def forged(kid: bytes) -> Payload:
+        return Payload(
+            metadata={"encoding": b"binary/encrypted", "encryption-key-id": kid}, data=b"0" * 40
+        )
+
+    caplog.set_level(logging.INFO, logger="genie_codec")
+    r = await remote.post("/decode", json=_body(forged(b"X" * 100_000)), headers=auth)
+    assert r.status_code == 200
+    assert "XXXXXXXXXX" not in caplog.text and "100000 characters" in caplog.text
+    caplog.clear()
+    many = [forged(f"k{i}".encode()) for i in range(1000)]
+    r = await remote.post("/decode", json=_body(*many), headers=auth)
+    assert r.status_code == 200 and _payloads(r.json()) == many
+    assert len(caplog.records) <= 8, len(caplog.records)
+    assert max(len(rec.getMessage()) for rec in caplog.records) < 1000
+
+
+async def test_every_decode_is_logged_with_who_asked_and_nothing_it_decoded(
+    remote: httpx.AsyncClient, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, logger="genie_codec.access")
+    sealed = EncryptionCodec(parse_keys(K2)).encrypt(PLAIN)
+    for auth in (f"Bearer {TOKEN}", f"Bearer {_id_token()}", "Bearer wrong-token-0123456789"):
+        await remote.post(
+            "/decode", json=_body(sealed, PLAIN), headers=_ui_headers(Authorization=auth)
+        )
+    await remote.post("/encode", json=_body(PLAIN), headers={"Authorization": f"Bearer {TOKEN}"})
+    lines = [json.loads(r.getMessage()) for r in caplog.records if r.name == "genie_codec.access"]
+    assert [(e["op"], e["principal"], e["status"]) for e in lines] == [
+        ("decode", "token 1", 200),
+        ("decode", "jwt ops@example.com", 200),
+        ("decode", None, 401),
+        ("encode", "token 1", 200),
+    ]
+    first = lines[0]
+    assert first["peer"] == "203.0.113.9" and first["origin"] == UI
+    assert first["namespace"] == "default" and first["payloads"] == 2
+    assert first["key_ids"] == {"k2": 1} and first["left_encrypted"] == 0
+    assert "9e2f" not in caplog.text and TOKEN not in caplog.text
