@@ -17,7 +17,7 @@ Everything importable from here is public; the ``_modules`` are not.
 """
 
 from genie_api._auth import ApiKeyAuth, OAuthAuth
-from genie_api._client import ClientTimeouts, GenieClient, format_timestamp
+from genie_api._client import ClientLimits, ClientTimeouts, GenieClient, format_timestamp
 from genie_api._errors import (
     AUTH_FAILED,
     CALL_NOT_FOUND,
@@ -118,6 +118,7 @@ __all__ = [
     "BadRequestError",
     "BusinessApprovalRequired",
     "BusyRun",
+    "ClientLimits",
     "ClientTimeouts",
     "ConflictError",
     "Conversation",

@@ -7,7 +7,9 @@ from contextlib import asynccontextmanager
 from datetime import datetime
 from typing import Any, Literal
 
+from genie_api._errors import ProtocolError
 from genie_api._events import GenieEvent
+from genie_api._http import logger
 from genie_api._models import (
     AuthLinkStatus,
     Conversation,
@@ -19,9 +21,16 @@ from genie_api._models import (
     UploadedFile,
 )
 from genie_api._sse import open_event_stream
-from genie_api._transport import ClientTimeouts, Transport, format_timestamp
+from genie_api._transport import ClientLimits, ClientTimeouts, Transport, format_timestamp
 
-__all__ = ["ClientTimeouts", "GenieClient", "format_timestamp"]
+__all__ = ["ClientLimits", "ClientTimeouts", "GenieClient", "format_timestamp"]
+
+MAX_EVENT_PAGES = 200
+"""Default bound on the E9 pages one :meth:`GenieClient.iter_event_pages` call reads."""
+
+
+def _header_safe(value: str) -> bool:
+    return value.isascii() and value.isprintable()
 
 
 class GenieClient(Transport):
@@ -161,6 +170,9 @@ class GenieClient(Transport):
             headers=headers,
             ctx=ctx,
             timeout=self._stream_timeout,
+            open_within=self._timeouts.total,
+            max_body_bytes=self._limits.max_body_bytes,
+            max_event_chars=self._limits.max_event_chars,
             json=self._message_body(message, file_id, stream=True),
         ) as events:
             self._accepted()
@@ -227,6 +239,16 @@ class GenieClient(Transport):
         ctx = self._ctx("reconnect", genie_handle, conversation_id, genie_run_id)
         headers = await self._auth.headers(user_id)
         if last_event_id:
+            if not _header_safe(last_event_id):
+                # The id came from the server. Non-ASCII would fail as a bare
+                # UnicodeEncodeError inside httpx, a line break would be a header
+                # injection; E9 (RunReader's fallback) does not need the id.
+                raise ProtocolError(
+                    f"the server's event id cannot be sent as Last-Event-ID on "
+                    f"{ctx.describe()} ({len(last_event_id)} chars, not printable ASCII)",
+                    retryable=False,
+                    **ctx.error_kwargs(),
+                )
             headers["Last-Event-ID"] = last_event_id
         async with open_event_stream(
             self._http,
@@ -235,6 +257,9 @@ class GenieClient(Transport):
             headers=headers,
             ctx=ctx,
             timeout=self._stream_timeout,
+            open_within=self._timeouts.total,
+            max_body_bytes=self._limits.max_body_bytes,
+            max_event_chars=self._limits.max_event_chars,
         ) as events:
             self._accepted()
             yield events
@@ -273,17 +298,21 @@ class GenieClient(Transport):
         conversation_id: str,
         since_created_at: datetime | None = None,
         limit: int | None = None,
+        max_pages: int = MAX_EVENT_PAGES,
     ) -> AsyncIterator[EventPage]:
         """Page E9 from ``since_created_at`` until there is no further page.
 
-        Yields each page as it arrives; stops if the cursor does not advance. Production
+        Yields each page as it arrives; stops if the cursor does not advance, and after
+        ``max_pages`` pages (logged): a server whose cursor creeps forward a microsecond
+        a page would otherwise keep a caller paging forever. A caller that needs more
+        continues from its own position (``RunReader`` does, from its cursor). Production
         answers without a paging field, so a *full* page (``limit`` events) without
         ``next_since_created_at`` is followed by a page from its newest ``created_at``.
         Whether ``since_created_at`` is inclusive is unknown: an event may then come twice,
         and callers dedupe (``RunReader`` does, by ``event_id``).
         """
         since = since_created_at
-        while True:
+        for _ in range(max_pages):
             page = await self.list_events(
                 genie_handle,
                 user_id=user_id,
@@ -298,6 +327,11 @@ class GenieClient(Transport):
             if nxt is None or not page.events or (since is not None and nxt <= since):
                 return
             since = nxt
+        logger.warning(
+            "stopped paging the events of conversation %s after %d pages",
+            conversation_id,
+            max_pages,
+        )
 
     # ------------------------------------------------------------------ E10-E14
 

@@ -8,12 +8,19 @@ flag. The classification follows the API's documented error shape (see
 retryable; client errors are not.
 
 Secrets never reach these objects: the client redacts the credential from every text it
-copies from a response before it builds an error (see ``GenieClient``).
+copies from a response before it builds an error (see ``GenieClient``). Conversation
+content never reaches ``str(err)``: the text names the call, the status and the API's
+codes, never the server's free text nor a malformed payload, because a server or a
+gateway may echo the request (the user's message) back. The server's own words stay in
+:attr:`GenieAPIError.error_message`, which callers must not log. Every field copied from
+a peer is bounded, so a 10 MB error body cannot become a 10 MB log line or Temporal
+failure.
 """
 
 from __future__ import annotations
 
 import email.utils
+import math
 import time
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any, ClassVar
@@ -71,6 +78,11 @@ CONNECTION_ALREADY_RESOLVED = "connection_already_resolved"
 FILE_TOO_LARGE = "file_too_large"
 
 _MAX_TEXT = 300
+# Bounds on what an error holds. The text ends up in log lines and in Temporal failures
+# (workflow history); the API's fields are short codes and ids when the peer is sane.
+_MAX_MESSAGE = 1000
+_MAX_CODE = 100
+_MAX_REQUEST_ID = 200
 
 
 def truncate(text: str, limit: int = _MAX_TEXT) -> str:
@@ -115,13 +127,15 @@ class GenieAPIError(Exception):
         genie_run_id: str | None = None,
         endpoint: str | None = None,
     ) -> None:
+        # Bounded here, once for every path that builds an error, whatever the peer sent.
+        message = truncate(message, _MAX_MESSAGE)
         super().__init__(message)
         self.message = message
         self.status = status
-        self.error_code = error_code
-        self.error_message = error_message
-        self.request_id = request_id
-        self.retry_after = retry_after
+        self.error_code = _bounded(error_code, _MAX_CODE)
+        self.error_message = _bounded(error_message, _MAX_TEXT)
+        self.request_id = _bounded(request_id, _MAX_REQUEST_ID)
+        self.retry_after = _wait(retry_after)
         self.retryable = self.default_retryable if retryable is None else retryable
         self.conversation_id = conversation_id
         self.genie_run_id = genie_run_id
@@ -155,6 +169,21 @@ class GenieAPIError(Exception):
             if value is not None:
                 parts.append(f"{key}={value!r}")
         return f"{type(self).__name__}({', '.join(parts)})"
+
+
+def _bounded(value: str | None, limit: int) -> str | None:
+    return None if value is None else truncate(value, limit)
+
+
+def _wait(seconds: float | None) -> float | None:
+    """A server-asked wait as a caller can use it: finite and not negative, else none.
+
+    ``NaN`` and infinity parse from JSON (``retry_after_ms``) and from ``Retry-After``;
+    neither is an ask anyone can honour, and ``NaN`` defeats every ``min``/``max`` cap.
+    """
+    if seconds is None or not math.isfinite(seconds):
+        return None
+    return max(0.0, float(seconds))
 
 
 def _rebuild_error(cls: type[GenieAPIError], message: str, kwargs: dict[str, Any]) -> Any:
@@ -306,21 +335,27 @@ def parse_retry_after(header: str | None, body: Mapping[str, Any] | None = None)
         body: The parsed error body, which may carry ``retry_after_ms``.
 
     Returns:
-        Seconds to wait (never negative), or ``None`` when the server gave no hint.
+        Seconds to wait (finite, never negative), or ``None`` when the server gave no
+        usable hint (``NaN`` or infinity count as none).
     """
     if body is not None:
         ms = body.get("retry_after_ms")
         if isinstance(ms, int | float) and not isinstance(ms, bool):
-            return max(0.0, float(ms) / 1000.0)
+            try:
+                wait = _wait(float(ms) / 1000.0)
+            except OverflowError:  # a JSON integer too large for a float
+                wait = None
+            if wait is not None:
+                return wait
     if header:
         value = header.strip()
         try:
-            return max(0.0, float(value))
+            return _wait(float(value))
         except ValueError:
             pass
         try:
             when = email.utils.parsedate_to_datetime(value)
-        except (TypeError, ValueError, IndexError):
+        except (TypeError, ValueError, IndexError, OverflowError):
             return None
-        return max(0.0, when.timestamp() - time.time())
+        return _wait(when.timestamp() - time.time())
     return None

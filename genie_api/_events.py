@@ -9,6 +9,7 @@ optional because the sources disagree about which ones are always present.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 from datetime import datetime
 from enum import StrEnum
@@ -207,6 +208,15 @@ class SystemStreamInterrupted(GenieEvent):
     reason: str | None = None
     retry_after_ms: float | None = None
 
+    @field_validator("retry_after_ms", mode="after")
+    @classmethod
+    def _finite_wait(cls, value: float | None) -> float | None:
+        # JSON from this peer may say NaN or Infinity (1e400 parses as infinity). NaN
+        # defeats every min()/max() cap a reader puts on a wait, so it is no ask at all.
+        if value is None or not math.isfinite(value):
+            return None
+        return max(0.0, value)
+
 
 class UnknownEvent(GenieEvent):
     """An event type this client does not know; every field is kept as an extra."""
@@ -261,6 +271,11 @@ def parse_event(data: Mapping[str, Any]) -> GenieEvent:
     try:
         return _REGISTRY.get(event_type, UnknownEvent).model_validate(data)
     except ValidationError as exc:
+        # Where, not what: str(exc) quotes the offending values, and an event's values
+        # are the conversation (a message, a skill's parameters).
+        locs = ", ".join(".".join(map(str, e["loc"])) for e in exc.errors()[:5])
         raise ProtocolError(
-            f"invalid {event_type!r} event: {truncate(str(exc), 200)}", retryable=False
+            f"invalid {truncate(event_type, 100)!r} event ({exc.error_count()} field "
+            f"error(s): {truncate(locs, 200)})",
+            retryable=False,
         ) from None

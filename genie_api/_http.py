@@ -62,14 +62,45 @@ def _json_or_none(content: bytes) -> Any:
         return None
 
 
-def error_from_response(response: httpx.Response, ctx: RequestContext) -> GenieAPIError:
-    """Build the typed error for an HTTP error response whose body has been read.
+async def read_body(response: httpx.Response, limit: int) -> bytes | None:
+    """Read a streamed response's body, or ``None`` (and stop reading) past ``limit`` bytes.
+
+    httpx's ``aread`` keeps whatever the peer sends; a broken or hostile server (or a
+    gateway's error page) could fill memory with one answer. ``limit`` counts decoded
+    bytes, so a compressed body cannot expand past it either.
+    """
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in response.aiter_bytes():
+        size += len(chunk)
+        if size > limit:
+            return None
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def error_from_response(
+    response: httpx.Response, ctx: RequestContext, content: bytes | None = None
+) -> GenieAPIError:
+    """Build the typed error for an HTTP error response.
 
     The documented body is ``{"error_code", "error_message", "request_id"}``; a nested
     ``{"error": {...}}`` and a non-JSON body (e.g. a gateway's HTML page) are tolerated.
+
+    Args:
+        response: The answer.
+        ctx: Call context.
+        content: The body as read by :func:`read_body` (``None``: ``response.content``,
+            which must have been read; ``b""`` for a body too large to keep).
+
+    The error's text holds the status, the ``error_code`` and the ``request_id``, never
+    the server's ``error_message``: a server or gateway may echo the request, and the
+    request may be the user's message. That text is kept in ``err.error_message``.
     """
     status = response.status_code
-    body = _json_or_none(response.content)
+    if content is None:
+        content = response.content
+    body = _json_or_none(content)
     fields: Mapping[str, Any] = {}
     if isinstance(body, Mapping):
         nested = body.get("error")
@@ -78,31 +109,31 @@ def error_from_response(response: httpx.Response, ctx: RequestContext) -> GenieA
     error_message = fields.get("error_message") or fields.get("message")
     request_id = fields.get("request_id") or response.headers.get("x-request-id")
     if not isinstance(error_code, str):
-        error_code = None if error_code is None else str(error_code)
+        error_code = None if error_code is None else truncate(str(error_code), 100)
     if not isinstance(error_message, str):
-        if error_message is None and not isinstance(body, Mapping) and response.content:
-            error_message = truncate(response.text.strip(), 200)
+        if error_message is None and not isinstance(body, Mapping) and content:
+            error_message = truncate(content[:1000].decode("utf-8", "replace").strip(), 200)
         else:
-            error_message = None if error_message is None else str(error_message)
+            error_message = None if error_message is None else truncate(str(error_message))
     if error_message is not None:
-        error_message = ctx.redact(error_message)
+        error_message = ctx.redact(truncate(error_message))
+    if request_id is not None:
+        request_id = truncate(str(request_id), 200)
     retry_after = parse_retry_after(
         response.headers.get("retry-after"), fields if isinstance(fields, Mapping) else None
     )
     cls = error_class_for_status(status)
     text = f"HTTP {status} from {ctx.describe()}"
     if error_code:
-        text += f": {error_code}"
-    if error_message:
-        text += f" — {error_message}"
+        text += f": {ctx.redact(truncate(error_code, 100))}"
     if request_id:
-        text += f" [request_id={request_id}]"
+        text += f" [request_id={ctx.redact(request_id)}]"
     return cls(
         text,
         status=status,
         error_code=error_code,
         error_message=error_message,
-        request_id=str(request_id) if request_id is not None else None,
+        request_id=request_id,
         retry_after=retry_after,
         retryable=default_retryable_for_status(status),
         **ctx.error_kwargs(),
@@ -130,24 +161,41 @@ def unwrap_envelope(body: Any) -> Any:
     return body
 
 
-def parse_json_body(response: httpx.Response, ctx: RequestContext) -> Any:
+def body_too_large(response: httpx.Response, ctx: RequestContext, limit: int) -> ProtocolError:
+    """The error for a success body over the client's size limit (the same answer would
+    come again, so not retryable)."""
+    return ProtocolError(
+        f"HTTP {response.status_code} body over {limit} bytes from {ctx.describe()}",
+        status=response.status_code,
+        request_id=response.headers.get("x-request-id"),
+        retryable=False,
+        **ctx.error_kwargs(),
+    )
+
+
+def parse_json_body(
+    response: httpx.Response, ctx: RequestContext, content: bytes | None = None
+) -> Any:
     """Decode a success body: ``None`` when empty, else JSON with the envelope removed.
+
+    ``content`` is the body as read by :func:`read_body` (``None``: ``response.content``).
 
     Raises:
         ProtocolError: The body is not JSON (e.g. an HTML page from a gateway on a 200);
-            retryable, since such hiccups are transient.
+            retryable, since such hiccups are transient. Its text says what came (type,
+            size), not what it said: a page may echo the request.
     """
-    content = response.content
+    if content is None:
+        content = response.content
     if not content or not content.strip():
         return None
     try:
         body = pydantic_core.from_json(content)
     except ValueError:
         ctype = response.headers.get("content-type", "?")
-        snippet = ctx.redact(content[:200].decode("utf-8", "replace"))
         raise ProtocolError(
-            f"non-JSON body ({ctype}) with HTTP {response.status_code} from "
-            f"{ctx.describe()}: {truncate(snippet, 120)!r}",
+            f"non-JSON body ({truncate(ctype, 100)}, {len(content)} bytes) with HTTP "
+            f"{response.status_code} from {ctx.describe()}",
             status=response.status_code,
             request_id=response.headers.get("x-request-id"),
             retryable=True,

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import random
+from collections import OrderedDict
 from collections.abc import AsyncGenerator, AsyncIterator, Callable
 from contextlib import AbstractAsyncContextManager, aclosing
 from dataclasses import dataclass
@@ -40,6 +41,12 @@ _PING = EventType.SYSTEM_PING.value
 _INTERRUPTED = EventType.SYSTEM_STREAM_INTERRUPTED.value
 _FINISHED = EventType.PROCESSING_FINISHED.value
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+
+_SEEN_IDS = 4096
+"""Event ids remembered for de-duplication. Order is kept by ``(run, seq_num)``; ids
+matter only for events without ``seq_num``, and a replay (E8 after ``Last-Event-ID``,
+E9 from the last ``created_at``) repeats only recent ones. Unbounded, a stream that never
+finishes would grow the set for as long as it runs."""
 
 # Errors that no other endpoint can repair: give them to the caller at once.
 _FATAL = (AuthenticationError, PermissionDeniedError)
@@ -172,7 +179,9 @@ class RunReader:
         self._last_seq = c.last_seq_num
         self._last_created = c.last_created_at
         self._finished = c.finished
-        self._seen: set[str] = {c.last_event_id} if c.last_event_id else set()
+        self._seen: OrderedDict[str, None] = OrderedDict()
+        if c.last_event_id:
+            self._seen[c.last_event_id] = None
         self._delivered = 0
         self.reconnects = 0
         """How many times this reader re-attached (E8) or fell back to E9 after a cut."""
@@ -261,7 +270,9 @@ class RunReader:
                     return False
                 self._last_seq = seq
         if event_id is not None:
-            self._seen.add(event_id)
+            self._seen[event_id] = None
+            if len(self._seen) > _SEEN_IDS:
+                self._seen.popitem(last=False)
             self._last_event_id = event_id
         if event.created_at is not None:
             self._last_created = event.created_at

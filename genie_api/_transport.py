@@ -3,6 +3,7 @@ user, typed errors, and response validation. The endpoints live in ``_client``."
 
 from __future__ import annotations
 
+import asyncio
 import time
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -14,17 +15,19 @@ import httpx
 from pydantic import BaseModel, ValidationError
 
 from genie_api._auth import ApiKeyAuth, OAuthAuth
-from genie_api._errors import ProtocolError, truncate
+from genie_api._errors import ProtocolError, TransportError, truncate
 from genie_api._http import (
     RequestContext,
+    body_too_large,
     error_from_response,
     logger,
     parse_json_body,
+    read_body,
     transport_error,
 )
 from genie_telemetry import instrument_http
 
-__all__ = ["ClientTimeouts", "Transport", "format_timestamp"]
+__all__ = ["ClientLimits", "ClientTimeouts", "Transport", "format_timestamp"]
 
 _M = TypeVar("_M", bound=BaseModel)
 
@@ -40,10 +43,16 @@ class ClientTimeouts:
         read: Waiting for the next bytes of an ordinary (non-streaming) response.
         write: Sending the request body.
         pool: Waiting for a free pooled connection.
-        stream_read: Longest silence tolerated on an SSE stream. The server pings about
-            every 15-30 s, so a longer silence means a dead connection: the read times
-            out and :class:`RunReader` re-attaches. (A consumer that must prove liveness
-            meanwhile, like a Temporal activity, heartbeats from its own timer.)
+        stream_read: Longest time an SSE stream may go without a complete frame (or
+            comment line). The server pings about every 15-30 s, so a longer gap means a
+            dead connection, or a peer trickling bytes that never make a frame: the
+            read times out and :class:`RunReader` re-attaches. (A consumer that must
+            prove liveness meanwhile, like a Temporal activity, heartbeats from its own
+            timer.)
+        total: Longest a whole REST call may take, body included, and longest a stream
+            may take to open (up to its status and headers, or its error body). httpx's
+            timeouts count per read, so a peer sending a byte just inside ``read``
+            would otherwise hold a call open forever.
     """
 
     connect: float = 5.0
@@ -51,6 +60,7 @@ class ClientTimeouts:
     write: float = 30.0
     pool: float = 10.0
     stream_read: float = 45.0
+    total: float = 120.0
 
     def rest(self) -> httpx.Timeout:
         """Timeouts for ordinary requests."""
@@ -61,6 +71,22 @@ class ClientTimeouts:
         return httpx.Timeout(
             connect=self.connect, read=self.stream_read, write=self.write, pool=self.pool
         )
+
+
+@dataclass(frozen=True, slots=True)
+class ClientLimits:
+    """Bounds on what the client keeps from one answer of the API.
+
+    Attributes:
+        max_body_bytes: A REST body (success or error) and the error body of a stream.
+            A larger success body is a non-retryable :class:`ProtocolError`; a larger
+            error body is dropped and the error is typed from its status alone.
+        max_event_chars: One SSE frame (all its lines). A larger frame, or a line that
+            never ends, is a non-retryable :class:`ProtocolError`.
+    """
+
+    max_body_bytes: int = 16 * 1024 * 1024
+    max_event_chars: int = 4 * 1024 * 1024
 
 
 def format_timestamp(value: datetime) -> str:
@@ -89,10 +115,12 @@ class Transport:
         timeouts: ClientTimeouts | None = None,
         transport: httpx.AsyncBaseTransport | None = None,
         max_connections: int = 1000,
+        limits: ClientLimits | None = None,
     ) -> None:
         self._auth = auth
         self._credential_accepted = False
         self._timeouts = timeouts or ClientTimeouts()
+        self._limits = limits or ClientLimits()
         self._stream_timeout = self._timeouts.stream()
         self._base_url = base_url.rstrip("/")
         self._http = httpx.AsyncClient(
@@ -130,6 +158,11 @@ class Transport:
     def timeouts(self) -> ClientTimeouts:
         """The configured timeouts."""
         return self._timeouts
+
+    @property
+    def limits(self) -> ClientLimits:
+        """The configured size limits."""
+        return self._limits
 
     def __repr__(self) -> str:
         return f"GenieClient(base_url={self._base_url!r}, auth={self._auth!r})"
@@ -193,10 +226,20 @@ class Transport:
         if params:
             params = {k: v for k, v in params.items() if v is not None}
         started = time.perf_counter()
+        limit = self._limits.max_body_bytes
         try:
-            response = await self._http.request(
-                method, path, headers=headers, json=json, params=params or None, files=files
-            )
+            async with asyncio.timeout(self._timeouts.total):
+                async with self._http.stream(
+                    method, path, headers=headers, json=json, params=params or None, files=files
+                ) as response:
+                    content = await read_body(response, limit)
+        except TimeoutError:
+            logger.debug("%s exceeded %.0f s", ctx.describe(), self._timeouts.total)
+            raise TransportError(
+                f"no complete answer within {self._timeouts.total:g} s on {ctx.describe()}",
+                retryable=True,
+                **ctx.error_kwargs(),
+            ) from None
         except httpx.HTTPError as exc:
             logger.debug("%s failed: %s", ctx.describe(), type(exc).__name__)
             raise transport_error(exc, ctx) from exc
@@ -208,9 +251,11 @@ class Transport:
             (time.perf_counter() - started) * 1000,
         )
         if response.status_code >= 300:
-            raise error_from_response(response, ctx)
+            raise error_from_response(response, ctx, content or b"")
         self._credential_accepted = True
-        return parse_json_body(response, ctx)
+        if content is None:
+            raise body_too_large(response, ctx, limit)
+        return parse_json_body(response, ctx, content)
 
     @staticmethod
     def _validate(model: type[_M], body: Any, ctx: RequestContext) -> _M:
