@@ -17,7 +17,7 @@ from typing import Any, ClassVar
 
 from pydantic import ValidationError, ValidationInfo, field_validator
 
-from genie_api._base import APIModel
+from genie_api._base import ApiId, APIModel
 from genie_api._errors import ProtocolError, truncate
 
 __all__ = [
@@ -86,11 +86,11 @@ class GenieEvent(APIModel):
 
     TYPE: ClassVar[str] = ""
 
-    type: str
-    event_id: str | None = None
-    conversation_id: str | None = None
-    genie_handle: str | None = None
-    genie_run_id: str | None = None
+    type: ApiId
+    event_id: ApiId | None = None
+    conversation_id: ApiId | None = None
+    genie_handle: ApiId | None = None
+    genie_run_id: ApiId | None = None
     seq_num: int | None = None
     created_at: datetime | None = None
 
@@ -106,12 +106,12 @@ class AgentMessage(GenieEvent):
 
     TYPE = EventType.AGENT_MESSAGE.value
     message: str | None = None
-    message_id: str | None = None
+    message_id: ApiId | None = None
 
 
 class _SkillEvent(GenieEvent):
     skill_name: str | None = None
-    skill_id: str | None = None
+    skill_id: ApiId | None = None
 
 
 class SkillRunning(_SkillEvent):
@@ -145,7 +145,7 @@ class SkillConfirmationRequired(_SkillEvent):
     """The run pauses until the skill call is approved or rejected (E10 with ``call_id``)."""
 
     TYPE = EventType.SKILL_CONFIRMATION_REQUIRED.value
-    call_id: str | None = None
+    call_id: ApiId | None = None
     skill_parameters: dict[str, Any] = {}
     skill_parameter_schema: list[dict[str, Any]] = []
 
@@ -162,7 +162,7 @@ class RuntimeConnectionAuthRequired(GenieEvent):
     """The run pauses until the end user authorises a connection (E11/E12)."""
 
     TYPE = EventType.RUNTIME_CONNECTION_AUTH_REQUIRED.value
-    runtime_connection_attempt_id: str | None = None
+    runtime_connection_attempt_id: ApiId | None = None
     auth_link: AuthLink | None = None
 
 
@@ -170,21 +170,21 @@ class RuntimeConnectionAuthSuccess(GenieEvent):
     """The end user completed the connection; the run resumes (may never be delivered)."""
 
     TYPE = EventType.RUNTIME_CONNECTION_AUTH_SUCCESS.value
-    runtime_connection_attempt_id: str | None = None
+    runtime_connection_attempt_id: ApiId | None = None
 
 
 class RuntimeConnectionAuthFailed(GenieEvent):
     """The connection attempt failed."""
 
     TYPE = EventType.RUNTIME_CONNECTION_AUTH_FAILED.value
-    runtime_connection_attempt_id: str | None = None
+    runtime_connection_attempt_id: ApiId | None = None
 
 
 class BusinessApprovalRequired(GenieEvent):
     """A recipe-side business approval is needed (E13 with ``call_id``)."""
 
     TYPE = EventType.BUSINESS_APPROVAL_REQUIRED.value
-    call_id: str | None = None
+    call_id: ApiId | None = None
 
 
 class ProcessingFinished(GenieEvent):

@@ -16,7 +16,7 @@ from typing import Any
 
 from pydantic import SerializeAsAny, field_validator, model_validator
 
-from genie_api._base import APIModel
+from genie_api._base import ApiId, APIModel
 from genie_api._events import AuthLink, GenieEvent, UnknownEvent, parse_event
 
 __all__ = [
@@ -48,7 +48,7 @@ class Conversation(APIModel):
         conversation_id: Identifies the conversation in every later call.
     """
 
-    conversation_id: str
+    conversation_id: ApiId
     topic: str | None = None
     created_at: datetime | None = None
     last_updated_at: datetime | None = None
@@ -119,18 +119,18 @@ class ConversationDetail(Conversation):
 class SendAck(APIModel):
     """E5 with ``stream: false``: the acknowledgement (possibly empty)."""
 
-    conversation_id: str | None = None
-    genie_run_id: str | None = None
+    conversation_id: ApiId | None = None
+    genie_run_id: ApiId | None = None
 
 
 class Message(APIModel):
     """One E6 history item."""
 
-    message_id: str | None = None
+    message_id: ApiId | None = None
     source: str | None = None
     """``"user"`` or ``"genie"``."""
     content: str | None = None
-    genie_run_id: str | None = None
+    genie_run_id: ApiId | None = None
     created_at: datetime | None = None
 
 
@@ -150,7 +150,7 @@ class MessagePage(APIModel):
 class UploadedFile(APIModel):
     """E7: the uploaded file; pass ``file_id`` to ``send_message``/``stream_message``."""
 
-    file_id: str
+    file_id: ApiId
 
 
 class EventPage(APIModel):

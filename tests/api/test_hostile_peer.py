@@ -438,3 +438,32 @@ async def test_a_redirect_is_an_error_and_the_key_stays_home() -> None:
     assert info.value.status == 307
     assert info.value.retryable is False
     assert "evil" not in str(info.value)
+
+
+@pytest.mark.parametrize(
+    "bad_id",
+    ["c" * 1_000_000, "conv_1\nERROR forged log line", "run\x00"],
+)
+async def test_ids_from_the_api_are_bounded_and_printable(bad_id: str) -> None:
+    # An id reaches URLs, Last-Event-ID, log lines, heartbeats, workflow history and the
+    # GenieConversationId search attribute (at most 2 KB).
+    event = {"type": "processing.started", "event_id": "e1", "genie_run_id": bad_id}
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        if request.url.path.endswith("/messages"):
+            frame = f"event: processing.started\ndata: {json.dumps(event)}\n\n"
+            return httpx.Response(200, headers=SSE, content=frame.encode())
+        if request.url.path.endswith("/events"):
+            return httpx.Response(200, json={"events": [event]})
+        return httpx.Response(201, json={"conversation_id": bad_id})
+
+    async with _client(handler) as client:
+        with pytest.raises(ProtocolError) as e1:
+            await client.create_conversation("gin-1", user_id="u1")
+        with pytest.raises(ProtocolError) as sse:
+            await _drain_stream(client)
+        with pytest.raises(ProtocolError) as e9:
+            await client.list_events("gin-1", user_id="u1", conversation_id="conv_1")
+    for err in (e1.value, sse.value, e9.value):
+        assert bad_id not in str(err)
+        assert len(str(err)) < 1100
