@@ -11,22 +11,28 @@ timeout, compression).
 
 The provider is ``temporalio.contrib.opentelemetry.create_tracer_provider()``'s: span ids
 drawn from the workflow's deterministic random inside workflow code, and no span ended
-twice when a workflow replays.
+twice when a workflow replays. Its exporters get spans scrubbed of failure text: the SDK
+writes an exception's message as a span's status description and into an ``exception``
+event (with the stack trace), and failure messages are content here (an API error may
+quote a user's message, a refusal names an approver; in history they are encrypted
+payloads). Only the exception's type reaches the collector.
 """
 
 from __future__ import annotations
 
 import logging
 import os
+import re
 import threading
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from importlib.metadata import entry_points
 from typing import TYPE_CHECKING
 
 from opentelemetry import trace
 
 if TYPE_CHECKING:
-    from opentelemetry.sdk.trace.export import SpanExporter
+    from opentelemetry.sdk.trace import ReadableSpan
+    from opentelemetry.sdk.trace.export import SpanExporter, SpanExportResult
 
 log = logging.getLogger("genie_telemetry")
 
@@ -99,7 +105,7 @@ def setup_tracing(service_name: str = DEFAULT_SERVICE_NAME) -> bool:
         resource = resource.merge(Resource({SERVICE_NAME: service_name}))
     provider = create_tracer_provider(resource=resource)
     for exporter in exporters:
-        provider.add_span_processor(BatchSpanProcessor(exporter))
+        provider.add_span_processor(BatchSpanProcessor(_scrubbing(exporter)))
     trace.set_tracer_provider(provider)
     _state.provider, _state.on = provider, True
     log.info(
@@ -157,3 +163,57 @@ def _config_error(message: str) -> Exception:
     from genie_config import ConfigError
 
     return ConfigError(message)
+
+
+_TYPE_NAME = re.compile(r"[A-Za-z_][\w.]*(?=:|$)")
+"""The exception type that leads a status description (``ApplicationError: <message>``)."""
+_EXCEPTION_KEPT = frozenset({"exception.type", "exception.escaped"})
+
+
+def _scrubbing(inner: SpanExporter) -> SpanExporter:
+    """``inner``, given each span without failure text (see the module's docstring)."""
+    from opentelemetry.sdk.trace import Event, ReadableSpan
+    from opentelemetry.sdk.trace.export import SpanExporter
+    from opentelemetry.trace import Status
+
+    def scrub(span: ReadableSpan) -> ReadableSpan:
+        status = span.status
+        if status.description:
+            kept = _TYPE_NAME.match(status.description)
+            status = Status(status.status_code, kept.group(0) if kept else None)
+        events = [
+            Event(
+                e.name,
+                {k: v for k, v in (e.attributes or {}).items() if k in _EXCEPTION_KEPT},
+                e.timestamp,
+            )
+            if e.name == "exception"
+            else e
+            for e in span.events
+        ]
+        return ReadableSpan(
+            name=span.name,
+            context=span.context,
+            parent=span.parent,
+            resource=span.resource,
+            attributes=span.attributes,
+            events=events,
+            links=span.links,
+            kind=span.kind,
+            status=status,
+            start_time=span.start_time,
+            end_time=span.end_time,
+            instrumentation_scope=span.instrumentation_scope,
+        )
+
+    class Scrubbing(SpanExporter):
+        def export(self, spans: Sequence[ReadableSpan]) -> SpanExportResult:
+            return inner.export([scrub(s) for s in spans])
+
+        def shutdown(self) -> None:
+            inner.shutdown()
+
+        def force_flush(self, timeout_millis: int = 30000) -> bool:
+            return inner.force_flush(timeout_millis)
+
+    return Scrubbing()

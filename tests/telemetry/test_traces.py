@@ -332,3 +332,38 @@ async def test_no_exporter_and_no_plugin_without_otel_variables(
 )
 def test_which_variables_turn_traces_on(env: dict[str, str], on: bool) -> None:
     assert tracing_requested(env) is on
+
+
+async def test_a_failure_reaches_traces_by_its_type_never_its_message(
+    temporal_env: WorkflowEnvironment, receiver: OtlpReceiver
+) -> None:
+    """Failure messages are encrypted payloads in history (an API error may quote a
+    message, a refusal names an approver); the SDK's spans would carry them in clear as
+    a status description and an exception event. Only the type may arrive."""
+    secret = f"quoted-user-text-{uuid.uuid4().hex[:8]}"
+    env = {**_without_otel(dict(os.environ)), **_otel(receiver)}
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "tests.telemetry._failing",
+        temporal_env.client.service_client.config.target_host,
+        temporal_env.client.namespace,
+        secret,
+        cwd=REPO_ROOT,
+        env=env,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.STDOUT,
+    )
+    out, _ = await asyncio.wait_for(proc.communicate(), 120)
+    assert proc.returncode == 0, out.decode()[-3000:]
+    spans = [s for s in receiver.received() if s.service == "genie-failing"]
+    failed = [s for s in spans if s.name == "RunActivity:quote"]
+    assert failed and all(s.status_message.startswith("ApplicationError") for s in failed), [
+        (s.name, s.status_message) for s in spans
+    ]
+    exceptions = [attrs for s in spans for name, attrs in s.events if name == "exception"]
+    assert exceptions, "the workflow's failure is recorded as an exception event"
+    assert all(e.get("exception.type") for e in exceptions)
+    for s in spans:
+        for text in s.texts():
+            assert secret not in text, f"in span {s.name!r}: {text[:300]}"
