@@ -82,11 +82,13 @@ class ClientLimits:
             A larger success body is a non-retryable :class:`ProtocolError`; a larger
             error body is dropped and the error is typed from its status alone.
         max_event_chars: One SSE frame (all its lines). A larger frame, or a line that
-            never ends, is a non-retryable :class:`ProtocolError`.
+            never ends, is a non-retryable :class:`ProtocolError`. One event ends up in
+            one activity result (a pause with its parameters, the genie's reply), and
+            Temporal refuses a payload over 2 MB, so 1 Mi chars leaves room for the rest.
     """
 
     max_body_bytes: int = 16 * 1024 * 1024
-    max_event_chars: int = 4 * 1024 * 1024
+    max_event_chars: int = 1024 * 1024
 
 
 def format_timestamp(value: datetime) -> str:
