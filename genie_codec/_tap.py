@@ -109,8 +109,19 @@ class _Tap:
         return events
 
 
+MAX_PROOF_TEXT = 200
+"""A proof field's text is cut here (ids and methods are short; a longer one is forged)."""
+MAX_PROOF_GROUPS = 50
+"""As many groups as a valid proof may name (``DecisionProof.groups``)."""
+
+
 def _proof(args: Any) -> dict[str, Any]:
-    """How the sender says the actor was authenticated (a decision's signed ``proof``)."""
+    """How the sender says the actor was authenticated (a decision's signed ``proof``).
+
+    Read from the handler's raw input, before the workflow validates it (signals are
+    decoded leniently), so it is whatever the sender wrote: only text is kept, cut, and
+    at most ``MAX_PROOF_GROUPS`` groups; a line in the audit log stays small and an
+    ``AuditRecord`` of the export always validates."""
     arg = args[0] if args else None
     proof = arg.get("proof") if isinstance(arg, Mapping) else getattr(arg, "proof", None)
     if proof is None:
@@ -119,11 +130,15 @@ def _proof(args: Any) -> dict[str, Any]:
     def get(name: str) -> Any:
         return proof.get(name) if isinstance(proof, Mapping) else getattr(proof, name, None)
 
+    def text(value: Any) -> str | None:
+        return value[:MAX_PROOF_TEXT] if isinstance(value, str) else None
+
     groups = get("groups")
+    listed = list(groups[:MAX_PROOF_GROUPS]) if isinstance(groups, list | tuple) else []
     return {
-        "auth_method": get("auth_method"),
-        "key_id": get("key_id"),
-        "groups": list(groups) if isinstance(groups, list | tuple) else [],
+        "auth_method": text(get("auth_method")),
+        "key_id": text(get("key_id")),
+        "groups": [g for g in map(text, listed) if g is not None],
     }
 
 
