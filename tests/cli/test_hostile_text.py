@@ -1,0 +1,91 @@
+"""What the genie, the user or the API says reaches the operator's terminal as text.
+
+The simulator echoes the user's message as the genie's reply and names the skill after
+``confirm:``, so a message carries hostile text into every place ``geniectl`` prints
+the genie's words: Rich markup (``[link=…]`` makes a terminal hyperlink, a stray ``[/]``
+raised ``MarkupError``), raw escape sequences (OSC 8 hyperlinks, window titles, clear
+screen), and a call id that is not a shell word. The real console script runs against
+the real stack; ``FORCE_COLOR`` makes Rich style its output as for a terminal, so only
+the escapes Rich emits for its own styles may appear.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import re
+import shlex
+from datetime import UTC, datetime
+
+from rich.console import Console
+
+from geniectl import _render
+from tests.cli.test_geniectl import _started, cli_env, geniectl  # noqa: F401 (fixture)
+from workflows import PendingApproval, TurnResult
+
+HOSTILE = (
+    "[link=https://evil.example/a]click[/link] [/] "
+    "\x1b]8;;https://evil.example/b\x1b\\here\x1b]8;;\x1b\\ \x1b]0;pwned\x07 \x1b[2J\r\u202e"
+)
+# Rich's own styles are SGR sequences (ESC [ digits ; m); anything else is injected.
+_NOT_SGR = re.compile(r"\x1b(?!\[[0-9;]*m)")
+
+
+def _inert(stdout: str) -> None:
+    assert not _NOT_SGR.search(stdout), repr(stdout)
+    assert "\r" not in stdout and "\u202e" not in stdout, repr(stdout)
+    assert "https://evil.example/a" in stdout and "[/link]" in stdout  # shown as typed
+    assert "\\x1b]8;;https://evil.example/b" in stdout  # the escape, not the sequence
+
+
+async def test_the_genies_text_is_shown_never_obeyed(cli_env: dict[str, str]) -> None:  # noqa: F811
+    env = {**cli_env, "FORCE_COLOR": "1", "TTY_COMPATIBLE": "1"}
+    wid = await _started(env)
+    r = await geniectl(env, "ask", wid, HOSTILE)
+    assert r.code == 0, r.stderr
+    assert "Traceback" not in r.stderr
+    _inert(r.stdout)
+    h = await geniectl(env, "history", wid)
+    assert h.code == 0, h.stderr
+    _inert(h.stdout)
+
+
+async def test_a_hostile_skill_name_in_a_pause_is_text(cli_env: dict[str, str]) -> None:  # noqa: F811
+    env = {**cli_env, "FORCE_COLOR": "1", "TTY_COMPATIBLE": "1"}
+    wid = await _started(env)
+    ask = asyncio.create_task(
+        geniectl(env, "ask", wid, "confirm:[/]x[link=https://evil.example/a]")
+    )
+    try:
+        for _ in range(200):
+            st = await geniectl(env, "status", wid)
+            if "awaiting approval" in st.stdout:
+                break
+            await asyncio.sleep(0.1)
+        assert st.code == 0 and "Traceback" not in st.stderr, st.stderr
+        assert "[/]x[link=https://evil.example/a]" in st.stdout, st.stdout
+        assert not _NOT_SGR.search(st.stdout)
+    finally:
+        await geniectl(env, "end", wid)
+        await ask
+
+
+def test_a_call_id_is_one_shell_word_in_the_printed_commands() -> None:
+    con = Console(record=True, width=200, force_terminal=False)
+    old, _render.out = _render.out, con
+    try:
+        res = TurnResult(turn=1, status="awaiting_approval")
+        now = datetime.now(UTC)
+        res.pending.approvals.append(
+            PendingApproval(call_id="c1; touch /tmp/owned", turn=1, requested_at=now, deadline=now)
+        )
+        _render.pause_panel("wf-1", res)
+    finally:
+        _render.out = old
+    lines = [line for line in con.export_text().splitlines() if "$ geniectl approve" in line]
+    (line,) = lines
+    assert shlex.split(line.split("$ ", 1)[1]) == [
+        "geniectl",
+        "approve",
+        "wf-1",
+        "c1; touch /tmp/owned",
+    ]
