@@ -79,6 +79,12 @@ async def read_body(response: httpx.Response, limit: int) -> bytes | None:
     return b"".join(chunks)
 
 
+def _field(value: Any, ctx: RequestContext, limit: int) -> str | None:
+    if value is None:
+        return None
+    return truncate(ctx.redact(value if isinstance(value, str) else str(value)), limit)
+
+
 def error_from_response(
     response: httpx.Response, ctx: RequestContext, content: bytes | None = None
 ) -> GenieAPIError:
@@ -108,26 +114,25 @@ def error_from_response(
     error_code = fields.get("error_code") or fields.get("code")
     error_message = fields.get("error_message") or fields.get("message")
     request_id = fields.get("request_id") or response.headers.get("x-request-id")
-    if not isinstance(error_code, str):
-        error_code = None if error_code is None else truncate(str(error_code), 100)
-    if not isinstance(error_message, str):
-        if error_message is None and not isinstance(body, Mapping) and content:
-            error_message = truncate(content[:1000].decode("utf-8", "replace").strip(), 200)
-        else:
-            error_message = None if error_message is None else truncate(str(error_message))
-    if error_message is not None:
-        error_message = ctx.redact(truncate(error_message))
-    if request_id is not None:
-        request_id = truncate(str(request_id), 200)
+    if error_message is None and not isinstance(body, Mapping) and content:
+        # A page, not JSON: its start (the cut is far beyond what is kept, so a
+        # credential it splits is cut away again below, after redaction).
+        error_message = content[:2000].decode("utf-8", "replace").strip()
+    # Every field is redacted, not just the message: callers copy the code and the
+    # request id into workflow state, and an echo of the request can land in any of
+    # them. Redacted before truncated, so a cut cannot leave a credential's prefix.
+    error_code = _field(error_code, ctx, 100)
+    error_message = _field(error_message, ctx, 300)
+    request_id = _field(request_id, ctx, 200)
     retry_after = parse_retry_after(
         response.headers.get("retry-after"), fields if isinstance(fields, Mapping) else None
     )
     cls = error_class_for_status(status)
     text = f"HTTP {status} from {ctx.describe()}"
     if error_code:
-        text += f": {ctx.redact(truncate(error_code, 100))}"
+        text += f": {error_code}"
     if request_id:
-        text += f" [request_id={ctx.redact(request_id)}]"
+        text += f" [request_id={request_id}]"
     return cls(
         text,
         status=status,

@@ -116,6 +116,27 @@ async def test_error_text_is_bounded_and_never_echoes_the_request() -> None:
     assert len(err.request_id or "") < 300
 
 
+@pytest.mark.parametrize("pad", [0, 280, 290, 1990])
+async def test_an_echoed_key_is_redacted_from_every_field(pad: int) -> None:
+    # The key lands in each field, also where a cut to the field's bound splits it.
+    echo = "x" * pad + f"Bearer {KEY}"
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        body = {"error_code": echo, "error_message": echo, "request_id": echo}
+        return httpx.Response(401, json=body)
+
+    def page(request: httpx.Request) -> httpx.Response:
+        return httpx.Response(502, content=echo.encode(), headers={"x-request-id": echo})
+
+    for h in (handler, page):
+        async with _client(h) as client:
+            with pytest.raises(GenieAPIError) as info:
+                await client.create_conversation("gin-1", user_id="u1")
+        err = info.value
+        for text in (str(err), repr(err), err.error_code, err.error_message, err.request_id):
+            assert KEY[:12] not in (text or "")
+
+
 async def test_error_body_and_non_sse_body_are_not_read_without_bound() -> None:
     limits = ClientLimits(max_body_bytes=64 * 1024, max_event_chars=64 * 1024)
     bodies: list[Body] = []
