@@ -155,6 +155,7 @@ async def _frames(
         return None if idle is None else loop.time() + idle
 
     deadline = next_deadline()
+    first = True
     try:
         while True:
             try:
@@ -168,6 +169,13 @@ async def _frames(
                     retryable=True,
                     **ctx.error_kwargs(),
                 ) from None
+            if first and text:
+                # The SSE spec ignores one leading byte order mark; httpx decodes UTF-8
+                # without dropping it, and the first field name would then not match.
+                first = False
+                text = text.removeprefix("\ufeff")
+                if not text:
+                    continue
             ended = lines.decode(text)
             if ended:
                 pending = len(text) - 1 - max(text.rfind("\n"), text.rfind("\r"))

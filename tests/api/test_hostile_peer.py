@@ -488,3 +488,18 @@ async def test_ids_from_the_api_are_bounded_and_printable(bad_id: str) -> None:
     for err in (e1.value, sse.value, e9.value):
         assert bad_id not in str(err)
         assert len(str(err)) < 1100
+
+
+async def test_a_leading_byte_order_mark_does_not_lose_the_first_event() -> None:
+    frames = [
+        {"type": "processing.started", "event_id": "e1"},
+        {"type": "processing.finished", "event_id": "e2"},
+    ]
+    body = "\ufeff" + "".join(f"data: {json.dumps(f)}\n\n" for f in frames)
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        return httpx.Response(200, headers=SSE, content=body.encode())
+
+    async with _client(handler) as client:
+        events = await _drain_stream(client)
+    assert [e.type for e in events] == ["processing.started", "processing.finished"]
