@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import logging
 import os
 import secrets
 import stat
@@ -20,6 +21,8 @@ import tempfile
 from pathlib import Path
 
 from genie_codec._keys import new_key
+
+log = logging.getLogger(__name__)
 
 DEV_KEY_FILE = "payload-keys"
 LOOPBACK = {"127.0.0.1", "localhost", "::1", "[::1]"}
@@ -53,21 +56,47 @@ def ensure_dev_key(state_dir: Path) -> tuple[Path, bool]:
     return path.resolve(), True
 
 
+def _private_registry(*, create: bool = False) -> Path | None:
+    """The registry directory if it is this user's own and closed to others (created
+    if missing, with ``create``). Its name is guessable in a shared directory: another
+    user may have created it first, open, with symlinks planted where we would write."""
+    path = registry_dir()
+    if create:
+        with contextlib.suppress(FileExistsError):
+            path.mkdir(mode=0o700)
+    try:
+        st = path.lstat()
+    except OSError:
+        return None
+    if not stat.S_ISDIR(st.st_mode) or st.st_uid != os.getuid() or stat.S_IMODE(st.st_mode) & 0o077:
+        return None
+    return path
+
+
 def register_dev_stack(address: str, key_file: Path) -> None:
     """Make ``key_file`` the key of the dev stack at ``address`` for this user's clients,
     while this process lives."""
     entry = _entry(address)
     if entry is None:
         return
-    entry.parent.mkdir(mode=0o700, exist_ok=True)
+    if _private_registry(create=True) is None:
+        log.warning(
+            "%s is not a directory of this user's, closed to others: the dev key is not "
+            "registered (other terminals need GENIE_PAYLOAD_KEY_FILE)",
+            registry_dir(),
+        )
+        return
     tmp = entry.with_suffix(f".{os.getpid()}.tmp")
-    tmp.write_text(json.dumps({"pid": os.getpid(), "key_file": str(key_file.resolve())}))
+    tmp.unlink(missing_ok=True)  # a leftover of ours: the directory is private
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
+    with os.fdopen(fd, "w") as f:
+        f.write(json.dumps({"pid": os.getpid(), "key_file": str(key_file.resolve())}))
     tmp.replace(entry)
 
 
 def unregister_dev_stack(address: str) -> None:
     entry = _entry(address)
-    if entry is not None:
+    if entry is not None and _private_registry() is not None:
         with contextlib.suppress(OSError, ValueError):
             if json.loads(entry.read_text()).get("pid") == os.getpid():
                 entry.unlink()
@@ -79,10 +108,9 @@ def dev_key_file_for(address: str) -> Path | None:
     entry = _entry(address)
     if entry is None:
         return None
+    if _private_registry() is None:
+        return None
     try:
-        st = entry.parent.stat()
-        if st.st_uid != os.getuid() or stat.S_IMODE(st.st_mode) & 0o077:
-            return None
         data = json.loads(entry.read_text())
         pid, key_file = int(data["pid"]), Path(str(data["key_file"]))
     except (OSError, ValueError, KeyError, TypeError):

@@ -292,3 +292,47 @@ def test_geniectl_user_hash_and_payload_key(monkeypatch: pytest.MonkeyPatch) -> 
     assert keys.ids == ["k2024-06"]
     r = runner.invoke(app, ["payload-key", "bad id"])
     assert r.exit_code == 2
+
+
+def test_the_dev_registry_is_never_written_through_another_users_directory(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The registry sits in the shared temporary directory under a guessable name.
+    Another local user can create it first (open to them) and plant symlinks where
+    ``geniectl dev`` writes: nothing may be written through them."""
+    import tempfile
+
+    from genie_codec._devkeys import registry_dir
+
+    monkeypatch.setattr(tempfile, "gettempdir", lambda: str(tmp_path))
+    key_file, _ = ensure_dev_key(tmp_path)
+    victim = tmp_path / "victim-bashrc"
+    victim.write_text("precious\n")
+    planted = registry_dir()
+    planted.mkdir(mode=0o777)
+    planted.chmod(0o777)  # what the other user's directory lets them do
+    for name in (f"loopback-1.{os.getpid()}.tmp", "loopback-1.json"):
+        (planted / name).symlink_to(victim)
+    register_dev_stack("127.0.0.1:1", key_file)
+    assert victim.read_text() == "precious\n"
+    assert dev_key_file_for("127.0.0.1:1") is None
+    unregister_dev_stack("127.0.0.1:1")
+    assert victim.read_text() == "precious\n"
+
+
+def test_the_dev_registry_entry_is_private(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import tempfile
+
+    from genie_codec._devkeys import registry_dir
+
+    monkeypatch.setattr(tempfile, "gettempdir", lambda: str(tmp_path))
+    key_file, _ = ensure_dev_key(tmp_path)
+    register_dev_stack("127.0.0.1:1", key_file)
+    try:
+        assert dev_key_file_for("127.0.0.1:1") == key_file
+        assert registry_dir().stat().st_mode & 0o777 == 0o700
+        (entry,) = registry_dir().iterdir()
+        assert entry.stat().st_mode & 0o077 == 0
+    finally:
+        unregister_dev_stack("127.0.0.1:1")
+    assert list(registry_dir().iterdir()) == []
