@@ -121,7 +121,8 @@ class CodecServerSettings(BaseSettings):
 class CodecServerConfig:
     codec: EncryptionCodec
     origins: frozenset[str]
-    tokens: tuple[str, ...] = ()
+    tokens: tuple[str, ...] = field(default=(), repr=False)
+    """The bearer tokens themselves: never in a repr (a logged or printed config)."""
     anonymous: tuple[Network, ...] = ()
     jwt_key: Any = None
     jwks: jwt.PyJWKClient | None = None

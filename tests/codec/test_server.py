@@ -236,6 +236,12 @@ def test_configuration_errors_are_one_line(
     assert json.dumps(str(e.value))  # printable
 
 
+def test_the_configuration_prints_no_token(codec_env: Path) -> None:
+    config = load_codec_config()
+    assert config.tokens == (TOKEN,)
+    assert TOKEN not in repr(config) and TOKEN not in str(config)
+
+
 async def test_a_chunked_body_is_refused_before_it_is_held_whole(codec_env: Path) -> None:
     """No Content-Length: the server must stop reading at its limit, not after."""
     sent = 0
