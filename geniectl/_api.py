@@ -184,7 +184,8 @@ class GenieConversations:
 
         The API conversation is created with the first accepted message, or at once with
         ``create_at_start``."""
-        wid = workflow_id or new_workflow_id()
+        # Only None picks a new id: "" is a caller's mistake, not a request for a fresh one.
+        wid = workflow_id if workflow_id is not None else new_workflow_id()
         opts = self._start_options(
             wid, genie_handle, user_id, policy, first_message, create_at_start
         )

@@ -16,19 +16,19 @@ import re
 import shlex
 import sys
 from collections.abc import Callable, Coroutine
-from datetime import timedelta
 from typing import Annotated, Any, NoReturn, TypeVar
 
 import typer
 from pydantic import BaseModel
 from rich.table import Table
 from temporalio.client import Client
+from temporalio.exceptions import TemporalError
 from temporalio.service import RPCError, RPCStatusCode
 
 from genie_codec import PayloadDecryptError, PayloadKeyConfigError, new_key
 from genie_config import ConfigError, connect_temporal, load_settings, temporal_connect_config
 from genie_telemetry import caller_span, setup_tracing, shutdown_tracing
-from geniectl._api import GenieConversations, NotFound, Refused, new_workflow_id
+from geniectl._api import GenieConversations, NotFound, Refused, _model, new_workflow_id
 from geniectl._contract import contract
 from geniectl._dev import dev
 from geniectl._render import (
@@ -68,8 +68,19 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
 )
 
+
+def _workflow_id(value: str | None) -> str | None:
+    # An empty id (an unset shell variable) would otherwise reach the server as "not set"
+    # or, for --id, silently start a conversation under a new random id on every run.
+    if value is not None and not value.strip():
+        raise typer.BadParameter("the workflow id is empty")
+    return value
+
+
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")]
-WorkflowId = Annotated[str, typer.Argument(help="The conversation's workflow id.")]
+WorkflowId = Annotated[
+    str, typer.Argument(help="The conversation's workflow id.", callback=_workflow_id)
+]
 TextArg = Annotated[str, typer.Argument(help="The message.")]
 ClientMessageIdOpt = Annotated[str | None, typer.Option(help="Idempotency key.")]
 AttachmentOpt = Annotated[str | None, typer.Option(help="file:// or https:// URI.")]
@@ -116,6 +127,10 @@ def _run(
     except NotFound as e:
         # Its own code: "create it, then retry" is a different next step from "refused".
         fail(f"{e}; {if_missing or _START_HINT}", EXIT_NOT_FOUND)
+    except TemporalError as e:
+        # What the server refused (an id over its length limit, the server going away
+        # mid-command, ...): its own words in one line, not a traceback under exit 1.
+        fail(f"Temporal: {e}")
 
 
 _START_HINT = "check the id (`geniectl pending` lists the conversations waiting for a human)"
@@ -164,7 +179,8 @@ def start(
     genie_handle: Annotated[str, typer.Argument(help="The genie (gin-… id).")],
     user_id: Annotated[str, typer.Argument(help="The end user's Workato Identity id.")],
     workflow_id: Annotated[
-        str | None, typer.Option("--id", help="Workflow id (business key).")
+        str | None,
+        typer.Option("--id", help="Workflow id (business key).", callback=_workflow_id),
     ] = None,
     message: Annotated[str | None, typer.Option("--message", "-m", help="First message.")] = None,
     approval_timeout: Annotated[
@@ -176,13 +192,13 @@ def start(
     as_json: JsonOpt = False,
 ) -> None:
     """Start a conversation (or attach to the open one with this id)."""
-    policy = ConversationPolicy(
-        approvers=approver or [],
-        **({"approval_timeout": timedelta(seconds=approval_timeout)} if approval_timeout else {}),
-    )
-    wid = workflow_id or new_workflow_id()
+    wid = workflow_id if workflow_id is not None else new_workflow_id()
+    # Seconds as given: the policy's own validation refuses 0, negative, NaN and
+    # infinite timeouts (InvalidInput), where timedelta() raised a traceback.
+    timeout = {} if approval_timeout is None else {"approval_timeout": approval_timeout}
 
     async def go(api: GenieConversations) -> None:
+        policy = _model(ConversationPolicy, approvers=approver or [], **timeout)
         await api.start(genie_handle, user_id, workflow_id=wid, policy=policy)
         if message:
             await api.send(wid, message)
