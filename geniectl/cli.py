@@ -42,6 +42,7 @@ from geniectl._render import (
     follow_turn,
     out,
     pause_panel,
+    plain,
     print_pending,
     print_result,
     safe,
@@ -487,7 +488,10 @@ def audit(
     # A run that fails to replay is reported in one line, not by the SDK's logger.
     logging.getLogger("temporalio").setLevel(logging.CRITICAL)
 
-    sys.stdout.write(_run(go))
+    text = _run(go)
+    # On a terminal the export is read, not parsed: a reason or a genie's text holding
+    # escape sequences is shown, not obeyed. Into a file or a pipe it is data, unchanged.
+    sys.stdout.write(plain(text) if sys.stdout.isatty() else text)
 
 
 @app.command("user-hash")

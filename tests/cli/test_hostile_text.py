@@ -89,3 +89,61 @@ def test_a_call_id_is_one_shell_word_in_the_printed_commands() -> None:
         "wf-1",
         "c1; touch /tmp/owned",
     ]
+
+
+async def test_an_audit_export_on_a_terminal_shows_escapes_and_in_a_pipe_keeps_them(
+    cli_env: dict[str, str],  # noqa: F811
+) -> None:
+    """An approver's reason is recorded as given; ``audit`` printed to a terminal shows
+    its control characters as escapes, written to a pipe (a file, a SIEM) keeps them."""
+    wid = await _started(cli_env)
+    sent = await geniectl(cli_env, "send", wid, "confirm:send_email", "--json")
+    assert sent.code == 0, sent.stderr
+    for _ in range(200):
+        st = await geniectl(cli_env, "status", wid, "--json")
+        if st.json()["pending_approvals"]:
+            break
+        await asyncio.sleep(0.1)
+    call = st.json()["pending_approvals"][0]["call_id"]
+    reason = "no\x1b]0;pwned\x07\x1b[2J"
+    r = await geniectl(cli_env, "reject", wid, call, "--approver", "ops", "--reason", reason)
+    assert r.code == 0, r.stderr
+    piped = await geniectl(cli_env, "audit", wid, "--format", "csv")
+    assert piped.code == 0 and reason in piped.stdout, piped
+    shown = await _on_a_terminal(cli_env, "audit", wid, "--format", "csv")
+    assert "\x1b" not in shown and "\x07" not in shown, repr(shown)
+    assert "no\\x1b]0;pwned\\x07\\x1b[2J" in shown, repr(shown)
+
+
+async def _on_a_terminal(env: dict[str, str], *args: str) -> str:
+    """Run geniectl with stdout on a pseudo-terminal; what it wrote there."""
+    import os
+    import pty
+
+    from tests.cli.test_geniectl import GENIECTL
+
+    leader, follower = pty.openpty()
+    try:
+        proc = await asyncio.create_subprocess_exec(
+            GENIECTL, *args, env=env, stdout=follower, stderr=asyncio.subprocess.PIPE
+        )
+        os.close(follower)
+        chunks: list[bytes] = []
+
+        def read() -> None:
+            while True:
+                try:
+                    data = os.read(leader, 65536)
+                except OSError:  # EIO: the child closed the terminal
+                    return
+                if not data:
+                    return
+                chunks.append(data)
+
+        reader = asyncio.get_running_loop().run_in_executor(None, read)
+        _, err = await asyncio.wait_for(proc.communicate(), 60)
+        await asyncio.wait_for(reader, 10)
+        assert proc.returncode == 0, err
+    finally:
+        os.close(leader)
+    return b"".join(chunks).decode()
