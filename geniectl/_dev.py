@@ -32,10 +32,12 @@ from typing import Annotated
 from urllib.parse import quote
 
 import typer
+from pydantic import SecretStr, ValidationError
 from rich.markup import escape
 from rich.panel import Panel
 from rich.text import Text
 
+from activities._notify import NotifyEndpoint
 from genie_codec import ensure_dev_key, register_dev_stack, unregister_dev_stack
 from genie_codec.process import CodecServerProcess
 from genie_config import ConfigError, load_settings
@@ -73,6 +75,18 @@ def _dev_notify(inbox_port: int, url: str | None, secret: str | None) -> dict[st
     settings: dict[str, object] = {"inbox_url": f"http://127.0.0.1:{inbox_port}"}
     if url is not None:
         secret = secret or "whsec_" + base64.b64encode(os.urandom(24)).decode()
+        # Checked as the worker will check it, before anything starts: a bad URL or
+        # secret otherwise surfaces as a worker that died with a traceback in its log.
+        try:
+            NotifyEndpoint(name="default", url=SecretStr(url), secret=SecretStr(secret))
+        except ValidationError as e:
+            flags = {"url": "--notify-url", "secret": "--notify-secret"}
+            fail(
+                "; ".join(
+                    f"{flags.get(str(err['loc'][0]), err['loc'][0])}: {err['msg']}"
+                    for err in e.errors()
+                )
+            )
         settings.update(notify_url=url, notify_secret=secret)
         out.print(f"Pauses are sent to {url}, signed with [bold]{secret}[/]", highlight=False)
     return settings

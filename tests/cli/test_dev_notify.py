@@ -50,3 +50,19 @@ async def test_dev_notifies_each_pause_with_a_signed_webhook(tmp_path: Path) -> 
 
 def _epoch(iso: str) -> float:
     return datetime.fromisoformat(iso).timestamp()
+
+
+async def test_dev_refuses_a_bad_notify_url_or_secret_before_starting_anything(
+    tmp_path: Path,
+) -> None:
+    for flags, says in (
+        (["--notify-url", "ftp://hooks.example.com/SECRET-PATH"], "--notify-url: Value error"),
+        (["--notify-url", "http://127.0.0.1:9/h", "--notify-secret", "whsec_S"], "--notify-secret"),
+    ):
+        ports = free_ports(6)
+        args = ["dev", "--no-encrypt", *flags, *_dev_flags(tmp_path, ports)]
+        r = await geniectl({**os.environ, "COLUMNS": "300"}, *args, within=30)
+        assert r.code == 2, r.stderr + r.stdout
+        assert says in r.stderr and "Traceback" not in r.stderr, r.stderr
+        assert "SECRET-PATH" not in r.stderr + r.stdout
+        assert not (tmp_path / "temporal.db").exists()
