@@ -503,14 +503,20 @@ class GenieConversations:
             raise _translate(e, workflow_id) from None
 
     async def pending(
-        self, *, limit: int = 200, query_timeout: float = PENDING_QUERY_TIMEOUT
+        self,
+        *,
+        limit: int = 200,
+        query_timeout: float = PENDING_QUERY_TIMEOUT,
+        on_unreadable: Callable[[str, Exception], None] | None = None,
     ) -> list[PendingItem]:
         """Every open conversation waiting for a human, oldest wait first.
 
         Listed from search attributes (no worker needed), then all queried at once for
         what they wait on, each within ``query_timeout`` seconds: a conversation whose
         worker is gone, or that moved on in between, is left out rather than holding up
-        the list.
+        the list. So is one whose status cannot be read (its query fails, its payloads
+        need a key this client lacks): ``on_unreadable`` is told its id and why, so that
+        one broken conversation neither hides the others nor goes unmentioned.
         """
         query = (
             'ExecutionStatus = "Running" AND '
@@ -522,6 +528,10 @@ class GenieConversations:
             try:
                 st = await asyncio.wait_for(self.status(wf.id), query_timeout)
             except (NotFound, TimeoutError, RPCError):
+                return None
+            except Exception as e:  # WorkflowQueryFailedError, PayloadDecryptError, ...
+                if on_unreadable is not None:
+                    on_unreadable(wf.id, e)
                 return None
             if not (st.pending_approvals or st.pending_connections):
                 return None

@@ -38,6 +38,7 @@ from geniectl._render import (
     EXIT_NOT_FOUND,
     EXIT_REFUSED,
     age,
+    err,
     fail,
     follow_turn,
     out,
@@ -312,7 +313,16 @@ def _print_status(wid: str, st: ConversationStatus) -> None:
 @app.command()
 def pending(as_json: JsonOpt = False) -> None:
     """The approvals inbox: every conversation waiting for a human."""
-    items = _run(lambda api: api.pending())
+
+    def unreadable(workflow_id: str, e: Exception) -> None:
+        err.print(
+            f"[yellow]warning:[/] could not read {safe(workflow_id)} "
+            f"({safe(type(e).__name__)}: {safe(e)}); it may be waiting for a human too",
+            highlight=False,
+            soft_wrap=True,
+        )
+
+    items = _run(lambda api: api.pending(on_unreadable=unreadable))
     if as_json:
         _print_json([i.model_dump(mode="json") for i in items])
         return
