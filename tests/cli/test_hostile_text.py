@@ -147,3 +147,35 @@ async def _on_a_terminal(env: dict[str, str], *args: str) -> str:
     finally:
         os.close(leader)
     return b"".join(chunks).decode()
+
+
+def test_pending_shows_hostile_names_and_ids_as_text_at_any_width() -> None:
+    from geniectl import PendingItem
+    from workflows import PendingConnection
+
+    now = datetime.now(UTC)
+    item = PendingItem(
+        workflow_id="wf-1",
+        genie_handle="[link=https://evil.example/a]g[/link]",
+        user_id="u\x1b]0;pwned\x07",
+        state="awaiting_approval",
+        awaiting_since=now,
+        approvals=[
+            PendingApproval(
+                call_id="c1\x1b[2J", skill_name="[/]s", turn=1, requested_at=now, deadline=now
+            )
+        ],
+        connections=[
+            PendingConnection(
+                attempt_id="a1", connector_name="[red]j", turn=1, requested_at=now, deadline=now
+            )
+        ],
+    )
+    for width in (300, 60):  # the table, then one block per item
+        con = Console(record=True, width=width, force_terminal=True, color_system="truecolor")
+        _render.print_pending([item], con)
+        styled = con.export_text(styles=True, clear=False)
+        assert not _NOT_SGR.search(styled), (width, repr(styled))
+        text = con.export_text()
+        for shown in ("[link=https://evil.example/a]g[/link]", "[/]s", "[red]j", "c1\\x1b[2J"):
+            assert shown in text, (width, shown, text)
