@@ -190,7 +190,20 @@ class NotifyActivities:
         return self._inbox_url + path
 
 
+HEADER_SAFE = "!#$&'()*+,/:;=?@[]~-._"
+"""Printable ASCII kept as is in ``webhook-id``; anything else is percent-encoded."""
+
+
+def header_id(webhook_id: str) -> str:
+    """``webhook_id`` as a header can carry it, the same on every attempt: an id of plain
+    ASCII as it is; a workflow or call id in another script (``bestellung-müller``), or
+    holding a line break, percent-encoded. Unencoded, httpx refused the first and h11
+    the second, so such a conversation's notices failed for an hour and never arrived."""
+    return quote(webhook_id, safe=HEADER_SAFE)
+
+
 def _signed_headers(endpoint: NotifyEndpoint, webhook_id: str, body: str) -> dict[str, str]:
+    webhook_id = header_id(webhook_id)  # signed as sent
     if endpoint.secret is None:
         raise ApplicationError(
             f"endpoint {endpoint.name!r} has no signing secret",

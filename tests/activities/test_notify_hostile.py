@@ -253,3 +253,27 @@ async def test_a_connection_notice_never_carries_the_users_auth_link(
     assert details["connector_name"] == "jira"
     assert "auth_url" not in details
     assert st.pending_connections[0].auth_url not in receiver.posts[0][1].decode()
+
+
+@pytest.mark.parametrize("workflow_id", ["bestellung-müller-42", "order\r\nX-Evil: 1", "a b%c"])
+async def test_any_workflow_id_is_delivered_with_a_stable_ascii_webhook_id(
+    workflow_id: str,
+) -> None:
+    """Temporal takes any UTF-8 workflow id; the notice of such a conversation must
+    arrive, signed, its ``webhook-id`` the same on a retried attempt and no way to add a
+    header."""
+    receiver = Receiver()
+    try:
+        acts = _activities(receiver.url)
+        inp = _input(workflow_id=workflow_id, webhook_id=f"{workflow_id}:call_1:pause")
+        for _ in range(2):  # a retried attempt
+            await _notify_within(acts, inp, 15)
+        events = receiver.events()  # verifies each signature
+    finally:
+        receiver.close()
+    ids = {e["webhook-id"] for e in events}
+    assert len(events) == 2 and len(ids) == 1, events
+    (sent,) = ids
+    assert sent.isascii() and sent.isprintable() and " " not in sent
+    assert all(e["data"]["workflow_id"] == workflow_id for e in events)
+    assert not any("x-evil" in headers for headers, _ in receiver.posts)
