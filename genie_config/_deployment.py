@@ -60,14 +60,17 @@ def load_deployment(settings: GenieSettings) -> tuple[Deployment, list[NotifyEnd
         except ValidationError as e:
             raise ConfigError(f"GENIE_DEPLOYMENT_FILE [[notify]] #{i + 1}: {_fields(e)}") from None
     if settings.notify_url is not None:
-        endpoints.append(
-            NotifyEndpoint(
-                name="default",
-                url=settings.notify_url,
-                format=settings.notify_format,
-                secret=settings.notify_secret,
+        try:
+            endpoints.append(
+                NotifyEndpoint(
+                    name="default",
+                    url=settings.notify_url,
+                    format=settings.notify_format,
+                    secret=settings.notify_secret,
+                )
             )
-        )
+        except ValidationError as e:
+            raise ConfigError(f"GENIE_NOTIFY_URL / GENIE_NOTIFY_SECRET: {_fields(e)}") from None
     names = [ep.name for ep in endpoints]
     if len(set(names)) != len(names):
         raise ConfigError("notification endpoints: two have the same name")

@@ -95,3 +95,18 @@ def test_a_bad_deployment_file_stops_the_worker_with_one_line(
         load_deployment(settings)
     assert says in str(e.value) and "\n" not in str(e.value)
     assert "s3cr3t" not in str(e.value)
+
+
+@pytest.mark.parametrize(
+    ("url", "secret"),
+    [("ftp://h.example/s3cr3t", "whsec_YWJj"), ("https://h.example/s3cr3t", "whsec_S")],
+)
+def test_a_bad_notify_url_or_secret_in_the_environment_is_one_line(url: str, secret: str) -> None:
+    """``GENIE_NOTIFY_URL`` / ``_SECRET`` are checked like a deployment file's endpoints:
+    one line naming the settings, quoting neither value (no traceback at start)."""
+    settings = GenieSettings(api_key="k", notify_url=url, notify_secret=secret)
+    with pytest.raises(ConfigError) as e:
+        load_deployment(settings)
+    text = str(e.value)
+    assert text.startswith("GENIE_NOTIFY_URL / GENIE_NOTIFY_SECRET: ") and "\n" not in text
+    assert "s3cr3t" not in text and secret not in text
