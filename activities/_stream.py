@@ -52,6 +52,8 @@ from activities._options import (
 )
 from activities._progress import SegmentProgress, require, restore
 from activities.models import (
+    MAX_AUTH_URL_CHARS,
+    MAX_NAME_CHARS,
     MAX_SKILL_ERROR_CHARS,
     MAX_SKILL_EVENTS,
     MAX_TURN_MESSAGE_CHARS,
@@ -61,6 +63,7 @@ from activities.models import (
     SkillConfirmation,
     StreamSegmentInput,
     StreamSegmentResult,
+    bounded_parameters,
 )
 from genie_api import (
     CONVERSATION_BUSY,
@@ -350,6 +353,9 @@ class StreamSegment:
 
     def _add_message(self, text: str) -> None:
         msgs = self._p.messages
+        if len(text) > MAX_TURN_MESSAGE_CHARS:  # one message alone: keep its start
+            text = text[: MAX_TURN_MESSAGE_CHARS - 1] + "…"
+            self._p.truncated = True
         msgs.append(text)
         self._p.delivered += 1
         # Bound what history carries; the reply (the last message) always survives.
@@ -367,8 +373,8 @@ class StreamSegment:
         self._p.skills.append(
             SkillActivity(
                 status=status,
-                skill_name=ev.skill_name,
-                skill_id=ev.skill_id,
+                skill_name=_name(ev.skill_name),
+                skill_id=_name(ev.skill_id),
                 error=error,
             )
         )
@@ -380,16 +386,16 @@ class StreamSegment:
             confirmation = SkillConfirmation(
                 call_id=require(ev, "call_id"),
                 kind="business" if isinstance(ev, BusinessApprovalRequired) else "skill",
-                skill_name=getattr(ev, "skill_name", None),
-                skill_id=getattr(ev, "skill_id", None),
-                skill_parameters=getattr(ev, "skill_parameters", None) or {},
+                skill_name=_name(getattr(ev, "skill_name", None)),
+                skill_id=_name(getattr(ev, "skill_id", None)),
+                skill_parameters=bounded_parameters(getattr(ev, "skill_parameters", None) or {}),
             )
         elif isinstance(ev, RuntimeConnectionAuthRequired):
             link = ev.auth_link
             connection = ConnectionRequest(
                 attempt_id=require(ev, "runtime_connection_attempt_id"),
-                connector_name=link.connector_name if link else None,
-                auth_url=link.url if link else None,
+                connector_name=_name(link.connector_name if link else None),
+                auth_url=link.url if link and len(link.url or "") <= MAX_AUTH_URL_CHARS else None,
                 auth_expires_at=link.expires_at if link else None,
             )
         return StreamSegmentResult(
@@ -523,6 +529,11 @@ class StreamSegment:
             self._last_beat = now
             self._beaten = (self._p.events, self._p.reconnects)
             activity.heartbeat(self._p.model_dump(mode="json"))
+
+
+def _name(value: str | None) -> str | None:
+    """A name or id from the genie, cut to ``MAX_NAME_CHARS``."""
+    return value if value is None or len(value) <= MAX_NAME_CHARS else value[:MAX_NAME_CHARS]
 
 
 def _not_posted(e: Exception) -> ApplicationError:

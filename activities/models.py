@@ -7,6 +7,7 @@ the worker process.
 
 from __future__ import annotations
 
+import json
 from datetime import datetime
 from typing import Any, Literal
 
@@ -15,6 +16,9 @@ from pydantic import BaseModel, ConfigDict, Field, NonNegativeInt, model_validat
 from genie_api import PauseStatus, RunCursor
 
 __all__ = [
+    "MAX_AUTH_URL_CHARS",
+    "MAX_NAME_CHARS",
+    "MAX_PARAMETER_BYTES",
     "MAX_SKILL_ERROR_CHARS",
     "MAX_SKILL_EVENTS",
     "MAX_TURN_MESSAGE_CHARS",
@@ -39,6 +43,7 @@ __all__ = [
     "StreamSegmentResult",
     "UploadAttachmentInput",
     "UploadAttachmentResult",
+    "bounded_parameters",
 ]
 
 MAX_SKILL_EVENTS = 100
@@ -48,7 +53,25 @@ MAX_SKILL_ERROR_CHARS = 500
 MAX_TURN_MESSAGE_CHARS = 256_000
 """Cap on the text of one turn's ``agent.message`` events kept in history. Past it the
 earliest intermediate messages are dropped (``messages_truncated``); the final reply is
-always kept, and E6 (message history) remains the full record."""
+always kept, cut to this length if it is longer by itself, and E6 (message history)
+remains the full record."""
+MAX_PARAMETER_BYTES = 16_000
+"""Skill parameters kept per pending item (as JSON); larger ones keep a marked prefix."""
+MAX_NAME_CHARS = 256
+"""Skill and connector names (and skill ids) kept from the genie's events; longer ones
+are cut. A stream segment's result must fit Temporal's 2 MB payload limit whatever the
+genie sends, or the activity could never complete."""
+MAX_AUTH_URL_CHARS = 8_192
+"""An auth link longer than this is not kept (the approver fetches a fresh one)."""
+
+
+def bounded_parameters(params: dict[str, Any]) -> dict[str, Any]:
+    """``params``, or, over ``MAX_PARAMETER_BYTES`` of JSON, a ``{"_truncated": ...}``
+    marker holding the start of the JSON text."""
+    text = json.dumps(params, ensure_ascii=False, default=str, sort_keys=True)
+    if len(text.encode()) <= MAX_PARAMETER_BYTES:
+        return params
+    return {"_truncated": text[: MAX_PARAMETER_BYTES // 4] + "…"}
 
 
 class _Model(BaseModel):

@@ -15,7 +15,6 @@ can never both count.
 from __future__ import annotations
 
 import contextlib
-import json
 from collections.abc import Callable
 from datetime import datetime, timedelta
 from typing import Any, Literal
@@ -37,6 +36,7 @@ with workflow.unsafe.imports_passed_through():
         StreamSegmentInput,
         StreamSegmentResult,
         UploadAttachmentInput,
+        bounded_parameters,
     )
     from genie_api import PauseStatus, RunCursor
 
@@ -65,8 +65,6 @@ from workflows.models import (
     TurnRecord,
 )
 
-MAX_PARAMETER_BYTES = 16_000
-"""Skill parameters kept per pending item (as JSON); larger ones keep a marked prefix."""
 PATCH_DECISION_WITH_STREAM = "decision-with-stream"
 """``workflow.patched`` id: a skill decision is posted by the ``resume`` segment that
 follows it (one activity, not two). Histories from before it post with
@@ -238,7 +236,8 @@ class TurnRunner(Notices):
             kind=conf.kind,
             skill_name=conf.skill_name,
             skill_id=conf.skill_id,
-            skill_parameters=_bounded_parameters(conf.skill_parameters),
+            # Bounded again: segments recorded before the activity bounded them replay.
+            skill_parameters=bounded_parameters(conf.skill_parameters),
             turn=turn.turn,
             requested_at=now,
             deadline=now + item.timeout,
@@ -542,10 +541,3 @@ def _refusal(turn: TurnRecord, e: ActivityError) -> str:
     info = error_info(e, turn=turn.turn, at=workflow.now())
     code = f" ({info.status} {info.error_code})" if info.status else ""
     return f"the API refused it{code}: {info.message}"
-
-
-def _bounded_parameters(params: dict[str, Any]) -> dict[str, Any]:
-    text = json.dumps(params, ensure_ascii=False, default=str, sort_keys=True)
-    if len(text.encode()) <= MAX_PARAMETER_BYTES:
-        return params
-    return {"_truncated": text[: MAX_PARAMETER_BYTES // 4] + "…"}
