@@ -66,6 +66,8 @@ M = TypeVar("M", bound=BaseModel)
 STREAM_ACTIVITY = "stream_segment"
 PENDING_QUERY_TIMEOUT = 5.0
 """Seconds ``pending`` waits for one conversation's status (its worker may be gone)."""
+PENDING_LIMIT = 200
+"""Waiting conversations ``pending`` reads; it says how many more wait, if any."""
 SEND_RETRIES = 3
 SIGNAL_CONFIRM_SECONDS = 10.0
 """How long a decision sent by signal (``_decide_by_signal``) waits for its audit entry."""
@@ -505,9 +507,10 @@ class GenieConversations:
     async def pending(
         self,
         *,
-        limit: int = 200,
+        limit: int = PENDING_LIMIT,
         query_timeout: float = PENDING_QUERY_TIMEOUT,
         on_unreadable: Callable[[str, Exception], None] | None = None,
+        on_not_listed: Callable[[int], None] | None = None,
     ) -> list[PendingItem]:
         """Every open conversation waiting for a human, oldest wait first.
 
@@ -516,13 +519,19 @@ class GenieConversations:
         worker is gone, or that moved on in between, is left out rather than holding up
         the list. So is one whose status cannot be read (its query fails, its payloads
         need a key this client lacks): ``on_unreadable`` is told its id and why, so that
-        one broken conversation neither hides the others nor goes unmentioned.
+        one broken conversation neither hides the others nor goes unmentioned. At most
+        ``limit`` are read (visibility's order: the most recently started first); when
+        more wait, ``on_not_listed`` is told how many were left out.
         """
         query = (
             'ExecutionStatus = "Running" AND '
             'GenieState IN ("awaiting_approval", "awaiting_connection")'
         )
         listed = [wf async for wf in self.client.list_workflows(query, limit=limit)]
+        if on_not_listed is not None and len(listed) >= limit:
+            more = (await self.client.count_workflows(query)).count - len(listed)
+            if more > 0:
+                on_not_listed(more)
 
         async def one(wf: Any) -> PendingItem | None:
             try:

@@ -28,7 +28,14 @@ from temporalio.service import RPCError, RPCStatusCode
 from genie_codec import PayloadDecryptError, PayloadKeyConfigError, new_key
 from genie_config import ConfigError, connect_temporal, load_settings, temporal_connect_config
 from genie_telemetry import caller_span, setup_tracing, shutdown_tracing
-from geniectl._api import GenieConversations, NotFound, Refused, _model, new_workflow_id
+from geniectl._api import (
+    PENDING_LIMIT,
+    GenieConversations,
+    NotFound,
+    Refused,
+    _model,
+    new_workflow_id,
+)
 from geniectl._contract import contract
 from geniectl._dev import dev
 from geniectl._render import (
@@ -322,7 +329,15 @@ def pending(as_json: JsonOpt = False) -> None:
             soft_wrap=True,
         )
 
-    items = _run(lambda api: api.pending(on_unreadable=unreadable))
+    def not_listed(more: int) -> None:
+        err.print(
+            f"[yellow]warning:[/] {more} more conversation(s) wait for a human but were not "
+            f"read (the list reads {PENDING_LIMIT}, the most recently started first)",
+            highlight=False,
+            soft_wrap=True,
+        )
+
+    items = _run(lambda api: api.pending(on_unreadable=unreadable, on_not_listed=not_listed))
     if as_json:
         _print_json([i.model_dump(mode="json") for i in items])
         return

@@ -829,6 +829,7 @@ async def api_pending(request: Request, ctx: Ctx) -> Response:
             "me": _identity_json(ctx.user),
             "items": [i.model_dump(mode="json") for i in listing.items],
             "not_answering": [s.model_dump(mode="json") for s in listing.silent],
+            "not_listed": listing.not_listed,
         }
     )
 
@@ -968,7 +969,7 @@ def create_app(
         s = config.settings
         app.state.inbox = Inbox(
             config=config,
-            reader=Reader(api, query_timeout=s.query_timeout_seconds),
+            reader=Reader(api, query_timeout=s.query_timeout_seconds, max_listed=s.max_listed),
             decider=Decider(
                 api, config.signing_key, config.signing_key_id, s.decision_timeout_seconds
             ),

@@ -39,6 +39,7 @@ PENDING_QUERY = (
 )
 """The visibility query of ``GenieConversations.pending``."""
 MAX_LISTED = 200
+"""Waiting conversations read per listing, unless ``GENIE_INBOX_MAX_LISTED`` says."""
 CONCURRENT_QUERIES = 16
 TURN_CACHE_SECONDS = 30.0
 """A paused turn's text and messages do not change while it is paused."""
@@ -107,6 +108,9 @@ class Listing:
     genies: list[str]
     skills: list[str]
     """Every genie and skill (or connector) seen, for the filters."""
+    not_listed: int = 0
+    """Waiting conversations past the listing's limit: visibility counts them, but they
+    were not read, so their items are not shown."""
 
 
 def segment(value: str) -> str:
@@ -247,9 +251,10 @@ class Reader:
 
     api: GenieConversations
     query_timeout: float = 3.0
+    max_listed: int = MAX_LISTED
     _turns: dict[tuple[str, int], tuple[float, TurnRecord | None]] = field(default_factory=dict)
     _silent: dict[str, tuple[float, str]] = field(default_factory=dict)
-    _listing: tuple[float, list[_Row]] | None = None
+    _listing: tuple[float, list[_Row], int] | None = None
     _lock: asyncio.Lock = field(default_factory=asyncio.Lock)
 
     async def _query(self, wid: str, call: Callable[[timedelta], Awaitable[T]]) -> T:
@@ -307,9 +312,9 @@ class Reader:
         return found
 
     def _forget(self, now: float) -> None:
-        if len(self._turns) > 4 * MAX_LISTED:
+        if len(self._turns) > 4 * self.max_listed:
             self._turns = {k: v for k, v in self._turns.items() if v[0] > now}
-        if len(self._silent) > 4 * MAX_LISTED:
+        if len(self._silent) > 4 * self.max_listed:
             self._silent = {k: v for k, v in self._silent.items() if v[0] > now}
 
     async def items(self, wid: str, me: Identity) -> tuple[ConversationStatus, list[Item]]:
@@ -324,26 +329,32 @@ class Reader:
         """Forget the shared listing (a decision was just sent through this inbox)."""
         self._listing = None
 
-    async def _rows(self, max_age: float) -> list[_Row]:
-        """What visibility lists and each conversation answered, fetched by one request
-        at a time; a fetch that started at most ``max_age`` seconds before this call is
-        reused (0: only one that started after it)."""
+    async def _rows(self, max_age: float) -> tuple[list[_Row], int]:
+        """What visibility lists and each conversation answered, and how many waiting
+        conversations were past the limit, fetched by one request at a time; a fetch
+        that started at most ``max_age`` seconds before this call is reused (0: only one
+        that started after it)."""
         asked = time.monotonic()
         async with self._lock:
             cached = self._listing
             if cached is not None and cached[0] >= asked - max_age:
-                return cached[1]
+                return cached[1], cached[2]
             started = time.monotonic()
-            rows = await self._fetch_rows()
-            self._listing = (started, rows)
-            return rows
+            rows, not_listed = await self._fetch_rows()
+            self._listing = (started, rows, not_listed)
+            return rows, not_listed
 
-    async def _fetch_rows(self) -> list[_Row]:
+    async def _fetch_rows(self) -> tuple[list[_Row], int]:
         listed: list[tuple[str, str | None, str | None]] = []
+        not_listed = 0
         try:
-            async for wf in self.api.client.list_workflows(PENDING_QUERY, limit=MAX_LISTED):
+            async for wf in self.api.client.list_workflows(PENDING_QUERY, limit=self.max_listed):
                 sa = wf.typed_search_attributes
                 listed.append((wf.id, sa.get(GENIE_HANDLE), sa.get(GENIE_USER_ID)))
+            if len(listed) >= self.max_listed:
+                # A full page: say how many more wait, so none waits unseen.
+                total = (await self.api.client.count_workflows(PENDING_QUERY)).count
+                not_listed = max(total - len(listed), 0)
         except RPCError as e:
             status = e.status.name if e.status else "an error"
             raise Unavailable(f"Temporal's visibility answered {status}") from None
@@ -367,7 +378,8 @@ class Reader:
             self._silent.pop(wid, None)
             return _Row(wid, g, u, st, turns, None)
 
-        return [r for r in await asyncio.gather(*(one(*row) for row in listed)) if r]
+        rows = [r for r in await asyncio.gather(*(one(*row) for row in listed)) if r]
+        return rows, not_listed
 
     async def pending(
         self,
@@ -382,7 +394,8 @@ class Reader:
         listing fetched that long ago will do (the polling pages share one)."""
         items: list[Item] = []
         silent: list[Silent] = []
-        for r in await self._rows(max_age):
+        rows, not_listed = await self._rows(max_age)
+        for r in rows:
             if r.status is not None:
                 items += build_items(r.wid, r.genie, r.user, r.status, r.turns, me)
             else:
@@ -398,4 +411,6 @@ class Reader:
             items = [i for i in items if i.title == skill]
         far = datetime.max.replace(tzinfo=UTC)
         items.sort(key=lambda i: (i.deadline or far, i.workflow_id, i.ref))
-        return Listing(items=items, silent=silent, genies=genies, skills=skills)
+        return Listing(
+            items=items, silent=silent, genies=genies, skills=skills, not_listed=not_listed
+        )

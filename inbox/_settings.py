@@ -92,6 +92,10 @@ class InboxSettings(BaseSettings):
     decision_timeout_seconds: float = Field(default=30.0, gt=0, le=600)
     refresh_seconds: float = Field(default=5.0, ge=1, le=600)
     """How often an open pending page asks for changes."""
+    max_listed: int = Field(default=200, ge=1, le=2000)
+    """Waiting conversations one pending page reads (each is queried). When more wait,
+    the page says how many it leaves out; which ones it reads is Temporal visibility's
+    order (the most recently started first)."""
     max_body_bytes: int = Field(default=64 * 1024, ge=1024, le=10 * 1024 * 1024)
     rate_limit_burst: int = Field(default=10, ge=1, le=10_000)
     """Decisions and link refreshes one person may send at once; past it, and past the

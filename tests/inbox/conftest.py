@@ -47,6 +47,7 @@ def signing_key_text() -> str:
 
 MODES: dict[str, dict[str, object]] = {
     "dev": {"auth": "dev", "allow_dev": True},
+    "dev_one_listed": {"auth": "dev", "allow_dev": True, "max_listed": 1},
     "jwt": {
         "auth": "jwt",
         "jwt_public_key": _pem(IDP_KEY),

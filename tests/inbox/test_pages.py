@@ -345,3 +345,34 @@ async def test_a_two_approver_rule_shows_progress_and_takes_a_second_person(
     r = await bob.post(path, data={"csrf_token": tokens[1], "verdict": "approve"})
     assert r.status_code == 200 and "Recorded as approved" in r.text
     assert (await api.wait(wid, turn, wait_for="completion")).status == "completed"
+
+
+async def test_conversations_past_the_listing_limit_are_counted_not_hidden(
+    client: Client, task_queue: str, client_for: ClientFor
+) -> None:
+    """An inbox reads a bounded number of waiting conversations; when more wait, the
+    page and the API say how many it left out, so none waits without anyone knowing."""
+    api = convs(client, task_queue)
+    await asyncio.gather(paused_skill(api), paused_skill(api))
+    http = client_for("dev_one_listed")
+    await dev_login(http, "alice")
+
+    body = (await http.get("/api/pending")).json()
+    assert (
+        len(
+            {i["workflow_id"] for i in body["items"]}
+            | {s["workflow_id"] for s in body["not_answering"]}
+        )
+        <= 1
+    )
+    assert body["not_listed"] >= 1, body
+
+    page = await http.get("/pending")
+    assert page.status_code == 200
+    assert "more waiting" in page.text
+    assert "GENIE_INBOX_MAX_LISTED" in page.text
+
+    # geniectl pending reads the same way, and says the same.
+    told: list[int] = []
+    items = await api.pending(limit=1, on_not_listed=told.append)
+    assert len({i.workflow_id for i in items}) <= 1 and told and told[0] >= 1, told
