@@ -35,6 +35,8 @@ from standardwebhooks.webhooks import Webhook
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
+from activities.models import bounded_parameters
+
 NOTIFY_FAILED = "NotifyFailed"
 """The endpoint answered with an error, or could not be reached (retried)."""
 NOTIFY_UNKNOWN_ENDPOINT = "NotifyUnknownEndpoint"
@@ -50,9 +52,6 @@ MAX_TEXT_CHARS = 1_000
 """Each string of the item in a standard body (names, ids, notes): the genie's and the
 API's text, so bounded here whatever reached the workflow."""
 MAX_LIST_ITEMS = 50
-MAX_PARAMETER_BYTES = 16_000
-"""Skill parameters in a standard body, as JSON; larger ones are sent as a marked prefix
-(the approver needs them to decide, so they get a larger share than other text)."""
 PRIVATE_DETAILS = frozenset({"auth_url", "decision", "note"})
 """Item fields no notification carries. ``auth_url`` lets whoever opens it connect their
 own account into the user's conversation: the inbox shows it only to people who may
@@ -254,13 +253,9 @@ def _bounded_details(details: dict[str, Any]) -> dict[str, Any]:
     for key, value in list(details.items())[:MAX_LIST_ITEMS]:
         if key in PRIVATE_DETAILS:
             continue
-        if key == "skill_parameters":
-            text = json.dumps(value, ensure_ascii=False, default=str)
-            out[key] = (
-                value
-                if len(text.encode()) <= MAX_PARAMETER_BYTES
-                else {"_truncated": text[: MAX_PARAMETER_BYTES // 4] + "…"}
-            )
+        if key == "skill_parameters" and isinstance(value, dict):
+            # The approver needs them to decide: the pending item's own, larger bound.
+            out[key] = bounded_parameters(value)
         else:
             out[str(key)[:MAX_TEXT_CHARS]] = _clip(value)
     return out
