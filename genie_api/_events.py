@@ -271,11 +271,16 @@ def parse_event(data: Mapping[str, Any]) -> GenieEvent:
     try:
         return _REGISTRY.get(event_type, UnknownEvent).model_validate(data)
     except ValidationError as exc:
-        # Where, not what: str(exc) quotes the offending values, and an event's values
-        # are the conversation (a message, a skill's parameters).
-        locs = ", ".join(".".join(map(str, e["loc"])) for e in exc.errors()[:5])
-        raise ProtocolError(
-            f"invalid {truncate(event_type, 100)!r} event ({exc.error_count()} field "
-            f"error(s): {truncate(locs, 200)})",
-            retryable=False,
-        ) from None
+        raise ProtocolError(invalid_event(event_type, exc), retryable=False) from None
+
+
+def invalid_event(event_type: str, exc: ValidationError) -> str:
+    """Why an event of ``event_type`` did not validate: where, never what. ``str(exc)``
+    quotes the offending values, and an event's values are the conversation (a message,
+    a skill's parameters); only the first few locations, since a list of 10^5 bad items
+    has 10^5 errors."""
+    locs = ", ".join(".".join(map(str, e["loc"])) for e in exc.errors()[:5])
+    return (
+        f"invalid {truncate(event_type, 100)!r} event ({exc.error_count()} field "
+        f"error(s): {truncate(locs, 200)})"
+    )

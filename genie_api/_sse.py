@@ -37,7 +37,7 @@ from httpx_sse._decoders import SSEDecoder, SSELineDecoder
 from pydantic import ValidationError
 
 from genie_api._errors import ProtocolError, TransportError, truncate
-from genie_api._events import _REGISTRY, GenieEvent, UnknownEvent
+from genie_api._events import _REGISTRY, GenieEvent, UnknownEvent, invalid_event
 from genie_api._http import (
     RequestContext,
     error_from_response,
@@ -118,13 +118,7 @@ def decode_frame(data: str, sse_event: str, ctx: RequestContext) -> GenieEvent |
     try:
         return _REGISTRY.get(event_type, UnknownEvent).model_validate(obj)
     except ValidationError as exc:
-        # The first few locations only: a list of 10^5 bad items has 10^5 errors.
-        locs = ", ".join(".".join(map(str, e["loc"])) for e in exc.errors()[:5])
-        reason = (
-            f"invalid {truncate(event_type, 100)!r} event ({exc.error_count()} field "
-            f"error(s): {truncate(locs, 200)})"
-        )
-        raise _malformed(ctx, reason, data, obj) from None
+        raise _malformed(ctx, invalid_event(event_type, exc), data, obj) from None
 
 
 def _oversize(ctx: RequestContext, limit: int) -> ProtocolError:
