@@ -374,7 +374,7 @@ class StreamSegment:
             SkillActivity(
                 status=status,
                 skill_name=_name(ev.skill_name),
-                skill_id=_name(ev.skill_id),
+                skill_id=ev.skill_id,
                 error=error,
             )
         )
@@ -387,7 +387,7 @@ class StreamSegment:
                 call_id=require(ev, "call_id"),
                 kind="business" if isinstance(ev, BusinessApprovalRequired) else "skill",
                 skill_name=_name(getattr(ev, "skill_name", None)),
-                skill_id=_name(getattr(ev, "skill_id", None)),
+                skill_id=getattr(ev, "skill_id", None),
                 skill_parameters=bounded_parameters(getattr(ev, "skill_parameters", None) or {}),
             )
         elif isinstance(ev, RuntimeConnectionAuthRequired):

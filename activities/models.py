@@ -58,9 +58,9 @@ remains the full record."""
 MAX_PARAMETER_BYTES = 16_000
 """Skill parameters kept per pending item (as JSON); larger ones keep a marked prefix."""
 MAX_NAME_CHARS = 256
-"""Skill and connector names (and skill ids) kept from the genie's events; longer ones
-are cut. A stream segment's result must fit Temporal's 2 MB payload limit whatever the
-genie sends, or the activity could never complete."""
+"""Skill and connector names kept from the genie's events; longer ones are cut (ids are
+bounded by ``genie_api`` already). A stream segment's result must fit Temporal's 2 MB
+payload limit whatever the genie sends, or the activity could never complete."""
 MAX_AUTH_URL_CHARS = 8_192
 """An auth link longer than this is not kept (the approver fetches a fresh one)."""
 
