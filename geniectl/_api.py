@@ -68,6 +68,10 @@ PENDING_QUERY_TIMEOUT = 5.0
 """Seconds ``pending`` waits for one conversation's status (its worker may be gone)."""
 PENDING_LIMIT = 200
 """Waiting conversations ``pending`` reads; it says how many more wait, if any."""
+PENDING_QUERY = (
+    'ExecutionStatus = "Running" AND GenieState IN ("awaiting_approval", "awaiting_connection")'
+)
+"""The visibility query for conversations waiting for a human (the inbox's too)."""
 SEND_RETRIES = 3
 SIGNAL_CONFIRM_SECONDS = 10.0
 """How long a decision sent by signal (``_decide_by_signal``) waits for its audit entry."""
@@ -523,13 +527,9 @@ class GenieConversations:
         ``limit`` are read (visibility's order: the most recently started first); when
         more wait, ``on_not_listed`` is told how many were left out.
         """
-        query = (
-            'ExecutionStatus = "Running" AND '
-            'GenieState IN ("awaiting_approval", "awaiting_connection")'
-        )
-        listed = [wf async for wf in self.client.list_workflows(query, limit=limit)]
+        listed = [wf async for wf in self.client.list_workflows(PENDING_QUERY, limit=limit)]
         if on_not_listed is not None and len(listed) >= limit:
-            more = (await self.client.count_workflows(query)).count - len(listed)
+            more = (await self.client.count_workflows(PENDING_QUERY)).count - len(listed)
             if more > 0:
                 on_not_listed(more)
 

@@ -22,6 +22,7 @@ from temporalio.client import WorkflowQueryFailedError
 from temporalio.service import RPCError, RPCStatusCode
 
 from geniectl import GenieConversations, NotFound
+from geniectl._api import PENDING_QUERY
 from inbox._auth import Identity
 from workflows import ConversationStatus, Transcript, TranscriptQuery
 from workflows.models import (
@@ -34,10 +35,6 @@ from workflows.search_attributes import GENIE_HANDLE, GENIE_USER_ID
 
 T = TypeVar("T")
 
-PENDING_QUERY = (
-    'ExecutionStatus = "Running" AND GenieState IN ("awaiting_approval", "awaiting_connection")'
-)
-"""The visibility query of ``GenieConversations.pending``."""
 MAX_LISTED = 200
 """Waiting conversations read per listing, unless ``GENIE_INBOX_MAX_LISTED`` says."""
 CONCURRENT_QUERIES = 16
