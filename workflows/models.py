@@ -264,7 +264,7 @@ class WaitTurn(_Model):
 class DecisionProof(_Model):
     """An inbox's Ed25519 signature over one decision (``workflows.signing``)."""
 
-    v: Literal[1, 2] = 1
+    v: int = Field(default=1, ge=1, le=2, strict=True)
     """What the signature covers: 2 (what inboxes sign now) adds the decision's reason;
     1, which proofs recorded before that carry, leaves the reason unsigned. A version-2
     signature never checks as version 1: the version is itself signed."""

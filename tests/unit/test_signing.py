@@ -7,6 +7,7 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from pydantic import ValidationError
 
 from workflows import _decisions as rules
 from workflows import errors
@@ -147,3 +148,11 @@ def test_the_rules_refuse_unsigned_decisions_only_when_signing_is_on() -> None:
     assert r is not None and r.type == errors.INVALID_SIGNATURE
     rules.record_skill(d, signed, "update", NOW)
     assert d.audit[-1].auth == "jwt (key inbox-1)"
+
+
+@pytest.mark.parametrize("v", [0, 3, "2", 2.0, True, None])
+def test_a_proof_version_is_1_or_2_exactly(v: object) -> None:
+    """Read strictly, as the other numbers a client sends: JSON ``true`` is not 1."""
+    fields = proof().model_dump(mode="json")
+    with pytest.raises(ValidationError):
+        DecisionProof.model_validate({**fields, "v": v})
