@@ -1,8 +1,10 @@
 """What ops see without asking: search attributes, the details card, metrics.
 
 A mixin of ``GenieConversation``. Search attributes change once per state transition
-(each upsert is a history event); the card (``workflow.set_current_details``) is free
-to refresh, since it lives in memory and is read by the Web UI through a query.
+(each upsert is a history event and a billable action), and a turn that ends within
+``RUNNING_SHOWN_AFTER`` never shows ``running`` at all (``_set_state``); the card
+(``workflow.set_current_details``) is free to refresh, since it lives in memory and is
+read by the Web UI through a query.
 
 Metrics go through ``workflow.metric_meter()``, which records nothing while replaying, so
 each event counts once however often the history is replayed. Names and labels are
@@ -12,6 +14,7 @@ alerts in ``deploy/`` are built on them.
 
 from __future__ import annotations
 
+import asyncio
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -35,6 +38,14 @@ from workflows.search_attributes import GENIE_AWAITING_SINCE, GENIE_DEADLINE, GE
 
 OUTAGE_RETRIES = "genie_api_outage_retries"
 """Steps scheduled again on a durable timer because the API kept failing (``Steps``)."""
+RUNNING_SHOWN_AFTER = timedelta(seconds=2)
+"""A turn shows ``GenieState="running"`` only once it has run this long since it started or
+left a pause: a short turn's two upserts cost the server a third more CPU than the turn
+itself, and Temporal Cloud's visibility lags about a second, so nobody saw them anyway.
+``status.state`` says ``running`` from the first moment."""
+PATCH_RUNNING_WHEN_LONG = "running-when-long"
+"""``workflow.patched`` id of ``RUNNING_SHOWN_AFTER``, asked once per conversation."""
+_AWAITING = ("awaiting_approval", "awaiting_connection")
 TURN_LATENCY = "genie_turn_latency"
 """From a turn's start to its end, in milliseconds as the SDK's latencies (its buckets
 are set in ``worker.py``)."""
@@ -46,6 +57,8 @@ class Visibility:
     _policy: ConversationPolicy
     _paused_turn: int | None = None
     """The turn that last waited for a human, for the turn latency's ``paused`` label."""
+    _show_running: asyncio.Task[None] | None = None
+    """The timer that shows ``running`` once a turn lasts ``RUNNING_SHOWN_AFTER``."""
 
     def _on_outage(self, since: datetime | None, info: ErrorInfo | None) -> None:
         if since is not None and (info is None or info.type != CREDENTIAL_SETTLING):
@@ -61,30 +74,59 @@ class Visibility:
     def _set_state(self, state: ConversationState) -> None:
         d = self._d
         previous, d.state = d.state, state
-        awaiting = state in ("awaiting_approval", "awaiting_connection")
+        awaiting = state in _AWAITING
         if state != previous or not awaiting:
             d.awaiting_since = workflow.now() if awaiting else None
         if awaiting and d.current is not None:
             self._paused_turn = d.current.turn
-        if state != previous:
-            deadline = self._wait_deadline(state)
-            # One upsert per transition, as before GenieDeadline existed: adding a key to
-            # it adds no command, so recorded histories replay unchanged.
-            workflow.upsert_search_attributes(
-                [
-                    GENIE_STATE.value_set(state),
-                    GENIE_AWAITING_SINCE.value_set(d.awaiting_since)
-                    if d.awaiting_since
-                    else GENIE_AWAITING_SINCE.value_unset(),
-                    GENIE_DEADLINE.value_set(deadline)
-                    if deadline
-                    else GENIE_DEADLINE.value_unset(),
-                ]
-            )
-            # The outage counter at 0 before any outage: Prometheus's increase() cannot
-            # see a counter's first sample, and the API alert rests on it.
-            workflow.metric_meter().create_counter(OUTAGE_RETRIES).add(0)
+        if not d.running_when_long:
+            # As recorded before PATCH_RUNNING_WHEN_LONG: every transition upserts.
+            if state != previous:
+                self._show_state(state)
+        else:
+            if state != "running" and self._show_running is not None:
+                self._show_running.cancel()  # the turn ended or paused in time
+                self._show_running = None
+            shown = workflow.info().typed_search_attributes
+            if state == "running":
+                # Shown only if it lasts, from idle as from a pause: a decided pause stays
+                # listed as waiting for at most that long (the inbox asks each listed
+                # conversation for its status, so it never offers a decided item).
+                if shown.get(GENIE_STATE) != "running" and self._show_running is None:
+                    self._show_running = asyncio.create_task(self._show_running_later())
+            elif (state, d.awaiting_since, self._wait_deadline(state)) != (
+                shown.get(GENIE_STATE),
+                shown.get(GENIE_AWAITING_SINCE),
+                shown.get(GENIE_DEADLINE),
+            ):
+                # A second pause after a decision shows as one: its since and deadline.
+                self._show_state(state)
+        # The outage counter at 0 before any outage: Prometheus's increase() cannot see a
+        # counter's first sample, and the API alert rests on it.
+        workflow.metric_meter().create_counter(OUTAGE_RETRIES).add(0)
         self._refresh_details()
+
+    async def _show_running_later(self) -> None:
+        await workflow.sleep(RUNNING_SHOWN_AFTER, summary="show running: the turn lasts")
+        self._show_running = None
+        shown = workflow.info().typed_search_attributes.get(GENIE_STATE)
+        if self._d.state == "running" and shown != "running":
+            self._show_state("running")
+
+    def _show_state(self, state: ConversationState) -> None:
+        """One upsert for a transition, as before GenieDeadline existed: adding a key to
+        it adds no command, so recorded histories replay unchanged."""
+        deadline = self._wait_deadline(state)
+        since = self._d.awaiting_since
+        workflow.upsert_search_attributes(
+            [
+                GENIE_STATE.value_set(state),
+                GENIE_AWAITING_SINCE.value_set(since)
+                if since
+                else GENIE_AWAITING_SINCE.value_unset(),
+                GENIE_DEADLINE.value_set(deadline) if deadline else GENIE_DEADLINE.value_unset(),
+            ]
+        )
 
     def _wait_deadline(self, state: ConversationState) -> datetime | None:
         """The latest time the policy decides what the conversation now waits for: the

@@ -52,6 +52,7 @@ from workflows._state import (
 )
 from workflows._steps import LINK, STREAM, OutageExceeded, StepCancelled, Steps, error_info
 from workflows._turn import ApprovalTimeoutFailure, OutageOrRefusal, TurnRunner
+from workflows._visibility import PATCH_RUNNING_WHEN_LONG
 from workflows.models import (
     TERMINAL_TURN_STATUSES,
     AuthLink,
@@ -72,6 +73,7 @@ from workflows.models import (
 from workflows.search_attributes import (
     GENIE_CONVERSATION_ID,
     GENIE_HANDLE,
+    GENIE_STATE,
     GENIE_USER_ID,
 )
 from workflows.signing import SigningPolicy
@@ -148,6 +150,10 @@ class GenieConversation(TurnRunner):
         d = self._d
         if self._start_refusal is not None:
             _refuse(self._start_refusal)  # a bad first message fails the start, visibly
+        if d.running_when_long is None:
+            # Asked once per conversation, in its first task: a run recorded before it is
+            # told False and keeps upserting every transition (until its next run).
+            d.running_when_long = workflow.patched(PATCH_RUNNING_WHEN_LONG)
         # Conversations recorded before the deployment look-up replay without it.
         user_value = start.user_id
         if d.signing is None and workflow.patched(PATCH_DEPLOYMENT):
@@ -155,9 +161,13 @@ class GenieConversation(TurnRunner):
         if start.carried is None:
             # Visible for filtering from the first task, however the workflow was started;
             # the user id as the deployment wants it searchable (plain, or a keyed hash).
-            workflow.upsert_search_attributes(
-                [GENIE_HANDLE.value_set(start.genie_handle), GENIE_USER_ID.value_set(user_value)]
-            )
+            attrs = [
+                GENIE_HANDLE.value_set(start.genie_handle),
+                GENIE_USER_ID.value_set(user_value),
+            ]
+            if d.running_when_long and not start.create_at_start:
+                attrs.append(GENIE_STATE.value_set("idle"))  # one upsert, not two
+            workflow.upsert_search_attributes(attrs)
         if start.create_at_start and d.conversation_id is None:
             await self._create()
         if d.state == "starting":
@@ -216,6 +226,8 @@ class GenieConversation(TurnRunner):
             return
         d.runs += 1
         d.refusals_this_run = 0  # the next run's history starts empty
+        if d.running_when_long is False:
+            d.running_when_long = None  # recorded before the patch: the next run asks again
         bounded_for_carry(d)
         workflow.continue_as_new(
             ConversationStart(

@@ -158,10 +158,12 @@ async def _probed_less_often_and_detected(client: Client, task_queue: str, cap: 
     wid = await start(api, policy=ConversationPolicy(connection_poll_interval=first))
     turn, pending = await _parked(api, wid)
     assert pending.auth_url
+    # The waits between probes (not the turn's timer that shows GenieState running).
+    since, waits = pending.requested_at.timestamp(), f"connection {pending.attempt_id}".encode()
     # The user connects late: once the probes wait longer than the cap, twice.
     await eventually(
         lambda: api.handle(wid).fetch_history(),
-        lambda h: sum(d > cap for _, d in timer_waits(h, pending.requested_at.timestamp())) >= 2,
+        lambda h: sum(d > cap for _, d in timer_waits(h, since, waits)) >= 2,
         what="probes past the cap's hour",
         within=60,
     )
@@ -185,7 +187,7 @@ async def _probed_less_often_and_detected(client: Client, task_queue: str, cap: 
     assert len(schedule) < 35, schedule
     # Each wait before a probe is what the rule says for that moment: never more than a
     # twelfth of the time waited (or the cap), and past the cap's hour, more than the cap.
-    ticks = timer_waits(history, pending.requested_at.timestamp())
+    ticks = timer_waits(history, since, waits)
     slack = timedelta(milliseconds=100)
     assert all(d <= max(cap, timedelta(seconds=at) / 12) + slack for at, d in ticks), ticks
     assert any(d > cap for _, d in ticks), ticks

@@ -37,7 +37,7 @@ from workflows import (
     _steps,
     _turn,
 )
-from workflows._turn import PATCH_DECISION_WITH_STREAM
+from workflows._visibility import PATCH_RUNNING_WHEN_LONG
 from workflows.conversation import PATCH_BOUNDED_HISTORY, PATCH_IDLE_ROLLOVER
 
 HISTORIES = Path(__file__).parent / "histories"
@@ -276,11 +276,13 @@ async def test_fresh_histories_replay(client: Client, task_queue: str) -> None:
     """Every command the workflow issues (activities, timers, updates, signals, search
     attributes) replays deterministically. ``GENIE_RECORD_HISTORIES=1`` also writes the
     history to ``histories/``, where the test above pins it for future versions.
-    ``approval_connection_timeout.json`` is from before ``PATCH_DECISION_WITH_STREAM``
-    (decisions posted by their own activity)."""
+    ``approval_connection_timeout.json`` is from before ``decision-with-stream`` (decisions
+    posted by their own activity), ``….decision-with-stream.json`` from before
+    ``PATCH_RUNNING_WHEN_LONG`` (every state transition upserted ``GenieState``)."""
     api = convs(client, task_queue)
     wid = await start(api, policy=ConversationPolicy(approval_timeout=timedelta(seconds=1)))
     await api.ask(wid, "hello")
+    await api.ask(wid, "delay:2500")  # lasts: GenieState shows running
     accepted = await api.send(wid, "confirm:send_email connect:jira")
     res = await api.wait(wid, accepted.turn)
     await api.approve(wid, res.pending.approvals[0].call_id, approver="ops")
@@ -298,5 +300,5 @@ async def test_fresh_histories_replay(client: Client, task_queue: str) -> None:
     if os.environ.get("GENIE_RECORD_HISTORIES") == "1":
         HISTORIES.mkdir(exist_ok=True)
         # One file per workflow.patched id since the first: each is replayed for good.
-        name = f"approval_connection_timeout.{PATCH_DECISION_WITH_STREAM}.json"
+        name = f"approval_connection_timeout.{PATCH_RUNNING_WHEN_LONG}.json"
         (HISTORIES / name).write_text(history.to_json())

@@ -19,6 +19,7 @@ from tests.workflow.helpers import GENIE, USER, convs, eventually, start
 from workflows.search_attributes import (
     GENIE_AWAITING_SINCE,
     GENIE_CONVERSATION_ID,
+    GENIE_DEADLINE,
     GENIE_HANDLE,
     GENIE_STATE,
     GENIE_USER_ID,
@@ -67,6 +68,82 @@ async def test_search_attributes_and_details_card_follow_the_state(
     sa = (await api.handle(wid).describe()).typed_search_attributes
     assert sa.get(GENIE_STATE) == "idle" and sa.get(GENIE_AWAITING_SINCE) is None
     assert "Idle" in await _details(client, wid)
+
+
+async def _shown_states(client: Client, wid: str) -> list[str]:
+    """The ``GenieState`` values the conversation upserted, in order (its history)."""
+    history = await client.get_workflow_handle(wid).fetch_history()
+    shown = []
+    for e in history.events:
+        if e.HasField("upsert_workflow_search_attributes_event_attributes"):
+            fields = e.upsert_workflow_search_attributes_event_attributes.search_attributes
+            if GENIE_STATE.name in fields.indexed_fields:
+                shown.append(json.loads(fields.indexed_fields[GENIE_STATE.name].data))
+    return shown
+
+
+async def test_genie_state_shows_running_only_for_a_turn_that_lasts(
+    client: Client, task_queue: str
+) -> None:
+    """Short turns write nothing to visibility (two upserts each cost the server a third
+    more CPU than the turn); a turn lasting ``RUNNING_SHOWN_AFTER`` shows ``running``
+    while it runs, so ops still find long and stuck turns with ``GenieState="running"``."""
+    api = convs(client, task_queue)
+    wid = await start(api)
+    for text in ("hello", "again"):
+        assert (await api.ask(wid, text)).status == "completed"
+    assert await _shown_states(client, wid) == ["idle"]  # set with the handle, at start
+
+    accepted = await api.send(wid, "steps:2 delay:5000")
+    desc = await eventually(
+        lambda: api.handle(wid).describe(),
+        lambda d: d.typed_search_attributes.get(GENIE_STATE) == "running",
+        what="GenieState running once the turn lasts",
+    )
+    assert desc.typed_search_attributes.get(GENIE_AWAITING_SINCE) is None
+    assert (await api.status(wid)).state == "running"
+    done = await api.wait(wid, accepted.turn, wait_for="completion")
+    assert done.status == "completed"
+    sa = (await api.handle(wid).describe()).typed_search_attributes
+    assert sa.get(GENIE_STATE) == "idle"
+    assert await _shown_states(client, wid) == ["idle", "running", "idle"]
+
+
+async def test_a_second_pause_after_a_decision_shows_its_own_wait(
+    client: Client, task_queue: str
+) -> None:
+    """Leaving a pause shows ``running`` only if the turn then lasts, so a decision that
+    leads straight to the next pause upserts once: with that pause's own since and
+    deadline, never the first one's."""
+    api = convs(client, task_queue)
+    wid = await start(api)
+    accepted = await api.send(wid, "confirm:send_email confirm:book_room")
+    first = (await api.wait(wid, accepted.turn)).pending.approvals[0]
+    since = (await api.handle(wid).describe()).typed_search_attributes.get(GENIE_AWAITING_SINCE)
+    decided = await api.approve(wid, first.call_id, approver="ops", wait_for="attention")
+    assert decided.result is not None
+    second = decided.result.pending.approvals[0]
+    assert second.call_id != first.call_id
+    st = await api.status(wid)
+    sa = (await api.handle(wid).describe()).typed_search_attributes
+    assert sa.get(GENIE_STATE) == "awaiting_approval"
+    assert since is not None and st.awaiting_since is not None and st.awaiting_since > since
+    assert sa.get(GENIE_AWAITING_SINCE) == st.awaiting_since
+    assert sa.get(GENIE_DEADLINE) == second.deadline
+    await api.approve(wid, second.call_id, approver="ops")
+    await api.wait(wid, accepted.turn, wait_for="completion")
+    sa = (await api.handle(wid).describe()).typed_search_attributes
+    assert (sa.get(GENIE_STATE), sa.get(GENIE_AWAITING_SINCE), sa.get(GENIE_DEADLINE)) == (
+        "idle",
+        None,
+        None,
+    )
+    assert await _shown_states(client, wid) == [
+        "idle",
+        "awaiting_approval",
+        "awaiting_approval",
+        "idle",
+    ]
 
 
 async def _list(client: Client, query: str) -> list[str]:
