@@ -701,7 +701,6 @@ def _api_errors() -> str:
 _SEARCH_ATTRIBUTE_NOTES = {
     "GenieHandle": "the genie the conversation talks to (`genie_handle`)",
     "GenieConversationId": "the Headless API's `conversation_id`, once created",
-    "GenieState": "`status.state` (`idle`, `running`, `awaiting_approval`, …)",
     "GenieUserId": "the end user (`user_id`)",
     "GenieAwaitingSince": "when the current wait for a human began; unset when none",
 }
