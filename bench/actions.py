@@ -314,10 +314,18 @@ def _cuts(
     upserts = a.get("search-attribute upsert", 0)
     if upserts:
         out.append(
-            f"plain turn: {upserts} search-attribute upserts (GenieState running, then idle). "
-            f"Upserting only on pauses and ends (a list of running conversations can come "
-            f"from the details card or a query) saves {upserts} -> "
-            f"{plain['total'] - upserts} per plain turn"
+            f"plain turn: {upserts} search-attribute upsert(s); a turn shorter than "
+            f"RUNNING_SHOWN_AFTER should write none (GenieState shows running only if it "
+            f"lasts): look for the transition that still upserts"
+        )
+    long_upserts = by["plain turn, 153 SSE events over ~3 s"]["actions"].get(
+        "search-attribute upsert", 0
+    )
+    if long_upserts:
+        out.append(
+            f"plain turn over ~3 s: {long_upserts} search-attribute upserts (GenieState "
+            f"running once it lasts RUNNING_SHOWN_AFTER, then idle): the price of ops "
+            f"finding long and stuck turns in visibility; a short turn pays neither"
         )
     hb = a.get(HEARTBEAT, 0)
     long_hb = by["plain turn, 153 SSE events over ~3 s"]["actions"].get(HEARTBEAT, 0)
@@ -331,7 +339,11 @@ def _cuts(
         )
     timers = a.get("timer started", 0)
     if timers:
-        out.append(f"plain turn: {timers} timer(s) started; a wait without a timeout is free")
+        out.append(
+            f"plain turn: {timers} timer(s) started: the one that would show GenieState "
+            f"running if the turn lasted (RUNNING_SHOWN_AFTER), cancelled when it ends; one "
+            f"action in place of the two upserts it replaced, and no visibility write"
+        )
     local = by["floor (b): update -> local activity"]["total"]
     floor_a = by["floor (a): update -> activity"]["total"]
     out.append(

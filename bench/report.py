@@ -60,6 +60,30 @@ DECISIONS = """\
 - **Heartbeats only when there is something to say** (kept). A stream segment's first
   heartbeat waits a second and a silent stream beats every 3 s instead of every second:
   a plain turn went from 5 billable actions to 4 and an approval turn from 13 to 11.
+- **`GenieState` shows `running` only for a turn that lasts** (kept, 2026-12-03). Every
+  turn upserted it twice (running, then idle). On a minimal update -> activity workflow,
+  400 turns per variant interleaved on a quiet machine, the two upserts cost the server
+  18.4 ms of CPU per turn against 13.6 ms without (+35%) and no latency; a 2 s timer
+  started and cancelled instead cost 13.2 ms. So a turn now starts that timer
+  (`RUNNING_SHOWN_AFTER`) and shows `running` only if it fires; any other change of
+  what visibility shows (state, since, deadline) still upserts at once. A plain turn
+  went from 4 billable actions to 3 with the same 13 history events (the timer's start
+  and cancel replace the two upserts); a turn over 2 s pays one more than before (8 for
+  the 3 s stream); approval and connection turns cost the same, with one upsert fewer
+  per decision. The patch is asked once per conversation and carried across
+  continue-as-new (a marker and a `TemporalChangeVersion` upsert), and the start's
+  idle upsert now rides with the handle's: the first turn of a new conversation counts
+  8 actions from history (10 by the server's counter), where it counted 10 (11).
+  The cost to ops: a decided pause stays listed as waiting until its turn ends or
+  shows `running` (at most 2 s; the inbox asks each listed conversation for its status,
+  so it never offers a decided item). Under load the decision path is unchanged within
+  the noise: `bench.parked` with the old and the new code alternated twice on the same
+  machine (P=3,000) gave 36.1 and 34.9 ms of CPU per decision before (server 18.1,
+  17.7) and 36.2 and 33.2 after (server 18.0, 16.6), and parking rates that overlap
+  (36.6-44.2/s against 33.2-44.7/s). That morning every rate was about a fifth lower
+  than the day before, the floor's and the simulator's CPU per decision too, so the
+  table's decisions and parking (P=5,000 not reached in the budget) moved with the
+  machine, not with the change.
 - **The fast path** (tried 2026-12-02, not kept). Running a turn's first stream segment
   as a local activity for up to 2.5 s took a plain turn's p50 from +36.5 to +22.9 ms
   over the bare client, with one marker in history instead of an activity. But the
@@ -113,9 +137,10 @@ DECISIONS = """\
   client's too. The split by process (the `CPU ms/dec` column) says where the rest is:
   the server spends 1.0-1.3x the floor's per decision (the update's two events against
   one signal, the cancelled deadline timer, two search-attribute upserts: running, then
-  idle), the worker 1.6-2.0x. On a cache miss the worker replays the conversation's
-  first turn: four activations (the start with its update, the deployment look-up, the
-  create, the stream) against the floor run's one, 25-32 ms of CPU in-process. The
+  idle; since 2026-12-03 one upsert and a cancelled timer), the worker 1.6-2.0x. On a
+  cache miss the worker replays the conversation's first turn: four activations (the
+  start with its update, the deployment look-up, the create, the stream) against the
+  floor run's one, 25-32 ms of CPU in-process. The
   SDK's cost per activation (visiting every payload three times in and three out,
   building two data converters per activation) is most of a replay: our workflow code
   is about a twentieth of it by profile. Folding an activation away (create into the
