@@ -113,8 +113,8 @@ class ConversationData(BaseModel):
     """What an end left behind at the API (a run it could not stop)."""
     runs: int = 1
     running_when_long: bool | None = None
-    """Whether ``GenieState`` shows ``running`` only for a turn that lasts
-    (``RUNNING_SHOWN_AFTER``): asked with ``workflow.patched`` once per conversation and
+    """Whether ``GenieState`` shows ``running`` only for a turn that lasts (the policy's
+    ``running_shown_after``): asked with ``workflow.patched`` once per conversation and
     carried; None until asked."""
     signing: SigningPolicy | None = None
     """Trusted decision keys, read once from the worker at start (``workflows.signing``)."""

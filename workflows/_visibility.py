@@ -1,8 +1,8 @@
 """What ops see without asking: search attributes, the details card, metrics.
 
 A mixin of ``GenieConversation``. Search attributes change once per state transition
-(each upsert is a history event and a billable action), and a turn that ends within
-``RUNNING_SHOWN_AFTER`` never shows ``running`` at all (``_set_state``); the card
+(each upsert is a history event and a billable action), and a turn that ends within the
+policy's ``running_shown_after`` never shows ``running`` at all (``_set_state``); the card
 (``workflow.set_current_details``) is free to refresh, since it lives in memory and is
 read by the Web UI through a query.
 
@@ -38,13 +38,9 @@ from workflows.search_attributes import GENIE_AWAITING_SINCE, GENIE_DEADLINE, GE
 
 OUTAGE_RETRIES = "genie_api_outage_retries"
 """Steps scheduled again on a durable timer because the API kept failing (``Steps``)."""
-RUNNING_SHOWN_AFTER = timedelta(seconds=2)
-"""A turn shows ``GenieState="running"`` only once it has run this long since it started or
-left a pause: a short turn's two upserts cost the server a third more CPU than the turn
-itself, and Temporal Cloud's visibility lags about a second, so nobody saw them anyway.
-``status.state`` says ``running`` from the first moment."""
 PATCH_RUNNING_WHEN_LONG = "running-when-long"
-"""``workflow.patched`` id of ``RUNNING_SHOWN_AFTER``, asked once per conversation."""
+"""``workflow.patched`` id of ``ConversationPolicy.running_shown_after``, asked once per
+conversation."""
 _AWAITING = ("awaiting_approval", "awaiting_connection")
 TURN_LATENCY = "genie_turn_latency"
 """From a turn's start to its end, in milliseconds as the SDK's latencies (its buckets
@@ -58,7 +54,7 @@ class Visibility:
     _paused_turn: int | None = None
     """The turn that last waited for a human, for the turn latency's ``paused`` label."""
     _show_running: asyncio.Task[None] | None = None
-    """The timer that shows ``running`` once a turn lasts ``RUNNING_SHOWN_AFTER``."""
+    """The timer that shows ``running`` once a turn lasts ``running_shown_after``."""
 
     def _on_outage(self, since: datetime | None, info: ErrorInfo | None) -> None:
         if since is not None and (info is None or info.type != CREDENTIAL_SETTLING):
@@ -88,10 +84,9 @@ class Visibility:
                 self._show_running.cancel()  # the turn ended or paused in time
                 self._show_running = None
             shown = workflow.info().typed_search_attributes
-            if state == "running":
-                # Shown only if it lasts, from idle as from a pause: a decided pause stays
-                # listed as waiting for at most that long (the inbox asks each listed
-                # conversation for its status, so it never offers a decided item).
+            if state == "running" and shown.get(GENIE_STATE) not in _AWAITING:
+                # From idle: shown only if the turn lasts. Leaving a pause shows at once
+                # (below): visibility must stop listing a decided pause as waiting.
                 if shown.get(GENIE_STATE) != "running" and self._show_running is None:
                     self._show_running = asyncio.create_task(self._show_running_later())
             elif (state, d.awaiting_since, self._wait_deadline(state)) != (
@@ -99,7 +94,7 @@ class Visibility:
                 shown.get(GENIE_AWAITING_SINCE),
                 shown.get(GENIE_DEADLINE),
             ):
-                # A second pause after a decision shows as one: its since and deadline.
+                # Any of the three changed (a second pause has its own since and deadline).
                 self._show_state(state)
         # The outage counter at 0 before any outage: Prometheus's increase() cannot see a
         # counter's first sample, and the API alert rests on it.
@@ -107,7 +102,9 @@ class Visibility:
         self._refresh_details()
 
     async def _show_running_later(self) -> None:
-        await workflow.sleep(RUNNING_SHOWN_AFTER, summary="show running: the turn lasts")
+        await workflow.sleep(
+            self._policy.running_shown_after, summary="show running: the turn lasts"
+        )
         self._show_running = None
         shown = workflow.info().typed_search_attributes.get(GENIE_STATE)
         if self._d.state == "running" and shown != "running":

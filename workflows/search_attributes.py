@@ -26,8 +26,8 @@ GENIE_HANDLE: Final = SearchAttributeKey.for_keyword("GenieHandle")
 GENIE_CONVERSATION_ID: Final = SearchAttributeKey.for_keyword("GenieConversationId")
 GENIE_STATE: Final = SearchAttributeKey.for_keyword("GenieState")
 """``status.state`` as ops filter on it (``idle``, ``awaiting_approval``, ``ended``, …), set
-as the state changes, except that ``running`` shows only once a turn has run for
-``RUNNING_SHOWN_AFTER`` since it started or left a pause: a short turn writes nothing."""
+as the state changes, except that a turn shows ``running`` only once it has run for the
+policy's ``running_shown_after`` (or as it leaves a pause): a short turn writes nothing."""
 GENIE_USER_ID: Final = SearchAttributeKey.for_keyword("GenieUserId")
 GENIE_AWAITING_SINCE: Final = SearchAttributeKey.for_datetime("GenieAwaitingSince")
 GENIE_DEADLINE: Final = SearchAttributeKey.for_datetime("GenieDeadline")

@@ -280,7 +280,12 @@ async def test_fresh_histories_replay(client: Client, task_queue: str) -> None:
     posted by their own activity), ``….decision-with-stream.json`` from before
     ``PATCH_RUNNING_WHEN_LONG`` (every state transition upserted ``GenieState``)."""
     api = convs(client, task_queue)
-    wid = await start(api, policy=ConversationPolicy(approval_timeout=timedelta(seconds=1)))
+    wid = await start(
+        api,
+        policy=ConversationPolicy(
+            approval_timeout=timedelta(seconds=1), running_shown_after=timedelta(seconds=1)
+        ),
+    )
     await api.ask(wid, "hello")
     await api.ask(wid, "delay:2500")  # lasts: GenieState shows running
     accepted = await api.send(wid, "confirm:send_email connect:jira")

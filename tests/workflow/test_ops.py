@@ -6,6 +6,7 @@ import asyncio
 import json
 import logging
 import uuid
+from datetime import timedelta
 from typing import Any
 
 import pytest
@@ -16,6 +17,7 @@ from temporalio.testing import WorkflowEnvironment
 
 from tests.services import SIM_API_KEY, SimProcess, temporal_cli
 from tests.workflow.helpers import GENIE, USER, convs, eventually, start
+from workflows.models import ConversationPolicy
 from workflows.search_attributes import (
     GENIE_AWAITING_SINCE,
     GENIE_CONVERSATION_ID,
@@ -86,15 +88,16 @@ async def test_genie_state_shows_running_only_for_a_turn_that_lasts(
     client: Client, task_queue: str
 ) -> None:
     """Short turns write nothing to visibility (two upserts each cost the server a third
-    more CPU than the turn); a turn lasting ``RUNNING_SHOWN_AFTER`` shows ``running``
-    while it runs, so ops still find long and stuck turns with ``GenieState="running"``."""
+    more CPU than the turn); a turn lasting the policy's ``running_shown_after`` shows
+    ``running`` while it runs, so ops find long and stuck turns with
+    ``GenieState="running"``."""
     api = convs(client, task_queue)
-    wid = await start(api)
+    wid = await start(api, policy=ConversationPolicy(running_shown_after=timedelta(seconds=1)))
     for text in ("hello", "again"):
         assert (await api.ask(wid, text)).status == "completed"
     assert await _shown_states(client, wid) == ["idle"]  # set with the handle, at start
 
-    accepted = await api.send(wid, "steps:2 delay:5000")
+    accepted = await api.send(wid, "steps:2 delay:3000")
     desc = await eventually(
         lambda: api.handle(wid).describe(),
         lambda d: d.typed_search_attributes.get(GENIE_STATE) == "running",
@@ -112,9 +115,9 @@ async def test_genie_state_shows_running_only_for_a_turn_that_lasts(
 async def test_a_second_pause_after_a_decision_shows_its_own_wait(
     client: Client, task_queue: str
 ) -> None:
-    """Leaving a pause shows ``running`` only if the turn then lasts, so a decision that
-    leads straight to the next pause upserts once: with that pause's own since and
-    deadline, never the first one's."""
+    """Leaving a pause shows ``running`` at once (visibility stops listing a decided pause
+    as waiting), and the next pause shows its own since and deadline, never the first
+    one's."""
     api = convs(client, task_queue)
     wid = await start(api)
     accepted = await api.send(wid, "confirm:send_email confirm:book_room")
@@ -141,7 +144,9 @@ async def test_a_second_pause_after_a_decision_shows_its_own_wait(
     assert await _shown_states(client, wid) == [
         "idle",
         "awaiting_approval",
+        "running",
         "awaiting_approval",
+        "running",
         "idle",
     ]
 
