@@ -197,13 +197,14 @@ class ConversationPolicy(_Model):
     deadline adds history slowly) for a connection the user completed without anyone
     telling us; 0 disables."""
     running_shown_after: timedelta = Field(
-        default=timedelta(seconds=30), ge=timedelta(seconds=1), le=timedelta(hours=1)
+        default=timedelta(minutes=2), ge=timedelta(seconds=1), le=timedelta(hours=1)
     )
     """A turn shows ``GenieState="running"`` only once it has run this long, so ops find the
     long and stuck turns there, while a shorter turn writes nothing to visibility (two
     upserts per turn cost the server a third more CPU than a short turn itself).
     ``status.state`` says ``running`` from the first moment, and a turn leaving a pause
-    shows ``running`` at once."""
+    shows ``running`` at once. Short thresholds backfire under overload, when every turn
+    is slow: each turn then pays a workflow task more (docs/performance.md)."""
     api_outage_timeout: Duration = timedelta(hours=1)
     """How long the worker rides out an unreachable or failing API (5xx, 429, network)
     with durable, backing-off retries before it gives up on a step (30 s doubling to 5
