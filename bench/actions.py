@@ -314,9 +314,9 @@ def _cuts(
     upserts = a.get("search-attribute upsert", 0)
     if upserts:
         out.append(
-            f"plain turn: {upserts} search-attribute upsert(s); a turn shorter than "
-            f"RUNNING_SHOWN_AFTER should write none (GenieState shows running only if it "
-            f"lasts): look for the transition that still upserts"
+            f"plain turn: {upserts} search-attribute upsert(s); a turn shorter than the "
+            f"policy's running_shown_after should write none (GenieState shows running "
+            f"only if it lasts): look for the transition that still upserts"
         )
     long_upserts = by["plain turn, 153 SSE events over ~3 s"]["actions"].get(
         "search-attribute upsert", 0
@@ -324,8 +324,8 @@ def _cuts(
     if long_upserts:
         out.append(
             f"plain turn over ~3 s: {long_upserts} search-attribute upserts (GenieState "
-            f"running once it lasts RUNNING_SHOWN_AFTER, then idle): the price of ops "
-            f"finding long and stuck turns in visibility; a short turn pays neither"
+            f"running once it lasts the policy's running_shown_after, then idle): the "
+            f"price of ops finding long and stuck turns in visibility"
         )
     hb = a.get(HEARTBEAT, 0)
     long_hb = by["plain turn, 153 SSE events over ~3 s"]["actions"].get(HEARTBEAT, 0)
@@ -338,11 +338,13 @@ def _cuts(
             f"the SDK default (8 s) would cut the 3 s turn to 1"
         )
     timers = a.get("timer started", 0)
+    shown_after = ConversationPolicy().running_shown_after.total_seconds()
     if timers:
         out.append(
             f"plain turn: {timers} timer(s) started: the one that would show GenieState "
-            f"running if the turn lasted (RUNNING_SHOWN_AFTER), cancelled when it ends; one "
-            f"action in place of the two upserts it replaced, and no visibility write"
+            f"running if the turn lasted (the policy's running_shown_after, {shown_after:.0f} "
+            f"s by default), cancelled when it ends; one action in place of the two upserts "
+            f"it replaced, and no visibility write"
         )
     local = by["floor (b): update -> local activity"]["total"]
     floor_a = by["floor (a): update -> activity"]["total"]

@@ -63,27 +63,28 @@ DECISIONS = """\
 - **`GenieState` shows `running` only for a turn that lasts** (kept, 2026-12-03). Every
   turn upserted it twice (running, then idle). On a minimal update -> activity workflow,
   400 turns per variant interleaved on a quiet machine, the two upserts cost the server
-  18.4 ms of CPU per turn against 13.6 ms without (+35%) and no latency; a 2 s timer
-  started and cancelled instead cost 13.2 ms. So a turn now starts that timer
-  (`RUNNING_SHOWN_AFTER`) and shows `running` only if it fires; any other change of
-  what visibility shows (state, since, deadline) still upserts at once. A plain turn
-  went from 4 billable actions to 3 with the same 13 history events (the timer's start
-  and cancel replace the two upserts); a turn over 2 s pays one more than before (8 for
-  the 3 s stream); approval and connection turns cost the same, with one upsert fewer
-  per decision. The patch is asked once per conversation and carried across
-  continue-as-new (a marker and a `TemporalChangeVersion` upsert), and the start's
-  idle upsert now rides with the handle's: the first turn of a new conversation counts
-  8 actions from history (10 by the server's counter), where it counted 10 (11).
-  The cost to ops: a decided pause stays listed as waiting until its turn ends or
-  shows `running` (at most 2 s; the inbox asks each listed conversation for its status,
-  so it never offers a decided item). Under load the decision path is unchanged within
-  the noise: `bench.parked` with the old and the new code alternated twice on the same
-  machine (P=3,000) gave 36.1 and 34.9 ms of CPU per decision before (server 18.1,
-  17.7) and 36.2 and 33.2 after (server 18.0, 16.6), and parking rates that overlap
-  (36.6-44.2/s against 33.2-44.7/s). That morning every rate was about a fifth lower
-  than the day before, the floor's and the simulator's CPU per decision too, so the
-  table's decisions and parking (P=5,000 not reached in the budget) moved with the
-  machine, not with the change.
+  18.4 ms of CPU per turn against 13.6 ms without (+35%) and no latency; a timer
+  started and cancelled instead cost 13.2 ms. So a turn now starts a timer (the
+  policy's `running_shown_after`) and shows `running` only if it fires; leaving a pause
+  shows `running` at once (visibility must stop listing a decided pause as waiting),
+  and any other change of state, since or deadline upserts at once. A plain turn went
+  from 4 billable actions to 3 with the same 13 history events (the timer's start and
+  cancel replace the two upserts), a 3 s turn from 7 to 6; approval and connection
+  turns cost the same (10, 11). The patch is asked once per conversation and carried
+  across continue-as-new (a marker and a `TemporalChangeVersion` upsert), and the
+  start's idle upsert rides with the handle's: the first turn of a new conversation
+  counts 8 actions from history (10 by the server's counter), where it counted 10 (11).
+  The threshold was 2 s at first, then 30 s, and both backfired under overload: with
+  1,000 conversations at once a 0.4 s turn takes 15-50 s, so the timer fired for most
+  turns and each paid a workflow task and both upserts back; 3 workers fell from about
+  1.9x the floor's wall time to 2.1-2.8x (four runs). With the timer never firing
+  (threshold 1 h, same code) they ran at 1.77x, as before the change. The default is
+  therefore 2 minutes, which also suits what ops filter `GenieState="running"` for:
+  turns that are stuck, not turns that are busy. The decision path is unchanged
+  (`bench.parked`, old and new code alternated twice: 36.1 and 34.9 ms of CPU per
+  decision before, 36.2 and 33.2 after). That morning every rate was a fifth to a
+  third lower than the day before, the floors' too, so the table's decisions and
+  parking (P=5,000 not reached in the budget) moved with the machine, not the change.
 - **The fast path** (tried 2026-12-02, not kept). Running a turn's first stream segment
   as a local activity for up to 2.5 s took a plain turn's p50 from +36.5 to +22.9 ms
   over the bare client, with one marker in history instead of an activity. But the
@@ -137,8 +138,8 @@ DECISIONS = """\
   client's too. The split by process (the `CPU ms/dec` column) says where the rest is:
   the server spends 1.0-1.3x the floor's per decision (the update's two events against
   one signal, the cancelled deadline timer, two search-attribute upserts: running, then
-  idle; since 2026-12-03 one upsert and a cancelled timer), the worker 1.6-2.0x. On a
-  cache miss the worker replays the conversation's first turn: four activations (the
+  idle), the worker 1.6-2.0x. On a cache miss the worker replays the conversation's
+  first turn: four activations (the
   start with its update, the deployment look-up, the create, the stream) against the
   floor run's one, 25-32 ms of CPU in-process. The
   SDK's cost per activation (visiting every payload three times in and three out,
