@@ -84,13 +84,14 @@ class Visibility:
                 self._show_running.cancel()  # the turn ended or paused in time
                 self._show_running = None
             shown = workflow.info().typed_search_attributes
-            if state == "running" and shown.get(GENIE_STATE) not in _AWAITING:
+            shown_state = shown.get(GENIE_STATE)
+            if state == "running" and shown_state not in _AWAITING:
                 # From idle: shown only if the turn lasts. Leaving a pause shows at once
                 # (below): visibility must stop listing a decided pause as waiting.
-                if shown.get(GENIE_STATE) != "running" and self._show_running is None:
+                if shown_state != "running" and self._show_running is None:
                     self._show_running = asyncio.create_task(self._show_running_later())
             elif (state, d.awaiting_since, self._wait_deadline(state)) != (
-                shown.get(GENIE_STATE),
+                shown_state,
                 shown.get(GENIE_AWAITING_SINCE),
                 shown.get(GENIE_DEADLINE),
             ):
@@ -105,10 +106,10 @@ class Visibility:
         await workflow.sleep(
             self._policy.running_shown_after, summary="show running: the turn lasts"
         )
+        # Cancelled whenever the state leaves running, and started only while visibility
+        # did not show it: firing means the turn is still running and not yet shown.
         self._show_running = None
-        shown = workflow.info().typed_search_attributes.get(GENIE_STATE)
-        if self._d.state == "running" and shown != "running":
-            self._show_state("running")
+        self._show_state("running")
 
     def _show_state(self, state: ConversationState) -> None:
         """One upsert for a transition, as before GenieDeadline existed: adding a key to
