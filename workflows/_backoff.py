@@ -16,16 +16,15 @@ took. Two waits use the rule:
   minutes, for as long as ``api_outage_timeout`` allows.
 
 The schedule is pure, so the workflow, its tests and the bench share it; ``age_ruled``
-is where a workflow applies the rule, asking ``workflow.patched`` only where the rule
+is where a workflow applies the rule, asking its patch only where the rule
 changes a wait (so runs recorded before it replay their old waits, and a wait that
 never reaches its cap records no marker).
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import timedelta
-
-from temporalio import workflow
 
 MAX_CONNECTION_POLL = timedelta(minutes=5)
 """Where doubling stops; until a pause has waited an hour, probes are this far apart."""
@@ -38,10 +37,13 @@ def by_age(waited: timedelta) -> timedelta:
     return waited / AGE_SHARE
 
 
-def age_ruled(wait: timedelta, waited: timedelta, patch_id: str) -> timedelta:
-    """``wait``, or the age rule's longer wait where this run may take it (``patch_id``)."""
+def age_ruled(
+    wait: timedelta, waited: timedelta, patched: Callable[[str], bool], patch_id: str
+) -> timedelta:
+    """``wait``, or the age rule's longer wait where this run may take it (``patch_id``,
+    asked with the conversation's ``_patches.patched``)."""
     aged = by_age(waited)
-    if aged > wait and workflow.patched(patch_id):
+    if aged > wait and patched(patch_id):
         return aged
     return wait
 

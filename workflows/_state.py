@@ -112,6 +112,9 @@ class ConversationData(BaseModel):
     left_at_api: str | None = None
     """What an end left behind at the API (a run it could not stop)."""
     runs: int = 1
+    patch_level: int | None = None
+    """The ``_patches`` level this conversation took in its first task (0: recorded
+    before levels); carried, and asked again by a run that starts below the newest."""
     running_when_long: bool | None = None
     """Whether ``GenieState`` shows ``running`` only for a turn that lasts (the policy's
     ``running_shown_after``): asked with ``workflow.patched`` once per conversation and

@@ -37,6 +37,7 @@ from temporalio.common import RetryPolicy
 from temporalio.exceptions import ActivityError, ApplicationError, RetryState
 
 from workflows._backoff import age_ruled
+from workflows._patches import PATCH_OUTAGE_BY_AGE
 from workflows.models import ErrorInfo
 
 with workflow.unsafe.imports_passed_through():
@@ -81,9 +82,6 @@ LINK = _Kind(
 
 OUTAGE_FIRST_WAIT = timedelta(seconds=30)
 OUTAGE_MAX_WAIT = timedelta(minutes=5)
-PATCH_OUTAGE_BY_AGE = "outage-by-age"
-"""``workflow.patched`` id: past ``OUTAGE_MAX_WAIT``, a retry waits a twelfth of the outage
-so far (``_backoff``). Histories from before it retry every five minutes, and replay so."""
 SETTLE_RETRY_EVERY = timedelta(seconds=AUTH_RETRY_EVERY)
 """Between attempts while the worker's credential may be settling (advice from production)."""
 
@@ -177,9 +175,11 @@ class Steps:
         *,
         outage_timeout: Callable[[], timedelta],
         on_outage: Callable[[datetime | None, ErrorInfo | None], None],
+        patched: Callable[[str], bool],
     ) -> None:
         self._outage_timeout = outage_timeout
         self._on_outage = on_outage
+        self._patched = patched  # the conversation's ``_patches.patched``
         self.unreachable_since: datetime | None = None
 
     async def call(
@@ -238,7 +238,8 @@ class Steps:
                     what = "API key not accepted yet"
                 else:
                     since, limit = self.unreachable_since or now, self._outage_timeout()
-                    pause = min(age_ruled(wait, now - since, PATCH_OUTAGE_BY_AGE), limit)
+                    aged = age_ruled(wait, now - since, self._patched, PATCH_OUTAGE_BY_AGE)
+                    pause = min(aged, limit)
                     wait = min(wait * 2, OUTAGE_MAX_WAIT)
                     what = "API unreachable"
                 if now - since >= limit:

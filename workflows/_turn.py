@@ -43,6 +43,12 @@ with workflow.unsafe.imports_passed_through():
 from workflows import _decisions as rules
 from workflows._backoff import age_ruled, doubled_interval
 from workflows._notices import Notices
+from workflows._patches import (
+    PATCH_DECISION_WITH_STREAM,
+    PATCH_EARLY_ITEM_RULE,
+    PATCH_PROBE_BY_AGE,
+    patched,
+)
 from workflows._policy import ItemPolicy, for_connection, for_skill
 from workflows._state import ConversationData
 from workflows._steps import (
@@ -65,18 +71,6 @@ from workflows.models import (
     TurnRecord,
 )
 
-PATCH_DECISION_WITH_STREAM = "decision-with-stream"
-"""``workflow.patched`` id: a skill decision is posted by the ``resume`` segment that
-follows it (one activity, not two). Histories from before it post with
-``post_skill_decision`` and then resume, and replay that way."""
-PATCH_EARLY_ITEM_RULE = "early-item-rule"
-"""``workflow.patched`` id: an early decision meets the rule of the item it decides (its
-approvers and groups, ``auto``, two approvers) when the item is shown; before, any early
-decision the conversation's approvers allowed was taken as the item's decision."""
-PATCH_PROBE_BY_AGE = "probe-by-age"
-"""``workflow.patched`` id: past five minutes, a connection probe waits a twelfth of the
-time the pause has waited (``_backoff``). Histories from before it probe every five
-minutes, and replay that way."""
 VERIFY_DELAYS = (timedelta(seconds=2), timedelta(seconds=5))
 """After a human says a connection is done, the run may take a moment to move on:
 probe again after these delays before calling the claim false."""
@@ -249,8 +243,8 @@ class TurnRunner(Notices):
         d.approvals.append(p)
         # The item's own rule over an early decision changes what follows only where the
         # decision breaks it, so only there is the patch asked (and its marker recorded).
-        applies = not rules.early_meets_rule(d, conf.call_id, item) and workflow.patched(
-            PATCH_EARLY_ITEM_RULE
+        applies = not rules.early_meets_rule(d, conf.call_id, item) and patched(
+            d.patch_level, PATCH_EARLY_ITEM_RULE
         )
         rules.take_early(d, conf.call_id, item if applies else None, now)
         if item.auto is not None and p.decision is None:
@@ -284,7 +278,7 @@ class TurnRunner(Notices):
             if (
                 not d.ending
                 and not (timed_out and item.on_timeout == "fail")
-                and workflow.patched(PATCH_DECISION_WITH_STREAM)
+                and patched(d.patch_level, PATCH_DECISION_WITH_STREAM)
             ):
                 resumed = await self._post_and_resume(turn, verdict, cursor)
                 if isinstance(resumed, StreamSegmentResult):
@@ -498,7 +492,12 @@ class TurnRunner(Notices):
                     workflow.now(),
                 )
             waited = workflow.now() - c.requested_at
-            interval = age_ruled(doubled_interval(interval), waited, PATCH_PROBE_BY_AGE)
+            interval = age_ruled(
+                doubled_interval(interval),
+                waited,
+                lambda patch_id: patched(d.patch_level, patch_id),
+                PATCH_PROBE_BY_AGE,
+            )
 
     async def _verify_done(self, turn: TurnRecord, aid: str, cursor: RunCursor) -> str | None:
         """None if the API does not contradict "done"; else why the claim is false."""

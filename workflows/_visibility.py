@@ -38,9 +38,6 @@ from workflows.search_attributes import GENIE_AWAITING_SINCE, GENIE_DEADLINE, GE
 
 OUTAGE_RETRIES = "genie_api_outage_retries"
 """Steps scheduled again on a durable timer because the API kept failing (``Steps``)."""
-PATCH_RUNNING_WHEN_LONG = "running-when-long"
-"""``workflow.patched`` id of ``ConversationPolicy.running_shown_after``, asked once per
-conversation."""
 _AWAITING = ("awaiting_approval", "awaiting_connection")
 TURN_LATENCY = "genie_turn_latency"
 """From a turn's start to its end, in milliseconds as the SDK's latencies (its buckets
@@ -76,7 +73,7 @@ class Visibility:
         if awaiting and d.current is not None:
             self._paused_turn = d.current.turn
         if not d.running_when_long:
-            # As recorded before PATCH_RUNNING_WHEN_LONG: every transition upserts.
+            # As recorded before running-when-long (_patches): every transition upserts.
             if state != previous:
                 self._show_state(state)
         else:

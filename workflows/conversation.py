@@ -36,6 +36,15 @@ from workflows._inputs import (
     StartInput,
     WaitInput,
 )
+from workflows._patches import (
+    NEWEST_LEVEL,
+    PATCH_BOUNDED_HISTORY,
+    PATCH_DEPLOYMENT,
+    PATCH_IDLE_ROLLOVER,
+    PATCH_RUNNING_WHEN_LONG,
+    ask_level,
+    patched,
+)
 from workflows._policy import for_skill
 from workflows._state import (
     MAX_LINK_REFRESHES,
@@ -52,7 +61,6 @@ from workflows._state import (
 )
 from workflows._steps import LINK, STREAM, OutageExceeded, StepCancelled, Steps, error_info
 from workflows._turn import ApprovalTimeoutFailure, OutageOrRefusal, TurnRunner
-from workflows._visibility import PATCH_RUNNING_WHEN_LONG
 from workflows.models import (
     TERMINAL_TURN_STATUSES,
     AuthLink,
@@ -86,13 +94,6 @@ with workflow.unsafe.imports_passed_through():
 WORKFLOW_TYPE = "GenieConversation"
 STREAM_HEARTBEAT_TIMEOUT = STREAM.heartbeat
 """A worker that dies mid-stream is noticed within this; the retry resumes the cursor."""
-PATCH_DEPLOYMENT = "deployment"
-"""``workflow.patched`` id of the deployment look-up at start (keys, endpoints, policy)."""
-PATCH_BOUNDED_HISTORY = "bounded-history"
-"""``workflow.patched`` id of continue-as-new at ``max_history_events_per_run``."""
-PATCH_IDLE_ROLLOVER = "idle-rollover"
-"""``workflow.patched`` id of continue-as-new while idle, once updates and signals alone
-took the run's history to its bound (``_watch_idle_growth``)."""
 IDLE_HISTORY_CAP = 2_000
 """History events at which an idle run continues as new whatever its policy's bound: an
 accepted update adds at least two, so it rolls over before the server's budget of 2,000
@@ -136,7 +137,9 @@ class GenieConversation(TurnRunner):
         self._roll_over = False  # set by ``_watch_idle_growth``
         self._delivery_tasks: set[asyncio.Task[None]] = set()
         self._steps = Steps(
-            outage_timeout=lambda: self._policy.api_outage_timeout, on_outage=self._on_outage
+            outage_timeout=lambda: self._policy.api_outage_timeout,
+            on_outage=self._on_outage,
+            patched=lambda patch_id: patched(self._d.patch_level, patch_id),
         )
         if start.first_message is not None and start.carried is None:
             self._start_refusal = rules.send_refusal(self._d, start.first_message)
@@ -150,13 +153,15 @@ class GenieConversation(TurnRunner):
         d = self._d
         if self._start_refusal is not None:
             _refuse(self._start_refusal)  # a bad first message fails the start, visibly
+        if d.patch_level is None:
+            d.patch_level = ask_level()  # once per conversation: no site below asks again
         if d.running_when_long is None:
             # Asked once per conversation, in its first task: a run recorded before it is
             # told False and keeps upserting every transition (until its next run).
-            d.running_when_long = workflow.patched(PATCH_RUNNING_WHEN_LONG)
+            d.running_when_long = patched(d.patch_level, PATCH_RUNNING_WHEN_LONG)
         # Conversations recorded before the deployment look-up replay without it.
         user_value = start.user_id
-        if d.signing is None and workflow.patched(PATCH_DEPLOYMENT):
+        if d.signing is None and patched(d.patch_level, PATCH_DEPLOYMENT):
             user_value = await self._load_deployment(explicit_policy=start.policy is not None)
         if start.carried is None:
             # Visible for filtering from the first task, however the workflow was started;
@@ -210,7 +215,7 @@ class GenieConversation(TurnRunner):
                 >= min(self._policy.max_history_events_per_run, IDLE_HISTORY_CAP)
             )
         )
-        if workflow.patched(PATCH_IDLE_ROLLOVER):
+        if patched(d.patch_level, PATCH_IDLE_ROLLOVER):
             self._roll_over = True
 
     async def _continue_as_new(self, start: StartInput) -> None:
@@ -228,6 +233,8 @@ class GenieConversation(TurnRunner):
         d.refusals_this_run = 0  # the next run's history starts empty
         if d.running_when_long is False:
             d.running_when_long = None  # recorded before the patch: the next run asks again
+        if d.patch_level != NEWEST_LEVEL:
+            d.patch_level = None  # recorded before the newest level: the next run asks
         bounded_for_carry(d)
         workflow.continue_as_new(
             ConversationStart(
@@ -324,8 +331,8 @@ class GenieConversation(TurnRunner):
         before the bound existed is told False there and replays its recorded path.
         """
         bound = self._policy.max_history_events_per_run
-        return workflow.info().get_current_history_length() >= bound and workflow.patched(
-            PATCH_BOUNDED_HISTORY
+        return workflow.info().get_current_history_length() >= bound and patched(
+            self._d.patch_level, PATCH_BOUNDED_HISTORY
         )
 
     async def _finish(self) -> ConversationOutcome:

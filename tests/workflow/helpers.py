@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import time
 import uuid
 from collections.abc import Awaitable, Callable
@@ -20,13 +21,13 @@ GENIE = "gin-test-genie"
 USER = "user-1"
 
 
-def has_patch_marker(history: WorkflowHistory, patch_id: str) -> bool:
-    """Whether the run recorded ``workflow.patched(patch_id)`` (the SDK's patch marker)."""
-    return any(
-        e.marker_recorded_event_attributes.marker_name == "core_patch"
-        and patch_id.encode() in e.SerializeToString()
+def patch_markers(history: WorkflowHistory) -> list[str]:
+    """The ids of the ``workflow.patched`` markers the run recorded, in order."""
+    return [
+        json.loads(e.marker_recorded_event_attributes.details["patch-data"].payloads[0].data)["id"]
         for e in history.events
-    )
+        if e.marker_recorded_event_attributes.marker_name == "core_patch"
+    ]
 
 
 def timer_waits(

@@ -16,10 +16,10 @@ from genie_api import ApiKeyAuth, GenieClient
 from geniectl import Refused
 from tests.conftest import worker_settings
 from tests.services import SIM_API_KEY, SimProcess, running_sim
-from tests.workflow.helpers import convs, eventually, has_patch_marker, start, timer_waits
+from tests.workflow.helpers import convs, eventually, patch_markers, start, timer_waits
 from worker import build_worker
 from workflows import ConversationPolicy, GenieConversation, _backoff, errors
-from workflows._turn import PATCH_PROBE_BY_AGE
+from workflows._patches import NEWEST_LEVEL_ID
 
 # No automatic probing unless a test asks for it: these tests are about the human path.
 NO_PROBE = ConversationPolicy(connection_poll_interval=timedelta(0))
@@ -193,7 +193,7 @@ async def _probed_less_often_and_detected(client: Client, task_queue: str, cap: 
     assert any(d > cap for _, d in ticks), ticks
     # Noticed within a twelfth of the wait (and a probe's round trips) of the link opening.
     assert waited < opened * (1 + 1 / _backoff.AGE_SHARE) + timedelta(seconds=2), (waited, opened)
-    assert has_patch_marker(history, PATCH_PROBE_BY_AGE)
+    assert patch_markers(history) == [NEWEST_LEVEL_ID]  # the level stands for probe-by-age
     await Replayer(
         workflows=[GenieConversation],
         data_converter=pydantic_data_converter,

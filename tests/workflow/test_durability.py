@@ -23,7 +23,7 @@ from tests.workflow.helpers import (
     USER,
     convs,
     eventually,
-    has_patch_marker,
+    patch_markers,
     start,
     timer_waits,
 )
@@ -37,8 +37,7 @@ from workflows import (
     _steps,
     _turn,
 )
-from workflows._visibility import PATCH_RUNNING_WHEN_LONG
-from workflows.conversation import PATCH_BOUNDED_HISTORY, PATCH_IDLE_ROLLOVER
+from workflows._patches import NEWEST_LEVEL_ID
 
 HISTORIES = Path(__file__).parent / "histories"
 
@@ -83,9 +82,12 @@ async def test_history_bound_continues_as_new_so_a_wake_replays_little(
         run_id = last.workflow_execution_continued_as_new_event_attributes.new_execution_run_id
     assert len(histories) >= 3, len(histories)  # 12 plain turns of 13 events each, 60 a run
     lengths = [len(h.events) for h in histories]
-    for h in histories[:-1]:  # each closed run continued at the bound, marked by its patch
+    for h in histories[:-1]:  # each closed run continued at the bound
         assert bound <= len(h.events) <= bound + 20, lengths
-        assert has_patch_marker(h, PATCH_BOUNDED_HISTORY)
+    # The patch level, asked once in the first task, stands for the bound's own patch; the
+    # later runs carry it and record no marker (nor its TemporalChangeVersion upsert).
+    markers = [patch_markers(h) for h in histories]
+    assert markers[0] == [NEWEST_LEVEL_ID] and not any(markers[1:]), markers
     assert max(lengths) <= bound + 20, lengths
     # Dedupe keys survived every seam: a retry of turn 1's message is answered, not re-sent.
     again = await api.send(wid, "m0", client_message_id="id-0")
@@ -96,7 +98,7 @@ async def test_history_bound_continues_as_new_so_a_wake_replays_little(
         workflows=[GenieConversation], data_converter=pydantic_data_converter
     ).replay_workflow(histories[0])
     if os.environ.get("GENIE_RECORD_HISTORIES") == "1":
-        name = f"bounded_history.{PATCH_BOUNDED_HISTORY}.json"
+        name = f"bounded_history.{NEWEST_LEVEL_ID}.json"
         (HISTORIES / name).write_text(histories[0].to_json())
 
 
@@ -122,7 +124,7 @@ async def test_an_idle_conversation_that_callers_keep_polling_continues_as_new(
         )
     first = await client.get_workflow_handle(wid, run_id=first_run).fetch_history()
     assert bound <= len(first.events) <= bound + 20, len(first.events)
-    assert has_patch_marker(first, PATCH_IDLE_ROLLOVER)
+    assert patch_markers(first) == [NEWEST_LEVEL_ID]  # the level stands for idle-rollover
     assert not any(e.HasField("workflow_task_failed_event_attributes") for e in first.events)
     # The idle timeout runs on across the seam instead of starting again.
     second = await eventually(
@@ -185,7 +187,7 @@ async def test_a_long_outage_is_retried_ever_less_often_and_ridden_out(
     assert any(d > cap for _, d in ticks), ticks
     # Fewer retries than at the cap: 6 s of outage at 100 ms would be dozens.
     assert len(ticks) < 30, ticks
-    assert has_patch_marker(history, _steps.PATCH_OUTAGE_BY_AGE)
+    assert patch_markers(history) == [NEWEST_LEVEL_ID]  # the level stands for outage-by-age
     assert sim.stats()["conversations"][conv_id]["messages_accepted"] == 1  # type: ignore[index]
     await Replayer(
         workflows=[GenieConversation],
@@ -278,7 +280,9 @@ async def test_fresh_histories_replay(client: Client, task_queue: str) -> None:
     history to ``histories/``, where the test above pins it for future versions.
     ``approval_connection_timeout.json`` is from before ``decision-with-stream`` (decisions
     posted by their own activity), ``….decision-with-stream.json`` from before
-    ``PATCH_RUNNING_WHEN_LONG`` (every state transition upserted ``GenieState``)."""
+    ``running-when-long`` (every state transition upserted ``GenieState``),
+    ``….running-when-long.json`` from before patch levels (a marker at each patch's
+    site); each file named after the newest patch its run took."""
     api = convs(client, task_queue)
     wid = await start(
         api,
@@ -299,11 +303,13 @@ async def test_fresh_histories_replay(client: Client, task_queue: str) -> None:
     await api.end(wid)
     await api.handle(wid).result()
     history = await api.handle(wid).fetch_history()
+    # One marker for the whole conversation: not one per patch site (a decision's among them).
+    assert patch_markers(history) == [NEWEST_LEVEL_ID]
     await Replayer(
         workflows=[GenieConversation], data_converter=pydantic_data_converter
     ).replay_workflow(history)
     if os.environ.get("GENIE_RECORD_HISTORIES") == "1":
         HISTORIES.mkdir(exist_ok=True)
         # One file per workflow.patched id since the first: each is replayed for good.
-        name = f"approval_connection_timeout.{PATCH_RUNNING_WHEN_LONG}.json"
+        name = f"approval_connection_timeout.{NEWEST_LEVEL_ID}.json"
         (HISTORIES / name).write_text(history.to_json())
