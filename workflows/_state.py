@@ -113,12 +113,13 @@ class ConversationData(BaseModel):
     """What an end left behind at the API (a run it could not stop)."""
     runs: int = 1
     patch_level: int | None = None
-    """The ``_patches`` level this conversation took in its first task (0: recorded
-    before levels); carried, and asked again by a run that starts below the newest."""
+    """The patch level (``workflows/_patches.py``) this conversation took in its first
+    task, which stands for every patch up to it (0: recorded before levels); carried, and
+    asked again by the next run when below the newest. None until asked."""
     running_when_long: bool | None = None
     """Whether ``GenieState`` shows ``running`` only for a turn that lasts (the policy's
-    ``running_shown_after``): asked with ``workflow.patched`` once per conversation and
-    carried; None until asked."""
+    ``running_shown_after``): taken with the patch level, or asked once by a run recorded
+    before levels, and carried; None until asked."""
     signing: SigningPolicy | None = None
     """Trusted decision keys, read once from the worker at start (``workflows.signing``)."""
     endpoints: list[str] = Field(default_factory=list)

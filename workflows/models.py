@@ -187,8 +187,7 @@ class ConversationPolicy(_Model):
     A worker that no longer caches a conversation replays its whole run before it can
     take the next message or decision (about a millisecond of worker CPU per event;
     docs/performance.md), so this bounds what waking a long conversation costs. Each
-    continue-as-new costs about three billable actions (its patch marker, the marker's
-    search-attribute upsert, the new run)."""
+    continue-as-new costs one billable action (the new run)."""
     connection_poll_interval: timedelta = Field(
         default=timedelta(seconds=15), ge=timedelta(0), le=MAX_DURATION
     )
