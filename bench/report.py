@@ -139,20 +139,42 @@ DECISIONS = """\
   the server spends 1.0-1.3x the floor's per decision (the update's two events against
   one signal, the cancelled deadline timer, two search-attribute upserts: running, then
   idle), the worker 1.6-2.0x. On a cache miss the worker replays the conversation's
-  first turn: four activations (the
-  start with its update, the deployment look-up, the create, the stream) against the
-  floor run's one, 25-32 ms of CPU in-process. The
-  SDK's cost per activation (visiting every payload three times in and three out,
-  building two data converters per activation) is most of a replay: our workflow code
-  is about a twentieth of it by profile. Folding an activation away (create into the
-  first stream segment, or the look-up into create) changes the first turn's commands,
-  so it needs a `workflow.patched`, which in SDK 1.35 costs every new run a marker and
-  a `TemporalChangeVersion` upsert; for about 5 ms of a ~120 ms decision each, not done.
+  first turn: four activations (the start with its update, the deployment look-up, the
+  create, the stream) against the floor run's one. Replayed in-process with the SDK's
+  `Replayer` (2026-12-03, history already parsed, 1,000 times), a parked conversation
+  costs 5.7-6.1 ms of CPU and the floor's parked run 1.9-2.1 ms: the replay explains
+  about 4 ms of the worker's 8-11 ms more per decision, the decision's own two workflow
+  tasks (the update, the resumed segment, the upserts) the rest. The SDK's cost per
+  activation (visiting every payload three times in and three out, building two data
+  converters per activation) is most of a replay: our workflow code is about a
+  twentieth of it by profile. Folding an activation away (create into the first stream
+  segment, or the look-up into create) would save about 1 ms of a decision's 40-45; a
+  new patch level makes it cost no marker of its own, but create in the stream segment
+  would leave an end during the first turn without the conversation id to stop, and the
+  look-up must precede the search attributes ops filter by, so neither is done.
   With every parked conversation cached (`GENIE_MAX_CACHED_WORKFLOWS=2000`)
   ours ran at 0.82x the cached floor before these changes: the cache is still the
   lever, at about 125 KiB per cached conversation. Posting the decision as a local
   activity was tried and not kept (inside the noise).
   Decisions of different conversations cannot be batched; a turn rarely has more than one.
+- **Patch levels** (kept, 2026-12-03). Each `workflow.patched` site cost every run that
+  reached it a marker (a billable action when its workflow task recorded no other) and a
+  `TemporalChangeVersion` upsert, a visibility write on the server: every run paid both
+  at its first decision (`decision-with-stream`), a new conversation twice in its first
+  task, and a run continuing at its history bound once more. Now a conversation's first
+  task asks for the newest *patch level* once, which stands for every patch up to it,
+  and carries it through continue-as-new (`workflows/_patches.py`). An approval turn went
+  from 10 billable actions to 9 (11 to 9 by the server's counter) and from 31 history
+  events to 29; the first turn of a new conversation from 27 events to 25 and from 10
+  actions to 9 by the server's counter (8 by history either way: the markers of one
+  task count once); a conversation parked on an approval holds 27 events, not 29.
+  Decision CPU moved inside the noise: worker and server CPU per decision,
+  old and new code alternated six times each (800-1,000 decisions a run, every one a
+  cache miss), was 35.5, 32.2, 48.7, 41.3, 56.9, 56.6 ms for the old (mean 45.2) and
+  31.3, 35.8, 35.8, 46.4, 48.6, 58.4 ms for the new (mean 42.7), on a machine that
+  slowed through the runs. `bench.parked`, run twice after, put ours at 0.60x and 0.79x
+  of floor (c)'s rate and 1.72x and 1.30x its CPU per decision: the floor itself moved
+  by a third between the two runs.
 - **A long conversation wakes in bounded time** (kept, 2026-12-02). A worker that no
   longer caches a conversation (evicted, restarted, another worker) replays its whole
   current run before the next message or decision goes on: about 0.65-0.9 ms of worker
@@ -162,8 +184,8 @@ DECISIONS = """\
   end of the turn that takes its history to `max_history_events_per_run` (250 by default,
   about 19 plain turns or 8 approval turns), so a wake replays at most a few hundred
   events whatever the conversation's age (the history table's wake rows). The cost: one
-  continue-as-new per bound, about 3 billable actions (its patch marker, the marker's
-  search-attribute upsert, the new run), under 0.2 per plain turn.
+  continue-as-new per bound: the new run, 1 billable action (its patch marker and that
+  marker's upsert went with patch levels, above), under 0.1 per plain turn.
 - **Memory: the +50 MB target at 5,000 parked is below Temporal's own floor.** The floor
   worker, caching as many runs (400) and holding as many parked minimal runs, is itself
   about +50 MiB over its idle at 5,000 (the table's floor column): most of it is the
