@@ -43,7 +43,7 @@ from temporalio.common import WorkflowIDConflictPolicy
 from bench._floor import FLOOR_TASK_QUEUE, FloorReply, FloorTurn, FloorTurns
 from genie_api import ApiKeyAuth, ClientTimeouts, GenieClient, RunReader
 from genie_config import GenieSettings
-from genie_stack import LocalStack, TemporalDevServer, WorkerProcess, free_port
+from genie_stack import ChildFailed, LocalStack, TemporalDevServer, WorkerProcess, free_port
 from geniectl import GenieConversations
 from workflows import DEFAULT_TASK_QUEUE
 
@@ -59,6 +59,8 @@ API_KEY = "bench-key-0123456789abcdef"
 GENIE = "gin-bench"
 USER = "bench-user"
 MIB = 1024 * 1024
+START_ATTEMPTS = 3
+"""Tries at starting a stack (each on new ports): ``BenchStack.__aenter__``."""
 
 
 def _exit_on_signal(signum: int, _frame: object) -> None:
@@ -155,6 +157,13 @@ class BenchStack:
     def __post_init__(self) -> None:
         self.logs = RESULTS / "logs" / self.name
         self.logs.mkdir(parents=True, exist_ok=True)
+        self._build()
+        self.extra_workers: list[WorkerProcess] = []
+        self._client: Client | None = None
+        self._genie: GenieClient | None = None
+
+    def _build(self) -> None:
+        """The stack's children on ports free now (its logs start empty)."""
         for old in self.logs.glob("*.log"):
             old.unlink()
         self.stack = LocalStack.in_dir(
@@ -184,9 +193,6 @@ class BenchStack:
             self.floor_worker = WorkerProcess(
                 log_path=self.logs / "floor.log", env=env, argv=("-m", "bench._floor")
             )
-        self.extra_workers: list[WorkerProcess] = []
-        self._client: Client | None = None
-        self._genie: GenieClient | None = None
 
     # -- lifecycle
 
@@ -196,7 +202,20 @@ class BenchStack:
         for sig in (signal.SIGTERM, signal.SIGHUP):
             signal.signal(sig, _exit_on_signal)
         t0 = time.monotonic()
-        await self.stack.start()
+        for attempt in range(START_ATTEMPTS):
+            try:
+                await self.stack.start()
+                break
+            except ChildFailed as e:
+                # A port picked free may be taken before its child binds it (the dev
+                # server picks free ports of its own for its internal services): try
+                # again on ports picked anew, rather than lose the whole benchmark.
+                if attempt + 1 == START_ATTEMPTS:
+                    raise
+                log(f"  stack did not start ({e}); again on new ports")
+                for failed in self.logs.glob("*.log"):  # kept, as <child>.log.failed<n>
+                    failed.rename(failed.with_suffix(f".log.failed{attempt + 1}"))
+                self._build()
         try:
             if self.floor_worker is not None:
                 await self.floor_worker.start()
