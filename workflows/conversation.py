@@ -201,8 +201,9 @@ class GenieConversation(TurnRunner):
         per run), new messages included.
 
         A task of its own whose wait issues no command, so the idle wait's own commands
-        are unchanged; ``workflow.patched`` is asked only when it fires, and a run recorded
-        before this is told False there and keeps waiting as it did."""
+        are unchanged; its patch is asked only when it fires (taken with the patch level
+        since levels), and a run recorded before it is told False there and keeps waiting
+        as it did."""
         d = self._d
         # Not the server's suggestion: it also comes when a newer worker version is the
         # target, and an idle conversation moves to it after its next turn, not before.
@@ -326,9 +327,9 @@ class GenieConversation(TurnRunner):
         A worker that no longer caches the conversation (evicted, restarted, another
         worker) replays the whole run before its next message or decision can go on, at
         about a millisecond of worker CPU per event; the server's own suggestion comes
-        only at thousands of events. ``workflow.patched`` is asked only once the bound is
-        reached, so its marker lands in the run that continues, once; a run recorded
-        before the bound existed is told False there and replays its recorded path.
+        only at thousands of events. Its patch is asked only once the bound is reached
+        (taken with the patch level since levels); a run recorded before the bound
+        existed is told False there and replays its recorded path.
         """
         bound = self._policy.max_history_events_per_run
         return workflow.info().get_current_history_length() >= bound and patched(
