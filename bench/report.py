@@ -172,9 +172,12 @@ DECISIONS = """\
   old and new code alternated six times each (800-1,000 decisions a run, every one a
   cache miss), was 35.5, 32.2, 48.7, 41.3, 56.9, 56.6 ms for the old (mean 45.2) and
   31.3, 35.8, 35.8, 46.4, 48.6, 58.4 ms for the new (mean 42.7), on a machine that
-  slowed through the runs. `bench.parked`, run twice after, put ours at 0.60x and 0.79x
-  of floor (c)'s rate and 1.72x and 1.30x its CPU per decision: the floor itself moved
-  by a third between the two runs.
+  slowed through the runs. `bench.parked`, run three times after, put ours at 0.60x,
+  0.79x and 0.81x of floor (c)'s rate and 1.72x, 1.30x and 1.31x its CPU per decision;
+  the floor's own CPU per decision moved from 26 to 55 ms across those runs with the
+  machine's load. Its parking budget is now 240 s (was 120): at the 21-29 first turns
+  per second this box manages, 5,000 were never parked in 120 s, so the RSS at 5,000 was
+  an extrapolation; the last run parked them all (+74 MiB over idle, the floor +50).
 - **A long conversation wakes in bounded time** (kept, 2026-12-02). A worker that no
   longer caches a conversation (evicted, restarted, another worker) replays its whole
   current run before the next message or decision goes on: about 0.65-0.9 ms of worker
