@@ -192,6 +192,7 @@ def test_the_whole_state_survives_continue_as_new() -> None:
         end_reason="bye",
         left_at_api="run r",
         runs=4,
+        patch_level=1,
         running_when_long=True,
         signing=SigningPolicy(keys={"k1": "A" * 43 + "="}, max_age=timedelta(seconds=30)),
         endpoints=["ops"],
