@@ -41,7 +41,7 @@ def age_ruled(
     wait: timedelta, waited: timedelta, patched: Callable[[str], bool], patch_id: str
 ) -> timedelta:
     """``wait``, or the age rule's longer wait where this run may take it (``patch_id``,
-    asked with the conversation's ``_patches.patched``)."""
+    asked with the conversation's ``TurnRunner._patched``)."""
     aged = by_age(waited)
     if aged > wait and patched(patch_id):
         return aged

@@ -179,7 +179,7 @@ class Steps:
     ) -> None:
         self._outage_timeout = outage_timeout
         self._on_outage = on_outage
-        self._patched = patched  # the conversation's ``_patches.patched``
+        self._patched = patched  # the conversation's ``TurnRunner._patched``
         self.unreachable_since: datetime | None = None
 
     async def call(

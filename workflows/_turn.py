@@ -93,6 +93,11 @@ class TurnRunner(Notices):
     def _ending(self) -> bool:
         return self._d.ending
 
+    def _patched(self, patch_id: str) -> bool:
+        """Whether this run takes the change ``patch_id`` (``_patches``): settled by the
+        conversation's patch level, else asked with ``workflow.patched``."""
+        return patched(self._d.patch_level, patch_id)
+
     async def _until(self, cond: Callable[[], bool], deadline: datetime, summary: str) -> bool:
         """Wait for ``cond`` until ``deadline`` in workflow time; whether it holds."""
         remaining = deadline - workflow.now()
@@ -243,8 +248,8 @@ class TurnRunner(Notices):
         d.approvals.append(p)
         # The item's own rule over an early decision changes what follows only where the
         # decision breaks it, so only there is the patch asked (and its marker recorded).
-        applies = not rules.early_meets_rule(d, conf.call_id, item) and patched(
-            d.patch_level, PATCH_EARLY_ITEM_RULE
+        applies = not rules.early_meets_rule(d, conf.call_id, item) and self._patched(
+            PATCH_EARLY_ITEM_RULE
         )
         rules.take_early(d, conf.call_id, item if applies else None, now)
         if item.auto is not None and p.decision is None:
@@ -278,7 +283,7 @@ class TurnRunner(Notices):
             if (
                 not d.ending
                 and not (timed_out and item.on_timeout == "fail")
-                and patched(d.patch_level, PATCH_DECISION_WITH_STREAM)
+                and self._patched(PATCH_DECISION_WITH_STREAM)
             ):
                 resumed = await self._post_and_resume(turn, verdict, cursor)
                 if isinstance(resumed, StreamSegmentResult):
@@ -493,10 +498,7 @@ class TurnRunner(Notices):
                 )
             waited = workflow.now() - c.requested_at
             interval = age_ruled(
-                doubled_interval(interval),
-                waited,
-                lambda patch_id: patched(d.patch_level, patch_id),
-                PATCH_PROBE_BY_AGE,
+                doubled_interval(interval), waited, self._patched, PATCH_PROBE_BY_AGE
             )
 
     async def _verify_done(self, turn: TurnRecord, aid: str, cursor: RunCursor) -> str | None:

@@ -43,7 +43,6 @@ from workflows._patches import (
     PATCH_IDLE_ROLLOVER,
     PATCH_RUNNING_WHEN_LONG,
     ask_level,
-    patched,
 )
 from workflows._policy import for_skill
 from workflows._state import (
@@ -139,7 +138,7 @@ class GenieConversation(TurnRunner):
         self._steps = Steps(
             outage_timeout=lambda: self._policy.api_outage_timeout,
             on_outage=self._on_outage,
-            patched=lambda patch_id: patched(self._d.patch_level, patch_id),
+            patched=self._patched,
         )
         if start.first_message is not None and start.carried is None:
             self._start_refusal = rules.send_refusal(self._d, start.first_message)
@@ -158,10 +157,10 @@ class GenieConversation(TurnRunner):
         if d.running_when_long is None:
             # Asked once per conversation, in its first task: a run recorded before it is
             # told False and keeps upserting every transition (until its next run).
-            d.running_when_long = patched(d.patch_level, PATCH_RUNNING_WHEN_LONG)
+            d.running_when_long = self._patched(PATCH_RUNNING_WHEN_LONG)
         # Conversations recorded before the deployment look-up replay without it.
         user_value = start.user_id
-        if d.signing is None and patched(d.patch_level, PATCH_DEPLOYMENT):
+        if d.signing is None and self._patched(PATCH_DEPLOYMENT):
             user_value = await self._load_deployment(explicit_policy=start.policy is not None)
         if start.carried is None:
             # Visible for filtering from the first task, however the workflow was started;
@@ -216,7 +215,7 @@ class GenieConversation(TurnRunner):
                 >= min(self._policy.max_history_events_per_run, IDLE_HISTORY_CAP)
             )
         )
-        if patched(d.patch_level, PATCH_IDLE_ROLLOVER):
+        if self._patched(PATCH_IDLE_ROLLOVER):
             self._roll_over = True
 
     async def _continue_as_new(self, start: StartInput) -> None:
@@ -332,8 +331,8 @@ class GenieConversation(TurnRunner):
         existed is told False there and replays its recorded path.
         """
         bound = self._policy.max_history_events_per_run
-        return workflow.info().get_current_history_length() >= bound and patched(
-            self._d.patch_level, PATCH_BOUNDED_HISTORY
+        return workflow.info().get_current_history_length() >= bound and self._patched(
+            PATCH_BOUNDED_HISTORY
         )
 
     async def _finish(self) -> ConversationOutcome:
