@@ -10,8 +10,11 @@ mid-request) sends the same ``webhook-id``, so a receiver that remembers the ids
 processes each notification once. A failing endpoint only fails its own activity; the
 conversation never waits for it.
 
-Only the receiver's status counts: its answer's body is never read, and a delivery that
-has no status within ``DELIVERY_SECONDS`` fails (and is retried).
+Only the receiver's status (and, on 429 or 5xx, its ``Retry-After``) counts: its
+answer's body is never read, and a delivery that has no status within
+``DELIVERY_SECONDS`` fails (and is retried). A receiver that asks for a wait gets it, up
+to ``MAX_SERVER_RETRY_DELAY``: retrying a rate-limited Slack webhook sooner only earns
+more 429s.
 
 Formats: ``standard`` — a JSON body with ``webhook-id``, ``webhook-timestamp`` and
 ``webhook-signature`` headers (the ``standardwebhooks`` package signs), holding the item
@@ -25,7 +28,7 @@ from __future__ import annotations
 import asyncio
 import json
 import re
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any, Literal
 from urllib.parse import quote
 
@@ -35,7 +38,9 @@ from standardwebhooks.webhooks import Webhook
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
+from activities._options import MAX_SERVER_RETRY_DELAY
 from activities.models import bounded_parameters
+from genie_api import parse_retry_after
 
 NOTIFY_FAILED = "NotifyFailed"
 """The endpoint answered with an error, or could not be reached (retried)."""
@@ -163,6 +168,7 @@ class NotifyActivities:
                 ) as r,
             ):
                 status = r.status_code
+                retry_after = r.headers.get("retry-after")
         except TimeoutError:
             raise ApplicationError(
                 f"endpoint {endpoint.name!r} did not answer within {DELIVERY_SECONDS:g} s",
@@ -175,7 +181,9 @@ class NotifyActivities:
             ) from None
         if status >= 300:
             raise ApplicationError(
-                f"endpoint {endpoint.name!r} answered HTTP {status}", type=NOTIFY_FAILED
+                f"endpoint {endpoint.name!r} answered HTTP {status}",
+                type=NOTIFY_FAILED,
+                next_retry_delay=_asked_wait(status, retry_after),
             )
         return NotifyResult(status=status)
 
@@ -187,6 +195,20 @@ class NotifyActivities:
             workflow_id=quote(workflow_id, safe=""), kind=kind, ref=quote(ref, safe="")
         )
         return self._inbox_url + path
+
+
+def _asked_wait(status: int, retry_after: str | None) -> timedelta | None:
+    """The receiver's ``Retry-After`` as the next attempt's delay, on the answers that
+    define it for a retry (429, 5xx); ``None`` (the workflow's back-off) otherwise, and for
+    a value that is no usable wait (garbage, negative, NaN). Capped, so a receiver cannot
+    push a notice past the pause it announces; the activity's budget still ends retries
+    at the item's deadline."""
+    if status != 429 and status < 500:
+        return None
+    wait = parse_retry_after(retry_after)
+    if not wait:
+        return None
+    return timedelta(seconds=min(wait, MAX_SERVER_RETRY_DELAY))
 
 
 HEADER_SAFE = "!#$&'()*+,/:;=?@[]~-._"

@@ -46,6 +46,7 @@ from genie_api._errors import (
     StreamResumeError,
     TransportError,
     UnprocessableError,
+    parse_retry_after,
 )
 from genie_api._events import (
     EVENT_TYPES,
@@ -170,4 +171,5 @@ __all__ = [
     "UploadedFile",
     "format_timestamp",
     "parse_event",
+    "parse_retry_after",
 ]

@@ -24,16 +24,26 @@ class Receiver:
         self.status = 204
         self.delay_first = 0.0
         """Seconds to sit on the first POST before answering (a delivery in flight)."""
+        self.script: list[tuple[int, dict[str, str]]] = []
+        """Answers (status, extra headers) for the next POSTs, in order; then ``status``."""
         self.posts: list[tuple[dict[str, str], bytes]] = []
+        self.times: list[float] = []
+        """``time.monotonic()`` of each POST's arrival."""
         receiver = self
 
         class Handler(BaseHTTPRequestHandler):
             def do_POST(self) -> None:
                 body = self.rfile.read(int(self.headers.get("content-length", 0)))
+                receiver.times.append(time.monotonic())
                 receiver.posts.append(({k.lower(): v for k, v in self.headers.items()}, body))
                 if len(receiver.posts) == 1 and receiver.delay_first:
                     time.sleep(receiver.delay_first)
-                self.send_response(receiver.status)
+                status, headers = (
+                    receiver.script.pop(0) if receiver.script else (receiver.status, {})
+                )
+                self.send_response(status)
+                for name, value in headers.items():
+                    self.send_header(name, value)
                 self.end_headers()
 
             def log_message(self, *args: Any) -> None:

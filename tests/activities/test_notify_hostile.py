@@ -23,6 +23,7 @@ from temporalio.testing import ActivityEnvironment
 
 from activities import _notify
 from activities._notify import NotifyActivities, NotifyEndpoint, NotifyInput
+from activities._options import MAX_SERVER_RETRY_DELAY
 from genie_api import GenieClient
 from genie_config import ConfigError, load_deployment
 from tests.conftest import worker_settings
@@ -277,3 +278,83 @@ async def test_any_workflow_id_is_delivered_with_a_stable_ascii_webhook_id(
     assert sent.isascii() and sent.isprintable() and " " not in sent
     assert all(e["data"]["workflow_id"] == workflow_id for e in events)
     assert not any("x-evil" in headers for headers, _ in receiver.posts)
+
+
+@pytest.mark.parametrize(
+    ("status", "retry_after", "delay"),
+    [
+        (429, "7", 7.0),
+        (503, "12", 12.0),
+        (502, "3", 3.0),
+        (429, "86400", MAX_SERVER_RETRY_DELAY),  # capped: the pause would be over
+        (429, "1e400", None),  # infinity is no wait
+        (429, "nan", None),
+        (429, "-5", None),
+        (429, "0", None),  # "now" is the workflow's back-off
+        (429, "soon", None),
+        (404, "7", None),  # only 429 and 5xx ask for a retry later
+        (301, "7", None),
+        (503, None, None),
+    ],
+)
+async def test_a_receivers_retry_after_sets_the_next_attempts_delay(
+    status: int, retry_after: str | None, delay: float | None
+) -> None:
+    """A rate-limited receiver (Slack answers 429 with ``Retry-After``) is retried when it
+    asks, not on the workflow's 2 s back-off, which would only earn more 429s. What it
+    asks is bounded: garbage counts as nothing, and a day is cut to the cap."""
+    receiver = Receiver()
+    receiver.script = [(status, {"Retry-After": retry_after} if retry_after else {})]
+    try:
+        with pytest.raises(ApplicationError) as caught:
+            await _notify_within(_activities(receiver.url), _input(), 15)
+    finally:
+        receiver.close()
+    err = caught.value
+    assert err.type == _notify.NOTIFY_FAILED and not err.non_retryable
+    assert err.message == f"endpoint 'ops' answered HTTP {status}"  # the status, no more
+    expected = None if delay is None else timedelta(seconds=delay)
+    assert err.next_retry_delay == expected
+
+
+async def test_an_http_date_retry_after_is_a_wait_from_now() -> None:
+    receiver = Receiver()
+    when = datetime.now(UTC) + timedelta(seconds=40)
+    receiver.script = [(503, {"Retry-After": when.strftime("%a, %d %b %Y %H:%M:%S GMT")})]
+    try:
+        with pytest.raises(ApplicationError) as caught:
+            await _notify_within(_activities(receiver.url), _input(), 15)
+    finally:
+        receiver.close()
+    delay = caught.value.next_retry_delay
+    assert delay is not None and 35 <= delay.total_seconds() <= 41, delay
+
+
+async def test_a_rate_limited_receiver_is_notified_again_when_it_asked(
+    client: Client, sim: SimProcess, genie: GenieClient
+) -> None:
+    """Through a real worker and server: the receiver answers the pause's notice 429 with
+    ``Retry-After: 5``; the next attempt comes 5 s later (the retry policy alone would send
+    it after 2 s), and the card then shows it delivered."""
+    receiver = Receiver()
+    receiver.script = [(429, {"Retry-After": "5"})]
+    tq = f"test-notify-{uuid.uuid4()}"
+    settings = worker_settings(sim, notify_url=receiver.url, notify_secret=SECRET)
+    try:
+        async with build_worker(client, settings, genie, task_queue=tq):
+            api = convs(client, tq)
+            wid = await start(api)
+            await api.send(wid, "please confirm:send_email")
+            st = await eventually(
+                lambda: api.status(wid),
+                lambda s: any(d.state == "delivered" for d in s.notifications),
+                what="the notice delivered",
+                within=30,
+            )
+    finally:
+        receiver.close()
+    assert len(receiver.posts) == 2, receiver.posts
+    gap = receiver.times[1] - receiver.times[0]
+    assert 4.5 <= gap < 12, f"the second attempt came {gap:.1f} s after the 429"
+    assert {e["webhook-id"] for e in receiver.events()} == {receiver.events()[0]["webhook-id"]}
+    assert st.pending_approvals  # the conversation waited for its approver meanwhile
