@@ -10,6 +10,7 @@ from typing import Any
 import httpx
 import pydantic_core
 
+from genie_api._decode import aiter_decoded
 from genie_api._errors import (
     GenieAPIError,
     ProtocolError,
@@ -62,21 +63,41 @@ def _json_or_none(content: bytes) -> Any:
         return None
 
 
-async def read_body(response: httpx.Response, limit: int) -> bytes | None:
+async def read_body(response: httpx.Response, limit: int, ctx: RequestContext) -> bytes | None:
     """Read a streamed response's body, or ``None`` (and stop reading) past ``limit`` bytes.
 
-    httpx's ``aread`` keeps whatever the peer sends; a broken or hostile server (or a
-    gateway's error page) could fill memory with one answer. ``limit`` counts decoded
-    bytes, so a compressed body cannot expand past it either.
+    httpx's ``aread`` keeps whatever the peer sends, and its decoders inflate a network
+    chunk with no bound on the output; a broken or hostile server (or a gateway's error
+    page, or a gzip bomb) could fill memory with one answer. The body is decoded here in
+    bounded steps (:mod:`genie_api._decode`) and ``limit`` counts decoded bytes, so a
+    compressed body cannot expand past it by more than one step either.
+
+    Raises:
+        ProtocolError: A content coding the client does not decode, or corrupt
+            compressed data (not retryable).
     """
     chunks: list[bytes] = []
     size = 0
-    async for chunk in response.aiter_bytes():
-        size += len(chunk)
-        if size > limit:
-            return None
-        chunks.append(chunk)
+    pieces = aiter_decoded(response, ctx)
+    try:
+        async for piece in pieces:
+            size += len(piece)
+            if size > limit:
+                return None
+            chunks.append(piece)
+    finally:
+        await pieces.aclose()
     return b"".join(chunks)
+
+
+async def read_error_body(response: httpx.Response, limit: int, ctx: RequestContext) -> bytes:
+    """Read an error answer's body for :func:`error_from_response`, or ``b""`` if it is
+    over ``limit`` bytes or cannot be decoded: the status alone then types the error, as
+    a 503 must stay a retryable 503 whatever its page is wrapped in."""
+    try:
+        return await read_body(response, limit, ctx) or b""
+    except ProtocolError:
+        return b""
 
 
 def _field(value: Any, ctx: RequestContext, limit: int) -> str | None:

@@ -7,6 +7,9 @@ multi-line ``data`` and comments. What it does not do, and this module adds:
   exceptions built from the JSON error body and a 200 that is not ``text/event-stream``
   becomes a retryable :class:`ProtocolError`; opening (status line, headers, an error
   body) has a deadline and an error body a size limit;
+* the body read raw and its ``Content-Encoding`` undone in bounded steps (see
+  :mod:`genie_api._decode`; a coding the client does not decode is refused on opening),
+  then decoded as UTF-8, so a compressed bomb stops at the frame bound below;
 * bounds on the peer: a frame (or a line that never ends) over ``max_event_chars`` is a
   :class:`ProtocolError`, and a stream that completes no frame within its read timeout
   is a :class:`TransportError` even while bytes trickle in (httpx's read timeout counts
@@ -23,6 +26,7 @@ multi-line ``data`` and comments. What it does not do, and this module adds:
 from __future__ import annotations
 
 import asyncio
+import codecs
 from collections.abc import AsyncGenerator, AsyncIterator, Callable
 from contextlib import AsyncExitStack, asynccontextmanager
 from typing import Any
@@ -36,13 +40,14 @@ from httpx_sse import ServerSentEvent, aconnect_sse
 from httpx_sse._decoders import SSEDecoder, SSELineDecoder
 from pydantic import ValidationError
 
+from genie_api._decode import aiter_decoded, content_coding
 from genie_api._errors import ProtocolError, TransportError, truncate
 from genie_api._events import _REGISTRY, GenieEvent, UnknownEvent, invalid_event
 from genie_api._http import (
     RequestContext,
     error_from_response,
     logger,
-    read_body,
+    read_error_body,
     transport_error,
 )
 
@@ -129,6 +134,26 @@ def _oversize(ctx: RequestContext, limit: int) -> ProtocolError:
     )
 
 
+async def _texts(response: httpx.Response, ctx: RequestContext) -> AsyncGenerator[str, None]:
+    """The stream's text, at most :data:`~genie_api._decode.STEP` chars a piece.
+
+    SSE is UTF-8 whatever the content type says; a sequence split across pieces is
+    joined, an invalid one becomes U+FFFD.
+    """
+    utf8 = codecs.getincrementaldecoder("utf-8")("replace")
+    pieces = aiter_decoded(response, ctx)
+    try:
+        async for piece in pieces:
+            text = utf8.decode(piece)
+            if text:
+                yield text
+        text = utf8.decode(b"", True)
+        if text:
+            yield text
+    finally:
+        await pieces.aclose()
+
+
 async def _frames(
     response: httpx.Response, ctx: RequestContext, *, max_chars: int, idle: float | None
 ) -> AsyncGenerator[ServerSentEvent, None]:
@@ -141,12 +166,19 @@ async def _frames(
     loop = asyncio.get_running_loop()
     lines = SSELineDecoder()
     fields = SSEDecoder()
-    chunks = response.aiter_text()
+    chunks = _texts(response, ctx)
     pending = 0  # chars of the line that has not ended yet
     frame = 0  # chars of the frame's ended lines
 
     def next_deadline() -> float | None:
         return None if idle is None else loop.time() + idle
+
+    def idle_error() -> TransportError:
+        return TransportError(
+            f"no complete SSE frame within {idle or 0:g} s on {ctx.describe()}",
+            retryable=True,
+            **ctx.error_kwargs(),
+        )
 
     deadline = next_deadline()
     first = True
@@ -158,14 +190,10 @@ async def _frames(
             except StopAsyncIteration:
                 break
             except TimeoutError:
-                raise TransportError(
-                    f"no complete SSE frame within {idle or 0:g} s on {ctx.describe()}",
-                    retryable=True,
-                    **ctx.error_kwargs(),
-                ) from None
+                raise idle_error() from None
             if first and text:
-                # The SSE spec ignores one leading byte order mark; httpx decodes UTF-8
-                # without dropping it, and the first field name would then not match.
+                # The SSE spec ignores one leading byte order mark; the UTF-8 decoder
+                # keeps it, and the first field name would then not match.
                 first = False
                 text = text.removeprefix("\ufeff")
                 if not text:
@@ -190,12 +218,16 @@ async def _frames(
                     deadline = next_deadline()  # counted from when we read again
             if frame + pending > max_chars:
                 raise _oversize(ctx, max_chars)
+            if deadline is not None and loop.time() > deadline:
+                # Steps inflated from bytes already read need not suspend, so the timeout
+                # above may not fire while, say, a compressed run of blank lines unpacks.
+                raise idle_error()
         for line in lines.flush():
             sse = fields.decode(line)
             if sse is not None:
                 yield sse
     finally:
-        await chunks.aclose()  # type: ignore[attr-defined]
+        await chunks.aclose()
 
 
 async def iter_events(
@@ -258,8 +290,8 @@ async def open_event_stream(
             )
             response = source.response
             if response.status_code >= 300:
-                content = await read_body(response, max_body_bytes)
-                raise error_from_response(response, ctx, content or b"")
+                content = await read_error_body(response, max_body_bytes, ctx)
+                raise error_from_response(response, ctx, content)
         ctype = response.headers.get("content-type", "")
         if "text/event-stream" not in ctype:
             # The body is not read: its size is the peer's choice, and a page may echo
@@ -272,6 +304,7 @@ async def open_event_stream(
                 retryable=True,
                 **ctx.error_kwargs(),
             )
+        content_coding(response, ctx)  # one the client cannot decode is refused on entry
     except TimeoutError:
         await stack.aclose()
         raise TransportError(

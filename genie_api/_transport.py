@@ -15,6 +15,7 @@ import httpx
 from pydantic import BaseModel, ValidationError
 
 from genie_api._auth import ApiKeyAuth, OAuthAuth
+from genie_api._decode import ACCEPT_ENCODING
 from genie_api._errors import ProtocolError, TransportError, truncate
 from genie_api._http import (
     RequestContext,
@@ -23,6 +24,7 @@ from genie_api._http import (
     logger,
     parse_json_body,
     read_body,
+    read_error_body,
     transport_error,
 )
 from genie_telemetry import instrument_http
@@ -133,7 +135,9 @@ class Transport:
                 max_connections=max_connections,
                 max_keepalive_connections=min(max_connections, 200),
             ),
-            headers={"User-Agent": _USER_AGENT},
+            # Only codings decoded in bounded steps; httpx would add br and zstd once their
+            # packages are installed, and inflate those without bound.
+            headers={"User-Agent": _USER_AGENT, "Accept-Encoding": ACCEPT_ENCODING},
             follow_redirects=False,
         )
         instrument_http(self._http)  # a span per request when OTEL_* turn traces on
@@ -234,7 +238,10 @@ class Transport:
                 async with self._http.stream(
                     method, path, headers=headers, json=json, params=params or None, files=files
                 ) as response:
-                    content = await read_body(response, limit)
+                    if response.status_code >= 300:
+                        content: bytes | None = await read_error_body(response, limit, ctx)
+                    else:
+                        content = await read_body(response, limit, ctx)
         except TimeoutError:
             logger.debug("%s exceeded %.0f s", ctx.describe(), self._timeouts.total)
             raise TransportError(
