@@ -56,6 +56,14 @@ def plain(value: object) -> str:
     return _CONTROLS.sub(lambda m: ascii(m.group())[1:-1], str(value))
 
 
+def inert_json(text: str) -> str:
+    """JSON text with each control character still raw in it written as its ``\\uXXXX``
+    escape. JSON encoders escape C0 controls but leave DEL, C1 and the bidi controls as
+    they are, so ``--json`` on a terminal would obey them (U+202E reverses what follows);
+    they can only stand inside strings, so the escaped text is the same JSON."""
+    return _CONTROLS.sub(lambda m: f"\\u{ord(m.group()):04x}", text)
+
+
 def safe(value: object) -> str:
     """``plain`` and escaped for Rich markup: the genie's, the user's, an approver's or
     the server's text inside our markup shows as typed, so ``[link=…]`` makes no
@@ -291,7 +299,8 @@ class LiveMessages:
     def _emit(self, text: str) -> None:
         self._printed += 1
         if self._quiet:
-            print(json.dumps({"turn": self._turn, "message": text}, ensure_ascii=False), flush=True)
+            line = json.dumps({"turn": self._turn, "message": text}, ensure_ascii=False)
+            print(inert_json(line), flush=True)
         else:
             out.print(f"[dim]genie:[/] {safe(text)}", highlight=False)
 

@@ -48,6 +48,7 @@ from geniectl._render import (
     err,
     fail,
     follow_turn,
+    inert_json,
     out,
     pause_panel,
     plain,
@@ -178,9 +179,10 @@ def _ask_hint(workflow_id: str, text: str, command: str = "ask") -> str:
 
 def _print_json(value: BaseModel | list[Any] | dict[str, Any]) -> None:
     if isinstance(value, BaseModel):
-        print(value.model_dump_json(indent=2))
+        text = value.model_dump_json(indent=2)
     else:
-        print(json.dumps(value, indent=2, default=str))
+        text = json.dumps(value, indent=2, default=str)
+    print(inert_json(text))
 
 
 @app.command()
@@ -280,7 +282,7 @@ def ask(
 
     res = _run(go, if_missing=_ask_hint(workflow_id, text))
     if as_json:
-        print(res.model_dump_json())
+        print(inert_json(res.model_dump_json()))
     else:
         print_result(res)
     if res.status != "completed":

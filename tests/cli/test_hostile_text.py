@@ -12,6 +12,7 @@ the escapes Rich emits for its own styles may appear.
 from __future__ import annotations
 
 import asyncio
+import json
 import re
 import shlex
 from datetime import UTC, datetime
@@ -47,6 +48,28 @@ async def test_the_genies_text_is_shown_never_obeyed(cli_env: dict[str, str]) ->
     h = await geniectl(env, "history", wid)
     assert h.code == 0, h.stderr
     _inert(h.stdout)
+
+
+# What JSON encoders leave raw: DEL, C1 (U+009B is CSI on some terminals), bidi controls.
+_RAW_IN_JSON = "\x7f\x9b2J\u202egnp.exe\u2066x\u2069\u200f\u061c"
+
+
+async def test_json_output_escapes_what_a_terminal_would_obey(cli_env: dict[str, str]) -> None:  # noqa: F811
+    """``--json`` is for scripts and often read on a terminal: the genie's text there must
+    not reverse or recolour what follows. Each such character is its ``\\u`` escape, and
+    a JSON parser reads back exactly what the genie said."""
+    wid = await _started(cli_env)
+    asked = await geniectl(cli_env, "ask", wid, _RAW_IN_JSON, "--json")
+    assert asked.code == 0, asked.stderr
+    history = await geniectl(cli_env, "history", wid, "--json")
+    for r in (asked, history):  # the reply echoes the message
+        assert r.code == 0, r.stderr
+        assert not _render._CONTROLS.search(r.stdout), repr(r.stdout)
+        assert "\\u202e" in r.stdout and "\\u009b" in r.stdout
+    *streamed, result = [json.loads(line) for line in asked.stdout.splitlines()]
+    assert streamed == [{"turn": 1, "message": f"You said: {_RAW_IN_JSON}"}]
+    assert result["status"] == "completed"
+    assert _RAW_IN_JSON in json.dumps(history.json(), ensure_ascii=False)
 
 
 async def test_a_hostile_skill_name_in_a_pause_is_text(cli_env: dict[str, str]) -> None:  # noqa: F811
