@@ -25,7 +25,6 @@ still need credentials.
 
 from __future__ import annotations
 
-import asyncio
 import hmac
 import ipaddress
 import json
@@ -55,6 +54,7 @@ from genie_codec._codec import (
 )
 from genie_codec._keys import KEY_ID, PayloadKeyConfigError, load_keys
 from genie_config import ConfigError, load_settings
+from genie_config.jwks import KeySetClient
 
 log = logging.getLogger("genie_codec.server")
 access_log = logging.getLogger("genie_codec.access")
@@ -125,7 +125,7 @@ class CodecServerConfig:
     """The bearer tokens themselves: never in a repr (a logged or printed config)."""
     anonymous: tuple[Network, ...] = ()
     jwt_key: Any = None
-    jwks: jwt.PyJWKClient | None = None
+    jwks: KeySetClient | None = None
     jwt_issuer: str | None = None
     jwt_audience: str | None = None
     jwt_algorithms: tuple[str, ...] = ("RS256",)
@@ -225,7 +225,7 @@ def _tokens(s: CodecServerSettings) -> tuple[str, ...]:
     return tokens
 
 
-def _jwt(s: CodecServerSettings) -> tuple[Any, jwt.PyJWKClient | None]:
+def _jwt(s: CodecServerSettings) -> tuple[Any, KeySetClient | None]:
     if s.jwt_jwks_url is None and s.jwt_public_key_file is None:
         return None, None
     if s.jwt_jwks_url is not None and s.jwt_public_key_file is not None:
@@ -236,7 +236,8 @@ def _jwt(s: CodecServerSettings) -> tuple[Any, jwt.PyJWKClient | None]:
             "a token for another application must not decrypt payloads"
         )
     if s.jwt_jwks_url is not None:
-        return None, jwt.PyJWKClient(str(s.jwt_jwks_url), cache_keys=True, timeout=10)
+        # Fetched rarely, the last good key set kept when the provider does not answer.
+        return None, KeySetClient(str(s.jwt_jwks_url))
     assert s.jwt_public_key_file is not None
     from cryptography.hazmat.primitives.serialization import load_pem_public_key
 
@@ -367,7 +368,7 @@ async def _valid_jwt(config: CodecServerConfig, token: str) -> dict[str, Any] | 
     try:
         key = config.jwt_key
         if config.jwks is not None:
-            key = (await asyncio.to_thread(config.jwks.get_signing_key_from_jwt, token)).key
+            key = (await config.jwks.signing_key(token)).key
         claims: dict[str, Any] = jwt.decode(
             token,
             key,

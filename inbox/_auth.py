@@ -2,7 +2,8 @@
 
 - ``jwt``: a bearer token (``Authorization: Bearer …``) or the token pasted on the login
   page and kept in the session cookie, verified on every request with PyJWT against the
-  configured PEM key or JWKS URL: signature, algorithm, issuer, audience and expiry.
+  configured PEM key or JWKS URL (kept by ``genie_config.jwks``): signature, algorithm,
+  issuer, audience and expiry.
 - ``proxy``: identity headers set by an authenticating reverse proxy, believed only when
   the TCP peer is one of ``GENIE_INBOX_TRUSTED_PROXIES`` (uvicorn runs without proxy
   header rewriting, so the peer is the real one).
@@ -17,10 +18,10 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any, Literal
 
-import anyio.to_thread
 import jwt
 from starlette.requests import Request
 
+from genie_config.jwks import KeySetClient
 from inbox._session import Session
 from inbox._settings import AuthMode, InboxConfig
 from workflows.models import MAX_ID_CHARS
@@ -71,10 +72,11 @@ class Authenticator:
     def __init__(self, config: InboxConfig) -> None:
         self.config = config
         s = config.settings
-        self._jwks: jwt.PyJWKClient | None = None
+        self._jwks: KeySetClient | None = None
         if s.auth == "jwt" and config.jwt_key is None and s.jwt_jwks_url is not None:
-            # Keys are cached; the URL is the only place it ever connects to.
-            self._jwks = jwt.PyJWKClient(str(s.jwt_jwks_url), cache_keys=True, timeout=10)
+            # The URL is the only place it ever connects to: rarely, with the last good
+            # key set kept for when it does not answer (genie_config.jwks).
+            self._jwks = KeySetClient(str(s.jwt_jwks_url))
 
     async def identify(self, request: Request, session: Session) -> Identity | None:
         """The caller's identity; None if they presented nothing (log in first);
@@ -108,8 +110,7 @@ class Authenticator:
             key: Any = self.config.jwt_key
             if key is None:
                 assert self._jwks is not None
-                jwks = self._jwks
-                key = (await anyio.to_thread.run_sync(jwks.get_signing_key_from_jwt, token)).key
+                key = (await self._jwks.signing_key(token)).key
             claims = jwt.decode(
                 token,
                 key,
