@@ -120,7 +120,6 @@ class BoundedDecoder:
         while True:
             inflater = self._inflater
             if inflater.eof:
-                data = inflater.unused_data + data
                 if not data:
                     return
                 if self._coding != "gzip":
@@ -131,10 +130,14 @@ class BoundedDecoder:
             except zlib.error as exc:
                 reason = truncate(str(exc), 80)
                 raise DecodeError(f"corrupt {self._coding} data ({reason})") from None
-            left = inflater.unconsumed_tail
-            if not out and len(left) == len(data) and not inflater.eof:
-                raise DecodeError(f"{self._coding} data that does not decode")  # no progress
-            data = left
+            if inflater.eof:
+                # What follows the end; ``unconsumed_tail`` may still hold it too.
+                data = inflater.unused_data
+            else:
+                left = inflater.unconsumed_tail
+                if not out and len(left) == len(data):
+                    raise DecodeError(f"{self._coding} data that does not decode")
+                data = left
             if out:
                 yield out
             # Less than a full step with all input taken: nothing is held back in zlib.
