@@ -118,7 +118,7 @@ def error_from_response(
         response: The answer.
         ctx: Call context.
         content: The body as read by :func:`read_body` (``None``: ``response.content``,
-            which must have been read; ``b""`` for a body too large to keep).
+            which must have been read; ``b""`` for a body too large to keep or to decode).
 
     The error's text holds the status, the ``error_code`` and the ``request_id``, never
     the server's ``error_message``: a server or gateway may echo the request, and the
