@@ -10,7 +10,8 @@ from __future__ import annotations
 import asyncio
 import json
 import uuid
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -26,6 +27,7 @@ from activities._notify import NotifyActivities, NotifyEndpoint, NotifyInput
 from activities._options import MAX_SERVER_RETRY_DELAY
 from genie_api import GenieClient
 from genie_config import ConfigError, load_deployment
+from geniectl import GenieConversations
 from tests.conftest import worker_settings
 from tests.services import SimProcess
 from tests.webhooks import SECRET, Receiver
@@ -93,6 +95,17 @@ def _activities(url: str, fmt: str = "standard") -> NotifyActivities:
 async def _notify_within(acts: NotifyActivities, inp: NotifyInput, seconds: float) -> Any:
     # The bound is the test's, so that the old code (which waited forever) fails here.
     return await asyncio.wait_for(ActivityEnvironment().run(acts.notify, inp), seconds)
+
+
+@asynccontextmanager
+async def _notifying(
+    client: Client, sim: SimProcess, genie: GenieClient, receiver: Receiver
+) -> AsyncIterator[GenieConversations]:
+    """A real worker on a queue of its own, telling ``receiver`` of every pause."""
+    tq = f"test-notify-{uuid.uuid4()}"
+    settings = worker_settings(sim, notify_url=receiver.url, notify_secret=SECRET)
+    async with build_worker(client, settings, genie, task_queue=tq):
+        yield convs(client, tq)
 
 
 @pytest.fixture
@@ -233,11 +246,8 @@ async def test_a_connection_notice_never_carries_the_users_auth_link(
     """The auth link connects whoever opens it into the user's conversation; the inbox
     shows it only to those who may decide the item, a webhook receiver is not that."""
     receiver = Receiver()
-    tq = f"test-notify-{uuid.uuid4()}"
-    settings = worker_settings(sim, notify_url=receiver.url, notify_secret=SECRET)
     try:
-        async with build_worker(client, settings, genie, task_queue=tq):
-            api = convs(client, tq)
+        async with _notifying(client, sim, genie, receiver) as api:
             wid = await start(api)
             await api.send(wid, "connect:jira")
             st = await eventually(
@@ -338,11 +348,8 @@ async def test_a_rate_limited_receiver_is_notified_again_when_it_asked(
     it after 2 s), and the card then shows it delivered."""
     receiver = Receiver()
     receiver.script = [(429, {"Retry-After": "5"})]
-    tq = f"test-notify-{uuid.uuid4()}"
-    settings = worker_settings(sim, notify_url=receiver.url, notify_secret=SECRET)
     try:
-        async with build_worker(client, settings, genie, task_queue=tq):
-            api = convs(client, tq)
+        async with _notifying(client, sim, genie, receiver) as api:
             wid = await start(api)
             await api.send(wid, "please confirm:send_email")
             st = await eventually(
