@@ -13,15 +13,13 @@ segment).
 
 from __future__ import annotations
 
-from datetime import timedelta
-
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
 from activities._options import (
     AUTH_RETRY_EVERY,
     DEFAULT_AUTH_SETTLE_SECONDS,
-    MAX_SERVER_RETRY_DELAY,
+    server_retry_delay,
 )
 from genie_api import (
     USER_NONACTIVE_OR_MISSING,
@@ -150,9 +148,7 @@ def to_application_error(
         non_retryable=not (e.retryable if retryable is None else retryable),
         # The client sets retry_after only from the server's own ask, never from its
         # reconnect pacing; a tiny delay here would override the workflow's back-off.
-        next_retry_delay=(
-            timedelta(seconds=min(e.retry_after, MAX_SERVER_RETRY_DELAY)) if e.retry_after else None
-        ),
+        next_retry_delay=server_retry_delay(e.retry_after),
     )
 
 

@@ -12,9 +12,9 @@ conversation never waits for it.
 
 Only the receiver's status (and, on 429 or 5xx, its ``Retry-After``) counts: its
 answer's body is never read, and a delivery that has no status within
-``DELIVERY_SECONDS`` fails (and is retried). A receiver that asks for a wait gets it, up
-to ``MAX_SERVER_RETRY_DELAY``: retrying a rate-limited Slack webhook sooner only earns
-more 429s.
+``DELIVERY_SECONDS`` fails (and is retried). A receiver that asks for a wait gets it,
+bounded as the API's asks are (``server_retry_delay``): retrying a rate-limited Slack
+webhook sooner only earns more 429s.
 
 Formats: ``standard`` — a JSON body with ``webhook-id``, ``webhook-timestamp`` and
 ``webhook-signature`` headers (the ``standardwebhooks`` package signs), holding the item
@@ -38,7 +38,7 @@ from standardwebhooks.webhooks import Webhook
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
-from activities._options import MAX_SERVER_RETRY_DELAY
+from activities._options import server_retry_delay
 from activities.models import bounded_parameters
 from genie_api import parse_retry_after
 
@@ -200,15 +200,12 @@ class NotifyActivities:
 def _asked_wait(status: int, retry_after: str | None) -> timedelta | None:
     """The receiver's ``Retry-After`` as the next attempt's delay, on the answers that
     define it for a retry (429, 5xx); ``None`` (the workflow's back-off) otherwise, and for
-    a value that is no usable wait (garbage, negative, NaN). Capped, so a receiver cannot
-    push a notice past the pause it announces; the activity's budget still ends retries
-    at the item's deadline."""
+    a value that is no usable wait (garbage, zero, negative, NaN). Bounded both ways
+    (``server_retry_delay``); the activity's budget still ends retries at the item's
+    deadline."""
     if status != 429 and status < 500:
         return None
-    wait = parse_retry_after(retry_after)
-    if not wait:
-        return None
-    return timedelta(seconds=min(wait, MAX_SERVER_RETRY_DELAY))
+    return server_retry_delay(parse_retry_after(retry_after))
 
 
 HEADER_SAFE = "!#$&'()*+,/:;=?@[]~-._"

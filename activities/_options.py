@@ -18,9 +18,9 @@ levels. Only the outermost is counted in time, and only it can fail a turn for a
    unlimited attempts with capped exponential back-off, bounded in time by the
    conversation's outage budget (see ``workflows/``). A failed attempt sets its own
    next-retry delay only when the server asked for one (``Retry-After`` or
-   ``retry_after_ms`` on an error answer such as 429/503), capped at
-   ``MAX_SERVER_RETRY_DELAY`` = 300 s; the client's own reconnect pacing never replaces
-   the workflow's back-off.
+   ``retry_after_ms`` on an error answer such as 429/503), raised to at least
+   ``MIN_SERVER_RETRY_DELAY`` = 1 s and capped at ``MAX_SERVER_RETRY_DELAY`` = 300 s; the
+   client's own reconnect pacing never replaces the workflow's back-off.
 
 Combined: a turn's stream rides out an API outage of any length within the workflow's
 outage budget, resuming from its cursor without re-posting; it fails at once on a final
@@ -34,6 +34,9 @@ workflow's heartbeat timeout.
 
 from __future__ import annotations
 
+import math
+from datetime import timedelta
+
 __all__ = [
     "AUTH_RETRY_EVERY",
     "DEFAULT_AUTH_SETTLE_SECONDS",
@@ -41,6 +44,8 @@ __all__ = [
     "HEARTBEAT_IDLE_EVERY",
     "MAX_MALFORMED_RETRIES",
     "MAX_SERVER_RETRY_DELAY",
+    "MIN_SERVER_RETRY_DELAY",
+    "server_retry_delay",
 ]
 
 HEARTBEAT_EVERY = 1.0
@@ -64,6 +69,21 @@ malformed fails the turn after this many retries, with the protocol error as the
 MAX_SERVER_RETRY_DELAY = 300.0
 """Cap, in seconds, on a server-requested wait used as an activity's next-retry delay,
 so a bogus ``Retry-After`` cannot park a conversation for hours."""
+
+MIN_SERVER_RETRY_DELAY = 1.0
+"""Floor, in seconds, on a server-requested wait (other than none): ``Retry-After:
+0.000001`` made a one-microsecond delay, and a peer answering it every time would have
+its retries come back to back, as fast as the worker and server can go."""
+
+
+def server_retry_delay(seconds: float | None) -> timedelta | None:
+    """A peer's asked-for wait as an activity's next-retry delay: between
+    ``MIN_SERVER_RETRY_DELAY`` and ``MAX_SERVER_RETRY_DELAY``; ``None`` (the workflow's
+    back-off) for no wait, zero, or one that is not a finite positive number."""
+    if seconds is None or not math.isfinite(seconds) or seconds <= 0:
+        return None
+    return timedelta(seconds=min(max(seconds, MIN_SERVER_RETRY_DELAY), MAX_SERVER_RETRY_DELAY))
+
 
 DEFAULT_AUTH_SETTLE_SECONDS = 60.0
 """How long a 401/403 to a credential this worker has never had accepted is retried, from

@@ -24,7 +24,7 @@ from temporalio.testing import ActivityEnvironment
 
 from activities import _notify
 from activities._notify import NotifyActivities, NotifyEndpoint, NotifyInput
-from activities._options import MAX_SERVER_RETRY_DELAY
+from activities._options import MAX_SERVER_RETRY_DELAY, MIN_SERVER_RETRY_DELAY
 from genie_api import GenieClient
 from genie_config import ConfigError, load_deployment
 from geniectl import GenieConversations
@@ -301,6 +301,8 @@ async def test_any_workflow_id_is_delivered_with_a_stable_ascii_webhook_id(
         (429, "nan", None),
         (429, "-5", None),
         (429, "0", None),  # "now" is the workflow's back-off
+        (429, "0.000001", MIN_SERVER_RETRY_DELAY),  # not retries back to back
+        (503, "0.5", MIN_SERVER_RETRY_DELAY),
         (429, "soon", None),
         (404, "7", None),  # only 429 and 5xx ask for a retry later
         (301, "7", None),

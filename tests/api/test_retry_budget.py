@@ -52,6 +52,7 @@ def test_budget_docstring_names_every_limit_with_its_value() -> None:
         "ResumePolicy.max_attempts",
         "MAX_MALFORMED_RETRIES",
         "MAX_SERVER_RETRY_DELAY",
+        "MIN_SERVER_RETRY_DELAY",
         "HEARTBEAT_EVERY",
         "HEARTBEAT_IDLE_EVERY",
     }
@@ -112,6 +113,15 @@ async def test_a_servers_retry_after_is_passed_on(
     err = await _give_up(sim, client, conversation_id, user_id)
     assert err.retry_after == 2.0
     assert to_application_error(err).next_retry_delay == timedelta(seconds=2)
+
+
+@pytest.mark.parametrize("asked", [1e-6, 0.001, 0.5])
+def test_a_tiny_retry_after_is_raised_to_a_second(asked: float) -> None:
+    """``retry_after_ms: 0.001`` made a one-microsecond delay: a peer asking it every time
+    would have had the retries come back to back."""
+    err = RateLimitedError("slow down", status=429, retry_after=asked)
+    delay = to_application_error(err).next_retry_delay
+    assert delay == timedelta(seconds=options.MIN_SERVER_RETRY_DELAY)
 
 
 def test_a_bogus_retry_after_is_capped() -> None:
