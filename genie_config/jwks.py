@@ -11,7 +11,7 @@ every request. So the key set is fetched rarely and kept:
   (a flood of tokens naming unknown ``kid``\\ s costs the provider one fetch per
   interval, not one per token), and callers that need the same fetch share it
   (single-flight); a normal refresh happens every ``refresh_interval`` seconds;
-- a fetch has a short timeout, no redirects and a bounded answer; only public keys
+- a fetch has a short timeout, no redirects and a bounded, uncompressed answer; only public keys
   (RSA, EC, OKP) meant for signatures, with a ``kid``, are kept;
 - with no usable set (the first fetch failed, or the last good one is too old),
   ``KeySetUnavailable``; a ``kid`` not in the set, ``UnknownSigningKey``. Both are
@@ -45,6 +45,8 @@ log = logging.getLogger("genie_config.jwks")
 PUBLIC_KEY_TYPES = (RSAPublicKey, EllipticCurvePublicKey, Ed25519PublicKey, Ed448PublicKey)
 MAX_KEYS = 100
 """Keys kept from one answer; a provider publishes a handful."""
+_HEADERS = {"Accept": "application/json", "Accept-Encoding": "identity"}
+"""A key set is a few KiB: not compressed, so a size limit counts what is kept."""
 
 
 class KeySetError(jwt.PyJWKClientError):
@@ -237,13 +239,17 @@ class KeySetClient:
         body = bytearray()
         with httpx.Client(timeout=self._timeout, follow_redirects=False) as client:
             try:
-                with client.stream("GET", self.url, headers={"Accept": "application/json"}) as r:
+                with client.stream("GET", self.url, headers=_HEADERS) as r:
                     if r.status_code != 200:
                         raise _FetchFailed(f"HTTP {r.status_code}")
+                    coding = r.headers.get("content-encoding", "identity").strip().lower()
+                    if coding not in ("", "identity"):
+                        # Never asked for; httpx would inflate a chunk without bound.
+                        raise _FetchFailed(f"Content-Encoding {coding[:20]!r}")
                     declared = r.headers.get("content-length", "")
                     if declared.isdigit() and int(declared) > self._max_bytes:
                         raise _FetchFailed(f"the answer is over {self._max_bytes} bytes")
-                    for chunk in r.iter_bytes():
+                    for chunk in r.iter_raw():
                         body += chunk
                         if len(body) > self._max_bytes:
                             raise _FetchFailed(f"the answer is over {self._max_bytes} bytes")

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gzip
 import json
 import logging
 import socket
@@ -45,7 +46,8 @@ TIMEOUT = 0.5
 class IdP:
     """A JWKS endpoint on a real HTTP server in a thread. ``mode``: ``up``; ``down``
     (503); ``slow`` (answers after ``slow_seconds``); ``huge`` (over a megabyte, no
-    declared length); ``garbage`` (not JSON); ``redirect`` (302 to itself)."""
+    declared length); ``gzip`` (a compressed bomb); ``garbage`` (not JSON); ``redirect``
+    (302 to itself)."""
 
     def __init__(self) -> None:
         self.keys: dict[str, RSAPrivateKey] = {}
@@ -100,6 +102,15 @@ class IdP:
             h.send_response(302)
             h.send_header("Location", self.url)
             h.end_headers()
+            return
+        if mode == "gzip":  # 64 MiB of spaces in 64 KiB: refused, never inflated
+            data = gzip.compress(b'{"keys": [], "pad": "' + b" " * (64 << 20), 9)
+            h.send_response(200)
+            h.send_header("Content-Type", "application/json")
+            h.send_header("Content-Encoding", "gzip")
+            h.send_header("Content-Length", str(len(data)))
+            h.end_headers()
+            h.wfile.write(data)
             return
         if mode == "huge":
             h.send_response(200)
@@ -347,7 +358,7 @@ async def test_a_rotated_key_is_picked_up_after_the_throttle(idp: IdP, clock: Cl
     assert (await verified(client, new))["sub"] == "user-123"
 
 
-@pytest.mark.parametrize("mode", ["huge", "garbage", "redirect", "down"])
+@pytest.mark.parametrize("mode", ["huge", "gzip", "garbage", "redirect", "down"])
 async def test_an_unusable_answer_is_refused_cleanly(
     idp: IdP, clock: Clock, caplog: pytest.LogCaptureFixture, mode: str
 ) -> None:
@@ -357,7 +368,12 @@ async def test_an_unusable_answer_is_refused_cleanly(
     with pytest.raises(KeySetUnavailable):
         await client.signing_key(token)
     assert idp.fetches == 1, "followed a redirect" if mode == "redirect" else "fetched twice"
-    reason = {"huge": "over 1048576 bytes", "garbage": "not JSON", "redirect": "HTTP 302"}
+    reason = {
+        "huge": "over 1048576 bytes",
+        "gzip": "Content-Encoding 'gzip'",
+        "garbage": "not JSON",
+        "redirect": "HTTP 302",
+    }
     assert reason.get(mode, "HTTP 503") in caplog.text
     assert "sign in" not in caplog.text and "xxxx" not in caplog.text  # never the body
 
