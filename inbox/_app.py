@@ -982,28 +982,35 @@ def create_app(
 
     skill: Kind = "skill"
     connection: Kind = "connection"
+    # ``path``: a workflow id may hold "/" (Temporal takes any string; links encode it as
+    # %2F, which the server decodes before routing). The parts after it are fixed words
+    # and an API id without "/", so the match is still unambiguous.
     routes = [
         Route("/", home),
         Route("/healthz", healthz),
         Route("/pending", page(pending_page)),
         Route("/pending/fragment", page(pending_fragment)),
-        Route("/items/{wid}/skill/{ref}", page(item_page(skill))),
-        Route("/items/{wid}/skill/{ref}", page(decide_page(skill)), methods=["POST"]),
-        Route("/items/{wid}/connection/{ref}", page(item_page(connection))),
-        Route("/items/{wid}/connection/{ref}", page(decide_page(connection)), methods=["POST"]),
-        Route("/items/{wid}/connection/{ref}/link", page(refresh_link_page), methods=["POST"]),
-        Route("/conversations/{wid}", page(conversation_page)),
+        Route("/items/{wid:path}/skill/{ref}", page(item_page(skill))),
+        Route("/items/{wid:path}/skill/{ref}", page(decide_page(skill)), methods=["POST"]),
+        Route("/items/{wid:path}/connection/{ref}", page(item_page(connection))),
+        Route(
+            "/items/{wid:path}/connection/{ref}", page(decide_page(connection)), methods=["POST"]
+        ),
+        Route("/items/{wid:path}/connection/{ref}/link", page(refresh_link_page), methods=["POST"]),
+        Route("/conversations/{wid:path}", page(conversation_page)),
         Route("/login", page(login_get, login=False)),
         Route("/login", page(login_post, login=False), methods=["POST"]),
         Route("/logout", page(logout, login=False), methods=["POST"]),
         Route("/api/session", api(api_session)),
         Route("/api/pending", api(api_pending)),
-        Route("/api/conversations/{wid}", api(api_conversation)),
-        Route("/api/decisions/{wid}/skill/{ref}", api(api_decide_skill), methods=["POST"]),
+        Route("/api/conversations/{wid:path}", api(api_conversation)),
+        Route("/api/decisions/{wid:path}/skill/{ref}", api(api_decide_skill), methods=["POST"]),
         Route(
-            "/api/decisions/{wid}/connection/{ref}", api(api_decide_connection), methods=["POST"]
+            "/api/decisions/{wid:path}/connection/{ref}",
+            api(api_decide_connection),
+            methods=["POST"],
         ),
-        Route("/api/auth-links/{wid}/{ref}", api(api_auth_link), methods=["POST"]),
+        Route("/api/auth-links/{wid:path}/{ref}", api(api_auth_link), methods=["POST"]),
         Mount("/static", StaticFiles(directory=HERE / "static"), name="static"),
     ]
     app = Starlette(routes=routes, lifespan=lifespan, max_body_size=config.settings.max_body_bytes)

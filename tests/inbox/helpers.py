@@ -74,9 +74,10 @@ async def paused_skill(
     *,
     policy: ConversationPolicy | None = None,
     genie: str = GENIE,
+    wid: str | None = None,
 ) -> tuple[str, int, PendingApproval]:
     """A new conversation paused on a skill confirmation (listed by visibility)."""
-    wid = f"inbox-{uuid.uuid4().hex[:12]}"
+    wid = wid or f"inbox-{uuid.uuid4().hex[:12]}"
     await api.start(genie, "user-1", workflow_id=wid, policy=policy)
     acc = await api.send(wid, text)
     res = await api.wait(wid, acc.turn)

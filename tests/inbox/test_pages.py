@@ -9,10 +9,13 @@ from __future__ import annotations
 
 import asyncio
 import html
+import uuid
+from urllib.parse import quote
 
 import httpx
 from temporalio.client import Client
 
+from activities._notify import ITEM_PATH
 from tests.inbox.conftest import ClientFor
 from tests.inbox.helpers import (
     csrf_of,
@@ -376,3 +379,42 @@ async def test_conversations_past_the_listing_limit_are_counted_not_hidden(
     told: list[int] = []
     items = await api.pending(limit=1, on_not_listed=told.append)
     assert len({i.workflow_id for i in items}) <= 1 and told and told[0] >= 1, told
+
+
+async def test_a_workflow_id_with_slashes_is_reached_and_decided_through_its_links(
+    client: Client, task_queue: str, dev_http: httpx.AsyncClient
+) -> None:
+    """Backends name conversations as they like (``tenant/orders/42``); Temporal takes any
+    string. Links encode "/" as %2F, which the server decodes before routing, so such a
+    conversation's pages were 404 and its notice led nowhere. Every route, from the links
+    the pages themselves give."""
+    api = convs(client, task_queue)
+    wid = f"tenant-{uuid.uuid4().hex[:8]}/orders/a b%c/skill/x"
+    wid, turn, item = await paused_skill(api, wid=wid)
+    csrf = await dev_login(dev_http, "alice")
+    pending = (await dev_http.get("/pending")).text
+    path = f"/items/{quote(wid, safe='')}/skill/{item.call_id}"
+    assert f'href="{path}"' in pending
+    assert ITEM_PATH.format(workflow_id=quote(wid, safe=""), kind="skill", ref=item.call_id) == path
+    page = await dev_http.get(path)
+    assert page.status_code == 200 and html.escape(wid) in page.text, page.text
+    conversation = f"/conversations/{quote(wid, safe='')}"
+    assert f'href="{conversation}"' in page.text
+    assert (await dev_http.get(conversation)).status_code == 200
+    api_conv = await dev_http.get(f"/api/conversations/{quote(wid, safe='')}")
+    assert api_conv.status_code == 200 and api_conv.json()["workflow_id"] == wid
+    r = await dev_http.post(path, data={"csrf_token": csrf, "verdict": "approve"})
+    assert r.status_code == 200 and "Approved" in r.text, r.text
+    assert (await api.wait(wid, turn, wait_for="completion")).status == "completed"
+    # The JSON API reaches the same conversation: which says the call is decided.
+    again = await dev_http.post(
+        f"/api/decisions/{quote(wid, safe='')}/skill/{item.call_id}",
+        json={"approved": True},
+        headers={"X-CSRF-Token": csrf},
+    )
+    assert again.status_code == 409, again.text
+    assert again.json()["error"]["type"] == errors.ALREADY_DECIDED
+    # A neighbour whose id is a prefix of this one is not reached by it, nor the reverse.
+    other = await dev_http.get(f"/items/{quote(wid.split('/')[0], safe='')}/skill/x")
+    assert other.status_code == 404
+    assert (await dev_http.get("/conversations/")).status_code == 404
