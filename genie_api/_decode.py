@@ -10,8 +10,9 @@ What is decoded: ``identity``, ``gzip`` (also ``x-gzip``, and gzip members one a
 other) and ``deflate`` (zlib-wrapped, as RFC 9110 says, or raw, as some servers send it).
 What is refused, as a non-retryable :class:`ProtocolError` naming the coding: any other
 coding (``br``, ``zstd``, ``compress``, …) and a stack of codings (``gzip, gzip``), which
-the client never asks for and would only multiply the expansion; corrupt or unfinished
-compressed data is refused the same way.
+the client never asks for and would only multiply the expansion; corrupt compressed data
+is refused the same way. Compressed data that stops before its end is the body cut
+short, as by a dropped connection: a retryable :class:`TransportError`.
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ from typing import TYPE_CHECKING
 
 import httpx
 
-from genie_api._errors import ProtocolError, truncate
+from genie_api._errors import ProtocolError, TransportError, truncate
 
 if TYPE_CHECKING:  # _http imports this module
     from genie_api._http import RequestContext
@@ -44,6 +45,11 @@ _RAW_WBITS = -zlib.MAX_WBITS
 
 class DecodeError(ValueError):
     """The compressed data is corrupt or ends early (the reason holds no content)."""
+
+
+class EndedEarly(DecodeError):
+    """The body ended before its compressed data did: cut short on the way, as a dropped
+    connection cuts a plain body, not malformed."""
 
 
 def _refused(response: httpx.Response, ctx: RequestContext, what: str) -> ProtocolError:
@@ -153,7 +159,7 @@ class BoundedDecoder:
         if self._coding is None:
             return
         if self._head or (self._inflater is not None and not self._inflater.eof):
-            raise DecodeError(f"{self._coding} data that ends early")
+            raise EndedEarly(f"{self._coding} data that ends early")
 
 
 async def aiter_decoded(
@@ -183,6 +189,14 @@ async def aiter_decoded(
             for piece in decoder.feed(chunk):
                 yield piece
         decoder.end()
+    except EndedEarly as exc:
+        # Retryable, as a connection dropped mid-body: a stream resumes from its cursor.
+        raise TransportError(
+            f"HTTP {response.status_code} body with {exc} from {ctx.describe()}",
+            status=response.status_code,
+            request_id=response.headers.get("x-request-id"),
+            **ctx.error_kwargs(),
+        ) from None
     except DecodeError as exc:
         raise _refused(response, ctx, f"body with {exc}") from None
     finally:
