@@ -133,6 +133,11 @@ def parse_args(argv: Sequence[str] | None = None) -> SimConfig:
         "409 = an undocumented code; 400; 200 = empty, nothing applied",
     )
     parser.add_argument(
+        "--gzip",
+        action="store_true",
+        help="compress every answer, streams included, for clients that accept gzip",
+    )
+    parser.add_argument(
         "--oauth-token",
         type=_oauth_token,
         action="append",
@@ -190,6 +195,7 @@ def parse_args(argv: Sequence[str] | None = None) -> SimConfig:
         skill_stopped=args.skill_stopped,
         events_paging=args.events_paging,
         repeat_decision=args.repeat_decision,
+        gzip=args.gzip,
     )
 
 

@@ -28,6 +28,7 @@ from ._clock import iso, parse_iso
 from ._config import MAX_MESSAGE_CHARS, MAX_UPLOAD_BYTES, SimConfig
 from ._errors import ApiError, bad_request, error_response
 from ._faults import Fault
+from ._gzip import GzipAnswers
 from ._multipart import boundary_of, find_part
 from ._runner import run_script
 from ._script import parse_script
@@ -781,7 +782,10 @@ def create_app(config: SimConfig) -> Starlette:
     api = _Api(store)
     app = Starlette(
         routes=api.routes(),
-        middleware=[Middleware(RequestIdMiddleware)],
+        middleware=[
+            *([Middleware(GzipAnswers)] if config.gzip else []),
+            Middleware(RequestIdMiddleware),
+        ],
         exception_handlers={HTTPException: _http_error, Exception: _internal_error},
     )
     app.state.store = store

@@ -75,6 +75,8 @@ class SimConfig:
         repeat_decision: What a repeated E10 answers: ``documented``
             (``409 skill_call_already_resolved``), ``409`` (an undocumented code), ``400``
             or ``200`` (empty, nothing applied).
+        gzip: Every answer, streams included, is gzip-compressed for a client that
+            accepts it (a gateway's behaviour; the live API's is not known).
     """
 
     host: str = "127.0.0.1"
@@ -100,6 +102,7 @@ class SimConfig:
     skill_stopped: bool = False
     events_paging: bool = True
     repeat_decision: RepeatDecision = "documented"
+    gzip: bool = False
 
     def __post_init__(self) -> None:
         if self.ping_interval <= 0:

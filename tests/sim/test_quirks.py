@@ -1,5 +1,5 @@
 """Quirk flags: ``--envelope result``, ``--states production``, ``--no-auth-success``,
-``--oauth-token``, ``--hide-resumed-output``, ``--max-stream-seconds``."""
+``--oauth-token``, ``--hide-resumed-output``, ``--max-stream-seconds``, ``--gzip``."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import time
 import httpx
 
 from tests.services import SimProcess
-from tests.sim.conftest import data_of, make_api, sim_fixture, types
+from tests.sim.conftest import data_of, make_api, sim_fixture, types, unwrap
 from tests.sim.test_conversations import assert_error
 
 quirky_sim = sim_fixture(
@@ -17,6 +17,7 @@ quirky_sim = sim_fixture(
 )  # fmt: skip
 hiding_sim = sim_fixture("--hide-resumed-output", "--ping-interval", "5")
 short_sim = sim_fixture("--max-stream-seconds", "0.5", "--ping-interval", "0.2")
+gzip_sim = sim_fixture("--gzip", "--ping-interval", "0.2")
 
 
 async def test_result_envelope_wraps_json_successes_only(
@@ -192,3 +193,31 @@ async def test_max_stream_seconds(client: httpx.AsyncClient, short_sim: SimProce
         assert types(await reader.rest()) == ["system.stream_interrupted"]
     await api.decide(cid, data_of(events[1])["call_id"], {"resolution": "approved"})
     await api.wait_state(cid, "idle")
+
+
+async def test_gzip_compresses_every_answer_for_a_client_that_accepts_it(
+    client: httpx.AsyncClient, gzip_sim: SimProcess
+) -> None:
+    api = make_api(client, gzip_sim)
+    gz = {"Accept-Encoding": "gzip"}
+    r = await api.request("POST", "/conversations", json={}, headers=gz)
+    assert r.status_code == 201 and r.headers["content-encoding"] == "gzip"
+    cid = unwrap(r.json())["conversation_id"]  # httpx inflated it
+    plain = await api.request(
+        "GET", f"/conversations/{cid}", headers={"Accept-Encoding": "identity"}
+    )
+    assert plain.status_code == 200 and "content-encoding" not in plain.headers
+    refused = await api.request(
+        "GET", f"/conversations/{cid}", headers={"Accept-Encoding": "gzip;q=0"}
+    )
+    assert "content-encoding" not in refused.headers
+    # A stream is compressed and still live: each event is flushed as it is sent, so the
+    # confirmation arrives while the run waits on it with the stream open.
+    async with api.stream(
+        "POST", f"/conversations/{cid}/messages", json={"message": "confirm:x"}, headers=gz
+    ) as reader:
+        assert reader.response.headers["content-encoding"] == "gzip"
+        got = await reader.until("skill.confirmation_required", within=5)
+        assert types(got) == ["processing.started", "skill.confirmation_required"]
+        ping = await reader.next(pings=True, within=5)
+        assert ping is not None and ping.event == "system.ping"  # still open
