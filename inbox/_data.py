@@ -41,7 +41,9 @@ CONCURRENT_QUERIES = 16
 TURN_CACHE_SECONDS = 30.0
 """A paused turn's text and messages do not change while it is paused."""
 SILENT_CACHE_SECONDS = 15.0
-"""A conversation that did not answer is not asked again for this long."""
+"""A conversation that did not answer is listed as not answering without being asked; once
+this long has passed it is asked again in the background, so no page load waits for it a
+second time (a worker that is gone would cost every load after expiry the query timeout)."""
 LISTING_CACHE_SECONDS = 2.0
 """Pages refreshing themselves share a listing this fresh (a page load fetches anew)."""
 
@@ -251,6 +253,8 @@ class Reader:
     max_listed: int = MAX_LISTED
     _turns: dict[tuple[str, int], tuple[float, TurnRecord | None]] = field(default_factory=dict)
     _silent: dict[str, tuple[float, str]] = field(default_factory=dict)
+    silent_for: float = SILENT_CACHE_SECONDS
+    _rechecks: dict[str, asyncio.Task[None]] = field(default_factory=dict)
     _listing: tuple[float, list[_Row], int] | None = None
     _lock: asyncio.Lock = field(default_factory=asyncio.Lock)
 
@@ -360,7 +364,9 @@ class Reader:
 
         async def one(wid: str, g: str | None, u: str | None) -> _Row | None:
             silent = self._silent.get(wid)
-            if silent is not None and silent[0] > now:
+            if silent is not None:
+                if silent[0] <= now:
+                    self._recheck(wid)
                 return _Row(wid, g, u, None, {}, silent[1])
             async with gate:
                 try:
@@ -368,7 +374,7 @@ class Reader:
                 except NotFound:
                     return None
                 except Unavailable as e:
-                    self._silent[wid] = (time.monotonic() + SILENT_CACHE_SECONDS, str(e))
+                    self._silent[wid] = (time.monotonic() + self.silent_for, str(e))
                     return _Row(wid, g, u, None, {}, str(e))
                 numbers = _turns_of(st)
                 turns = await self.turns(wid, numbers) if numbers else {}
@@ -377,6 +383,28 @@ class Reader:
 
         rows = [r for r in await asyncio.gather(*(one(*row) for row in listed)) if r]
         return rows, not_listed
+
+    def _recheck(self, wid: str) -> None:
+        """Ask a silent conversation again, in the background (at most
+        ``CONCURRENT_QUERIES`` at once): when it answers, the next listing shows its items."""
+        if wid in self._rechecks or len(self._rechecks) >= CONCURRENT_QUERIES:
+            return
+        self._rechecks[wid] = asyncio.create_task(self._rechecked(wid))
+
+    async def _rechecked(self, wid: str) -> None:
+        try:
+            await self.status(wid)
+        except NotFound:
+            self._silent.pop(wid, None)
+        except Unavailable as e:
+            self._silent[wid] = (time.monotonic() + self.silent_for, str(e))
+        except Exception as e:  # never an unretrieved task error; asked again later
+            self._silent[wid] = (time.monotonic() + self.silent_for, type(e).__name__)
+        else:
+            self._silent.pop(wid, None)
+            self._listing = None  # it answers: the next refresh lists its items
+        finally:
+            self._rechecks.pop(wid, None)
 
     async def pending(
         self,

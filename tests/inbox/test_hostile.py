@@ -3,16 +3,26 @@ where names and parameters go, and a conversation whose worker is gone."""
 
 from __future__ import annotations
 
+import asyncio
 import time
 import uuid
 
 import httpx
 import pytest
 from temporalio.client import Client
+from temporalio.common import SearchAttributePair, TypedSearchAttributes
 
+from genie_api import GenieClient
+from geniectl import GenieConversations
+from inbox._auth import Identity
+from inbox._data import Reader
+from tests.conftest import worker_settings
 from tests.inbox.helpers import dev_login, listed, paused_skill, undecided
-from tests.workflow.helpers import GENIE, convs
+from tests.services import SimProcess
+from tests.workflow.helpers import GENIE, convs, eventually
+from worker import build_worker
 from workflows import errors
+from workflows.search_attributes import GENIE_HANDLE, GENIE_STATE, GENIE_USER_ID
 
 
 @pytest.fixture
@@ -120,19 +130,11 @@ async def test_html_in_names_and_parameters_is_text(
     assert cookie == "" or ("httponly" in cookie.lower() and "samesite=lax" in cookie.lower())
 
 
-async def test_a_conversation_whose_worker_is_gone_does_not_hold_up_the_page(
-    client: Client, alice: tuple[httpx.AsyncClient, str]
-) -> None:
-    """No worker polls its queue: every query to it would wait. The page answers anyway,
-    listing it as not answering, and quickly again (it is not asked on every refresh)."""
-    http, _ = alice
+async def _orphan(client: Client) -> tuple[GenieConversations, str]:
+    """A conversation started as waiting (so visibility lists it) on a queue that no
+    worker polls: every query to it waits for its timeout."""
     api = convs(client, f"nobody-polls-{uuid.uuid4()}")
     wid = f"orphan-{uuid.uuid4().hex[:8]}"
-    from temporalio.common import SearchAttributePair, TypedSearchAttributes
-
-    from workflows.search_attributes import GENIE_HANDLE, GENIE_STATE, GENIE_USER_ID
-
-    # Started as waiting (so visibility lists it) on a queue that no worker polls.
     await api.client.start_workflow(
         "GenieConversation",
         {"genie_handle": GENIE, "user_id": "u"},
@@ -146,6 +148,17 @@ async def test_a_conversation_whose_worker_is_gone_does_not_hold_up_the_page(
             ]
         ),
     )
+    await listed(api.client, wid)
+    return api, wid
+
+
+async def test_a_conversation_whose_worker_is_gone_does_not_hold_up_the_page(
+    client: Client, alice: tuple[httpx.AsyncClient, str]
+) -> None:
+    """No worker polls its queue: every query to it would wait. The page answers anyway,
+    listing it as not answering, and quickly again (it is not asked on every refresh)."""
+    http, _ = alice
+    api, wid = await _orphan(client)
     try:
         await listed(api.client, wid)
         t0 = time.monotonic()
@@ -158,5 +171,36 @@ async def test_a_conversation_whose_worker_is_gone_does_not_hold_up_the_page(
         assert time.monotonic() - t0 < 1.5 and "Not answering" in page.text and wid in page.text
         r = await http.get(f"/conversations/{wid}")
         assert r.status_code == 503 and "not answering" in r.text
+    finally:
+        await api.handle(wid).terminate("test over")
+
+
+async def test_a_silent_conversation_is_asked_again_in_the_background(
+    client: Client, sim: SimProcess, genie: GenieClient
+) -> None:
+    """Once a silent conversation's cache expires, the page must not wait for it again:
+    it stays listed as not answering while it is asked in the background, and once it
+    answers (here: a worker comes back for its queue) the next listing shows it answering.
+    Before, every load after each expiry waited the query timeout, per silent
+    conversation."""
+    api, wid = await _orphan(client)
+    me = Identity("alice", (), "dev", "session")
+    reader = Reader(api, query_timeout=1.0, silent_for=0.3)
+    try:
+        first = await reader.pending(me)
+        assert [s.workflow_id for s in first.silent if s.workflow_id == wid] == [wid]
+        await asyncio.sleep(0.4)  # expired
+        for _ in range(3):
+            t0 = time.monotonic()
+            again = await reader.pending(me)
+            assert time.monotonic() - t0 < 0.5, "the page waited for a known-silent one"
+            assert wid in {s.workflow_id for s in again.silent}
+        async with build_worker(client, worker_settings(sim), genie, task_queue=api.task_queue):
+            answered = await eventually(
+                lambda: reader.pending(me),
+                lambda listing: wid not in {s.workflow_id for s in listing.silent},
+                what="the conversation answering again",
+            )
+        assert wid not in {s.workflow_id for s in answered.silent}
     finally:
         await api.handle(wid).terminate("test over")
