@@ -171,7 +171,7 @@ class GenieClient(Transport):
             ctx=ctx,
             timeout=self._stream_timeout,
             open_within=self._timeouts.total,
-            max_body_bytes=self._limits.max_body_bytes,
+            max_error_body_bytes=self._limits.max_error_body_bytes,
             max_event_chars=self._limits.max_event_chars,
             json=self._message_body(message, file_id, stream=True),
         ) as events:
@@ -258,7 +258,7 @@ class GenieClient(Transport):
             ctx=ctx,
             timeout=self._stream_timeout,
             open_within=self._timeouts.total,
-            max_body_bytes=self._limits.max_body_bytes,
+            max_error_body_bytes=self._limits.max_error_body_bytes,
             max_event_chars=self._limits.max_event_chars,
         ) as events:
             self._accepted()

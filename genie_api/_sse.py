@@ -271,7 +271,7 @@ async def open_event_stream(
     ctx: RequestContext,
     timeout: httpx.Timeout,  # noqa: ASYNC109 - httpx's per-phase timeouts, not a deadline
     open_within: float,
-    max_body_bytes: int,
+    max_error_body_bytes: int,
     max_event_chars: int,
     json: Any = None,
 ) -> AsyncIterator[AsyncIterator[GenieEvent]]:
@@ -290,7 +290,7 @@ async def open_event_stream(
             )
             response = source.response
             if response.status_code >= 300:
-                content = await read_error_body(response, max_body_bytes, ctx)
+                content = await read_error_body(response, max_error_body_bytes, ctx)
                 raise error_from_response(response, ctx, content)
         ctype = response.headers.get("content-type", "")
         if "text/event-stream" not in ctype:

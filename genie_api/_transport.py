@@ -80,9 +80,13 @@ class ClientLimits:
     """Bounds on what the client keeps from one answer of the API.
 
     Attributes:
-        max_body_bytes: A REST body (success or error) and the error body of a stream.
-            A larger success body is a non-retryable :class:`ProtocolError`; a larger
-            error body is dropped and the error is typed from its status alone.
+        max_body_bytes: A REST success body. A larger one is a non-retryable
+            :class:`ProtocolError`.
+        max_error_body_bytes: The body of an error answer, REST or stream, read only to
+            type the error. A larger one is dropped and the error is typed from its
+            status alone. An API error is a few hundred bytes of JSON and a gateway's
+            page a few KiB; at the body limit, a thousand calls failing at once could
+            each hold 16 MiB of a peer's page.
         max_event_chars: One SSE frame (all its lines). A larger frame, or a line that
             never ends, is a non-retryable :class:`ProtocolError`. One event ends up in
             one activity result (a pause with its parameters, the genie's reply), and
@@ -90,6 +94,7 @@ class ClientLimits:
     """
 
     max_body_bytes: int = 16 * 1024 * 1024
+    max_error_body_bytes: int = 64 * 1024
     max_event_chars: int = 1024 * 1024
 
 
@@ -239,7 +244,9 @@ class Transport:
                     method, path, headers=headers, json=json, params=params or None, files=files
                 ) as response:
                     if response.status_code >= 300:
-                        content: bytes | None = await read_error_body(response, limit, ctx)
+                        content: bytes | None = await read_error_body(
+                            response, self._limits.max_error_body_bytes, ctx
+                        )
                     else:
                         content = await read_body(response, limit, ctx)
         except TimeoutError:

@@ -93,13 +93,14 @@ def _assert_clean(err: GenieAPIError) -> None:
 
 async def test_error_text_is_bounded_and_never_echoes_the_request() -> None:
     def handler(request: httpx.Request) -> httpx.Response:
-        # A gateway that echoes the request (body and credential) into a 10 MB message.
+        # A gateway that echoes the request (body and credential) into a 40 KB message
+        # (within the error body limit, so it is read; a larger body is dropped whole).
         echo = f"cannot process {request.content.decode()} for {request.headers['authorization']}"
         return httpx.Response(
             400,
             json={
                 "error_code": "c" * 10_000,
-                "error_message": echo + "x" * 10_000_000,
+                "error_message": echo + "x" * 40_000,
                 "request_id": "r" * 10_000,
             },
         )
@@ -138,7 +139,9 @@ async def test_an_echoed_key_is_redacted_from_every_field(pad: int) -> None:
 
 
 async def test_error_body_and_non_sse_body_are_not_read_without_bound() -> None:
-    limits = ClientLimits(max_body_bytes=64 * 1024, max_event_chars=64 * 1024)
+    limits = ClientLimits(
+        max_body_bytes=64 * 1024, max_error_body_bytes=16 * 1024, max_event_chars=64 * 1024
+    )
     bodies: list[Body] = []
 
     def huge(status: int, ctype: str) -> Handler:
@@ -165,6 +168,25 @@ async def test_error_body_and_non_sse_body_are_not_read_without_bound() -> None:
     for err in (rest.value, stream.value, ok_rest.value, ok_stream.value):
         _assert_clean(err)
     assert all(b.sent < 4 * 65536 for b in bodies), [b.sent for b in bodies]
+
+
+@pytest.mark.parametrize("size", [60 * 1024, 2 * 1024 * 1024])
+async def test_an_error_body_is_kept_only_up_to_its_own_small_limit(size: int) -> None:
+    """An API error is a few hundred bytes of JSON; a peer's 2 MB page is not read to
+    the REST body limit (16 MiB, which a thousand failing calls would each hold) but
+    dropped past 64 KiB, the error typed from its status; one within the limit still
+    gives its code."""
+    body = json.dumps({"error_code": "upstream_busy", "pad": "x" * size}).encode()
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        return httpx.Response(503, content=body)
+
+    async with _client(handler) as client:
+        with pytest.raises(ServerError) as info:
+            await client.create_conversation("gin-1", user_id="u1")
+    kept = size < ClientLimits().max_error_body_bytes
+    assert info.value.error_code == ("upstream_busy" if kept else None), info.value
+    assert info.value.retryable is True
 
 
 def test_error_from_a_huge_integer_or_non_finite_wait_is_typed() -> None:
