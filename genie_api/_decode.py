@@ -52,12 +52,19 @@ class EndedEarly(DecodeError):
     connection cuts a plain body, not malformed."""
 
 
-def _refused(response: httpx.Response, ctx: RequestContext, what: str) -> ProtocolError:
-    return ProtocolError(
+def _refused(
+    response: httpx.Response,
+    ctx: RequestContext,
+    what: str,
+    kind: type[ProtocolError | TransportError] = ProtocolError,
+) -> ProtocolError | TransportError:
+    """``kind`` naming the answer and ``what`` is wrong with it: by default a final
+    :class:`ProtocolError`; a :class:`TransportError` (retryable) for a cut-short body."""
+    return kind(
         f"HTTP {response.status_code} {what} from {ctx.describe()}",
         status=response.status_code,
         request_id=response.headers.get("x-request-id"),
-        retryable=False,
+        retryable=kind is TransportError,
         **ctx.error_kwargs(),
     )
 
@@ -154,7 +161,7 @@ class BoundedDecoder:
         """Check the body ended where the compressed data ends.
 
         Raises:
-            DecodeError: The compressed data stops short of its end.
+            EndedEarly: The compressed data stops short of its end.
         """
         if self._coding is None:
             return
@@ -168,8 +175,9 @@ async def aiter_decoded(
     """``response``'s body with its content coding undone, ``step`` bytes at most a piece.
 
     Raises:
-        ProtocolError: An encoding the client does not decode, or corrupt or unfinished
-            compressed data (not retryable).
+        ProtocolError: An encoding the client does not decode, or corrupt compressed data
+            (not retryable).
+        TransportError: Compressed data that stops before its end (retryable).
     """
     coding = content_coding(response, ctx)
     try:
@@ -191,12 +199,7 @@ async def aiter_decoded(
         decoder.end()
     except EndedEarly as exc:
         # Retryable, as a connection dropped mid-body: a stream resumes from its cursor.
-        raise TransportError(
-            f"HTTP {response.status_code} body with {exc} from {ctx.describe()}",
-            status=response.status_code,
-            request_id=response.headers.get("x-request-id"),
-            **ctx.error_kwargs(),
-        ) from None
+        raise _refused(response, ctx, f"body with {exc}", TransportError) from None
     except DecodeError as exc:
         raise _refused(response, ctx, f"body with {exc}") from None
     finally:

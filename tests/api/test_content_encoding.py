@@ -322,52 +322,39 @@ def _break_at(data: bytes, at: int) -> bytes:
 
 
 @pytest.mark.parametrize(
-    ("encoding", "broken", "reason"),
+    ("encoding", "body", "reason", "kind"),
     [
-        ("gzip", _break_at(gzip.compress(OPEN), 10), "corrupt gzip data"),
-        ("gzip", gzip.compress(OPEN) + b"\0" * 10, "corrupt gzip data"),
-        ("gzip", b"plain text, no gzip at all\n", "corrupt gzip data"),
-        ("deflate", _break_at(_deflate(OPEN), 2), "corrupt deflate data"),
-        ("deflate", _break_at(_deflate(OPEN, raw=True), 0), "corrupt deflate data"),
-        ("deflate", _deflate(OPEN) + b"tail", "data after the end of the deflate stream"),
+        ("gzip", _break_at(gzip.compress(OPEN), 10), "corrupt gzip data", ProtocolError),
+        ("gzip", gzip.compress(OPEN) + b"\0" * 10, "corrupt gzip data", ProtocolError),
+        ("gzip", b"plain text, no gzip at all\n", "corrupt gzip data", ProtocolError),
+        ("deflate", _break_at(_deflate(OPEN), 2), "corrupt deflate data", ProtocolError),
+        ("deflate", _break_at(_deflate(OPEN, raw=True), 0), "corrupt deflate data", ProtocolError),
+        (
+            "deflate",
+            _deflate(OPEN) + b"tail",
+            "data after the end of the deflate stream",
+            ProtocolError,
+        ),
+        ("gzip", gzip.compress(OPEN)[:-6], "gzip data that ends early", TransportError),
+        ("gzip", gzip.compress(OPEN)[:20], "gzip data that ends early", TransportError),
+        ("deflate", _deflate(OPEN)[:-3], "deflate data that ends early", TransportError),
+        ("deflate", b"x", "deflate data that ends early", TransportError),
     ],
 )
-async def test_corrupt_compressed_data_is_a_typed_error(
-    encoding: str, broken: bytes, reason: str
+async def test_bad_compressed_data_is_a_typed_error(
+    encoding: str, body: bytes, reason: str, kind: type[GenieAPIError]
 ) -> None:
+    """Corrupt data is the peer's malformed answer: final. A body whose HTTP framing ends
+    cleanly before its compressed data does was cut on the way (a proxy closing a
+    compressed stream, say): retryable, as a dropped connection, so a stream resumes from
+    its cursor instead of counting against the turn's malformed-data retries."""
     for ctype, call in ((SSE, _stream), (JSON, _rest)):
-        answer = Answer(200, ctype, broken, encoding=encoding)
+        answer = Answer(200, ctype, body, encoding=encoding)
         async with raw_peer(answer) as peer, _client(peer) as client:
-            with pytest.raises(ProtocolError) as info:
+            with pytest.raises(kind) as info:
                 await call(client)
         assert reason in str(info.value)
-        assert info.value.retryable is False
-        _assert_clean(info.value)
-
-
-@pytest.mark.parametrize(
-    ("encoding", "cut", "reason"),
-    [
-        ("gzip", gzip.compress(OPEN)[:-6], "gzip data that ends early"),
-        ("gzip", gzip.compress(OPEN)[:20], "gzip data that ends early"),
-        ("deflate", _deflate(OPEN)[:-3], "deflate data that ends early"),
-        ("deflate", b"x", "deflate data that ends early"),
-    ],
-)
-async def test_compressed_data_cut_short_is_retried_like_a_dropped_connection(
-    encoding: str, cut: bytes, reason: str
-) -> None:
-    """A body whose HTTP framing ends cleanly before its gzip data does was cut on the
-    way (a proxy closing a compressed stream, say): not the peer's malformed data. The
-    client says so with a retryable error, so a stream resumes from its cursor instead of
-    counting against the turn's malformed-data retries."""
-    for ctype, call in ((SSE, _stream), (JSON, _rest)):
-        answer = Answer(200, ctype, cut, encoding=encoding)
-        async with raw_peer(answer) as peer, _client(peer) as client:
-            with pytest.raises(TransportError) as info:
-                await call(client)
-        assert reason in str(info.value)
-        assert info.value.retryable is True
+        assert info.value.retryable is (kind is TransportError)
         _assert_clean(info.value)
 
 
