@@ -102,9 +102,10 @@ DECISIONS = """\
   probe waits a twelfth of the time already waited, so a day's pause costs 55 probes in
   all and a year's about 128, and a user who connects is noticed within about 8% of
   the time they took. Before, probes came every five minutes for the whole wait: each
-  adds about a dozen history events and a turn cannot continue as new while it waits,
-  so a pause of about 16 days reached the server's limit of 51,200 events, which
-  terminates the run. Retries through an API outage follow the same rule past their
+  adds about a dozen history events, and until 2026-12-03 a turn could not continue as
+  new while it waited, so a pause of about 16 days reached the server's limit of 51,200
+  events, which terminates the run (a pause now moves to a new run at the history bound;
+  the rule still keeps the probes, and their actions, few). Retries through an API outage follow the same rule past their
   five-minute cap, for a policy whose `api_outage_timeout` is long. An approval pause
   costs nothing per hour.
 - **Decisions per second** are judged against floor (c) doing the same work: with 5,000
@@ -202,7 +203,13 @@ DECISIONS = """\
   about 19 plain turns or 8 approval turns), so a wake replays at most a few hundred
   events whatever the conversation's age (the history table's wake rows). The cost: one
   continue-as-new per bound: the new run, 1 billable action (its patch marker and that
-  marker's upsert went with patch levels, above), under 0.1 per plain turn.
+  marker's upsert went with patch levels, above), under 0.1 per plain turn. Since
+  2026-12-03 the same holds for a pause (`_watch_pause_growth`): one that callers keep
+  polling, that collects refused decisions, or whose connection is probed for hours
+  continues as new at the bound, carrying its item, deadline, escalation, probe interval
+  and stream cursor, so the decision that ends it wakes a run of at most a few hundred
+  events (and the server's 2,000 updates per run are never spent in one pause). A pause
+  that only waits adds nothing and never rolls over.
 - **Memory: the +50 MB target at 5,000 parked is below Temporal's own floor.** The floor
   worker, caching as many runs (400) and holding as many parked minimal runs, is itself
   about +50 MiB over its idle at 5,000 (the table's floor column): most of it is the

@@ -1,9 +1,11 @@
 """Backing-off waits that stay bounded however long they last.
 
-A turn cannot continue as new while it waits, and each retry or probe adds about a
-dozen history events (a timer, an activity, two workflow tasks); the server terminates
-a run at 51,200 events. A wait that stayed at a five-minute cap for a long deadline
-(the policy allows a year, plus escalation) would reach that in about 16 days. So past
+Each retry or probe adds about a dozen history events (a timer, an activity, two
+workflow tasks) and two billable actions. A wait that stayed at a five-minute cap for a
+long deadline (the policy allows a year, plus escalation) would cost about 100,000
+actions a year, and, for a step retried through an outage (which cannot continue as
+new while its step is in flight; a pause can), reach the server's 51,200 events in
+about 16 days. So past
 its cap, a wait is ``1 / AGE_SHARE`` of the time already waited: a year costs about 120
 waits in all, and whatever the wait was for is noticed within about 8% of the time it
 took. Two waits use the rule:

@@ -47,9 +47,20 @@ class Notices(Visibility):
         """Tell each endpoint, each in its own background task: a slow or failing
         endpoint never holds up the conversation."""
         for endpoint in endpoints(wanted, self._d.endpoints):
-            task = asyncio.create_task(self._deliver(endpoint, event, item))
-            self._delivery_tasks.add(task)
-            task.add_done_callback(self._delivery_tasks.discard)
+            self._start_delivery(endpoint, event, item)
+
+    def _notify_again(self, item: Any) -> None:
+        """In the run a pause rollover started: the notifications about ``item`` that the
+        last run was still sending (``stop_deliveries`` stopped them), sent again."""
+        ref = item.call_id if isinstance(item, PendingApproval) else item.attempt_id
+        for endpoint, sent in list(self._d.deliveries.items()):
+            if sent.state == "sending" and sent.ref == ref:
+                self._start_delivery(endpoint, sent.event, item)
+
+    def _start_delivery(self, endpoint: str, event: str, item: Any) -> None:
+        task = asyncio.create_task(self._deliver(endpoint, event, item))
+        self._delivery_tasks.add(task)
+        task.add_done_callback(self._delivery_tasks.discard)
 
     async def _deliver(self, endpoint: str, event: Any, item: Any) -> None:
         d, now = self._d, workflow.now()
@@ -96,6 +107,7 @@ class Notices(Visibility):
 
     def stop_deliveries(self) -> None:
         """Before continue-as-new or the end: notifications still retrying are about
-        pauses that are over; stop them rather than carry them."""
+        pauses that are over, stopped rather than carried; or, in a pause rollover, sent
+        again by the next run (``_notify_again``)."""
         for task in list(self._delivery_tasks):
             task.cancel()

@@ -46,6 +46,10 @@ Histories from before it retry every five minutes."""
 PATCH_RUNNING_WHEN_LONG = "running-when-long"
 """``GenieState`` shows ``running`` only for a turn that lasts the policy's
 ``running_shown_after``; before, every transition upserted it."""
+PATCH_PAUSE_ROLLOVER = "pause-rollover"
+"""Continue-as-new in a pause, once what arrived while it waited (polls, refused
+decisions, signals, connection probes) took the run's history to its bound
+(``_watch_pause_growth``); before, a pause grew one run's history until it ended."""
 
 LEVELS: tuple[tuple[str, frozenset[str]], ...] = (
     (
@@ -63,6 +67,7 @@ LEVELS: tuple[tuple[str, frozenset[str]], ...] = (
             }
         ),
     ),
+    ("patch-level-2", frozenset({PATCH_PAUSE_ROLLOVER})),
 )
 """Each level's own ``workflow.patched`` id and the patches it adds to the levels before
 it, oldest first."""

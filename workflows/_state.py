@@ -8,9 +8,13 @@ enforced where it grows; ``bounded_for_carry`` applies the size bounds before a 
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import datetime, timedelta
 
 from pydantic import BaseModel, ConfigDict, Field
+from temporalio import workflow
+
+with workflow.unsafe.imports_passed_through():
+    from genie_api import RunCursor
 
 from workflows.models import (
     AuditEntry,
@@ -86,6 +90,13 @@ class ConversationData(BaseModel):
     turns: list[TurnRecord] = Field(default_factory=list)
     """Finished turns kept for ``transcript`` (bounded by RETAINED_TURNS/_CHARS)."""
     current: TurnRecord | None = None
+    pause_cursor: RunCursor | None = None
+    """Set only when a run continued as new in a pause of ``current`` (the pause
+    rollover): where its stream stopped, so the next run waits for the same item and
+    resumes the stream from there."""
+    pause_probe_every: timedelta | None = None
+    """With ``pause_cursor`` in a connection's pause: the probe interval reached, so the
+    next run probes on from it instead of starting the back-off again."""
     approvals: list[PendingApproval] = Field(default_factory=list)
     connections: list[PendingConnection] = Field(default_factory=list)
     early: dict[str, EarlyDecision] = Field(default_factory=dict)

@@ -87,6 +87,16 @@ class TurnRunner(Notices):
     _start: ConversationStart
     _policy: ConversationPolicy
     _steps: Steps
+    _roll_pause: bool
+    """Set by ``_watch_pause_growth`` once a pause took the run's history to its bound:
+    the pause continues as new (``_carry_pause``) as soon as it is only waiting."""
+    _probe_every: timedelta | None = None
+    """The connection probe interval reached, carried by a pause rollover."""
+
+    async def _carry_pause(self, cursor: RunCursor) -> None:
+        """Continue as new in this pause (``GenieConversation``); returns only if an end
+        arrived meanwhile."""
+        raise NotImplementedError
 
     # ------------------------------------------------------------------ helpers
 
@@ -255,14 +265,30 @@ class TurnRunner(Notices):
         if item.auto is not None and p.decision is None:
             self._auto_decide(p, item)
         self._notify(item.notify, "decided_by_policy" if item.auto else "pause", p)
+        return await self._decide_skill_item(turn, p, item, conf, cursor)
+
+    async def _decide_skill_item(
+        self,
+        turn: TurnRecord,
+        p: PendingApproval,
+        item: ItemPolicy,
+        conf: SkillConfirmation,
+        cursor: RunCursor,
+    ) -> tuple[bool, StreamSegmentResult | None]:
+        """The wait for ``p``'s decision and its posting: from the pause's start, or in
+        the run that a pause rollover started (``_resume_pause``)."""
+        d = self._d
         timed_out = False
         while True:
             self._awaiting(turn, "awaiting_approval")
             await self._until(
-                lambda: p.decision is not None or d.ending,
+                lambda: p.decision is not None or d.ending or self._roll_pause,
                 p.deadline,
                 f"approval of {conf.skill_name or 'skill'} ({conf.call_id})",
             )
+            if self._rolling(p):
+                await self._carry_pause(cursor)  # returns only if an end arrived meanwhile
+                continue
             if self._escalate(p, conf.call_id, item):
                 continue
             if p.decision is None:
@@ -348,6 +374,46 @@ class TurnRunner(Notices):
             self._d, "skill_decision", p.call_id, actor, verdict, item.auto_reason, "policy", now
         )
 
+    def _rolling(self, item: PendingApproval | PendingConnection) -> bool:
+        """Whether the pause on ``item`` moves to a new run now: its history reached the
+        bound while the pause only waits (no decision to post, no end, no deadline to
+        act on: those go first, in this run)."""
+        return (
+            self._roll_pause
+            and item.decision is None
+            and not self._d.ending
+            and workflow.now() < item.deadline
+        )
+
+    async def _resume_pause(
+        self, turn: TurnRecord, cursor: RunCursor
+    ) -> tuple[bool, StreamSegmentResult | None]:
+        """In a run a pause rollover started: wait for the carried item as the last run
+        did (its deadline, escalation and decision are in the item), then go on as any
+        pause does. Notifications the last run was still sending are sent again, with
+        the same ``webhook-id``."""
+        d = self._d
+        every, d.pause_probe_every = d.pause_probe_every, None
+        for p in d.approvals:
+            if p.turn == turn.turn:
+                self._notify_again(p)
+                conf = SkillConfirmation(
+                    call_id=p.call_id,
+                    kind=p.kind,
+                    skill_name=p.skill_name,
+                    skill_id=p.skill_id,
+                    skill_parameters=p.skill_parameters,
+                )
+                item = for_skill(self._policy, p.skill_name)
+                return await self._decide_skill_item(turn, p, item, conf, cursor)
+        for c in d.connections:
+            if c.turn == turn.turn:
+                self._notify_again(c)
+                item_c = for_connection(self._policy, c.connector_name)
+                go_on = await self._decide_connection_item(turn, c, item_c, cursor, every)
+                return go_on, None
+        return not d.ending, None  # nothing of this turn waits (never carried so): stream on
+
     def _escalate(self, item: Any, ref: str, policy: ItemPolicy) -> bool:
         """At the first deadline under ``escalate``: tell the escalation endpoints and
         wait ``escalation_timeout`` more. Whether it escalated (and so waits again)."""
@@ -431,9 +497,27 @@ class TurnRunner(Notices):
         )
         d.connections.append(c)
         self._notify(item.notify, "pause", c)
+        return await self._decide_connection_item(turn, c, item, cursor)
+
+    async def _decide_connection_item(
+        self,
+        turn: TurnRecord,
+        c: PendingConnection,
+        item: ItemPolicy,
+        cursor: RunCursor,
+        probe_every: timedelta | None = None,
+    ) -> bool:
+        """The wait for ``c`` and what follows it: from the pause's start, or in the run
+        that a pause rollover started (``_resume_pause``, with the probe interval the
+        last run reached)."""
+        d, aid = self._d, c.attempt_id
         while True:
             self._awaiting(turn, "awaiting_connection")
-            await self._wait_connection(turn, c, cursor)
+            await self._wait_connection(turn, c, cursor, probe_every)
+            probe_every = None  # the carried interval counts once; an escalation restarts
+            if self._rolling(c) and aid not in d.detected:
+                await self._carry_pause(cursor)  # returns only if an end arrived meanwhile
+                continue
             if self._escalate(c, aid, item):
                 continue
             self._awaiting(turn, None)
@@ -465,16 +549,21 @@ class TurnRunner(Notices):
                 return not d.ending
 
     async def _wait_connection(
-        self, turn: TurnRecord, c: PendingConnection, cursor: RunCursor
+        self,
+        turn: TurnRecord,
+        c: PendingConnection,
+        cursor: RunCursor,
+        probe_every: timedelta | None = None,
     ) -> None:
-        """Until a decision, the deadline or an end. Production does not reliably send
-        ``runtime_connection.auth_success``, so the API is also probed on a backing-off
-        timer for a user who connected without anyone saying so."""
+        """Until a decision, the deadline, an end or a pause rollover. Production does
+        not reliably send ``runtime_connection.auth_success``, so the API is also probed
+        on a backing-off timer for a user who connected without anyone saying so."""
         d, aid = self._d, c.attempt_id
-        interval = self._policy.connection_poll_interval
+        interval = probe_every or self._policy.connection_poll_interval
+        self._probe_every = interval
 
         def settled() -> bool:
-            return c.decision is not None or aid in d.detected or d.ending
+            return c.decision is not None or aid in d.detected or d.ending or self._roll_pause
 
         while not settled() and workflow.now() < c.deadline:
             if interval <= timedelta(0):
@@ -500,6 +589,7 @@ class TurnRunner(Notices):
             interval = age_ruled(
                 doubled_interval(interval), waited, self._patched, PATCH_PROBE_BY_AGE
             )
+            self._probe_every = interval
 
     async def _verify_done(self, turn: TurnRecord, aid: str, cursor: RunCursor) -> str | None:
         """None if the API does not contradict "done"; else why the claim is false."""

@@ -41,6 +41,7 @@ from workflows._patches import (
     PATCH_BOUNDED_HISTORY,
     PATCH_DEPLOYMENT,
     PATCH_IDLE_ROLLOVER,
+    PATCH_PAUSE_ROLLOVER,
     PATCH_RUNNING_WHEN_LONG,
     ask_level,
 )
@@ -87,16 +88,17 @@ from workflows.signing import SigningPolicy
 
 with workflow.unsafe.imports_passed_through():
     from activities import GenieActivities
-    from activities.models import AuthLinkInput, DeploymentInput
+    from activities.models import AuthLinkInput, DeploymentInput, StreamSegmentResult
+    from genie_api import RunCursor
     from genie_telemetry import turn_context, turn_trace
 
 WORKFLOW_TYPE = "GenieConversation"
 STREAM_HEARTBEAT_TIMEOUT = STREAM.heartbeat
 """A worker that dies mid-stream is noticed within this; the retry resumes the cursor."""
 IDLE_HISTORY_CAP = 2_000
-"""History events at which an idle run continues as new whatever its policy's bound: an
-accepted update adds at least two, so it rolls over before the server's budget of 2,000
-updates per run is spent."""
+"""History events at which an idle or paused run continues as new whatever its policy's
+bound: an accepted update adds at least two, so it rolls over before the server's budget
+of 2,000 updates per run is spent."""
 QUERY_BUDGET_BYTES = 1_000_000
 """A query answer stays under this (the server's payload limit is 2 MB)."""
 
@@ -134,6 +136,7 @@ class GenieConversation(TurnRunner):
         self._idle = False  # in ``_wait_for_work``
         self._idle_began = workflow.now()
         self._roll_over = False  # set by ``_watch_idle_growth``
+        self._roll_pause = False  # set by ``_watch_pause_growth``
         self._delivery_tasks: set[asyncio.Task[None]] = set()
         self._steps = Steps(
             outage_timeout=lambda: self._policy.api_outage_timeout,
@@ -176,21 +179,30 @@ class GenieConversation(TurnRunner):
             await self._create()
         if d.state == "starting":
             self._set_state("idle")
-        watch = asyncio.create_task(self._watch_idle_growth())
-        while await self._wait_for_work():
-            if not d.queue:  # woken only to roll over (_watch_idle_growth)
+        watches = [
+            asyncio.create_task(self._watch_idle_growth()),
+            asyncio.create_task(self._watch_pause_growth()),
+        ]
+        # A turn carried in its pause (a pause rollover) goes on before any queued one.
+        carried = d.current
+        while carried is not None or await self._wait_for_work():
+            if carried is not None:
+                turn, carried = carried, None
+            elif not d.queue:  # woken only to roll over (_watch_idle_growth)
                 d.idle_since = self._idle_began
                 await self._continue_as_new(start)
                 continue  # an end arrived meanwhile
-            d.idle_since = None
-            turn = d.queue.pop(0)
+            else:
+                d.idle_since = None
+                turn = d.queue.pop(0)
             with turn_context(d.trace_parents.pop(turn.turn, None)):  # the asker's trace
                 await self._run_turn(turn)
             if d.ending:
                 break
             if self._upgrade_due() or self._should_continue_as_new():
                 await self._continue_as_new(start)
-        watch.cancel()
+        for watch in watches:
+            watch.cancel()
         return await self._finish()
 
     async def _watch_idle_growth(self) -> None:
@@ -218,9 +230,45 @@ class GenieConversation(TurnRunner):
         if self._patched(PATCH_IDLE_ROLLOVER):
             self._roll_over = True
 
-    async def _continue_as_new(self, start: StartInput) -> None:
-        """Between turns only: carry the whole state into a new run (and, when a newer
-        worker version is the target, onto it). Returns only if an end arrived meanwhile."""
+    async def _watch_pause_growth(self) -> None:
+        """Continue as new from a pause once the run's history reached its bound (at most
+        ``IDLE_HISTORY_CAP``), as ``_watch_idle_growth`` does between turns: while a human
+        takes days, polls, refused decisions, signals and connection probes would
+        otherwise grow one run until the server refuses every update (2,000 per run) and
+        then ends the run (51,200 events). The pause moves whole (``_carry_pause``): its
+        item, deadline and escalation are in state, and its stream cursor goes along.
+
+        Its patch is asked only when it fires; a run recorded before it is told False
+        there, so it waits in its pause as it recorded (and no later pause of that run
+        rolls over)."""
+        d = self._d
+        await workflow.wait_condition(
+            lambda: (
+                d.state in ("awaiting_approval", "awaiting_connection")
+                and workflow.info().get_current_history_length()
+                >= min(self._policy.max_history_events_per_run, IDLE_HISTORY_CAP)
+            )
+        )
+        if self._patched(PATCH_PAUSE_ROLLOVER):
+            self._roll_pause = True
+
+    async def _carry_pause(self, cursor: RunCursor) -> None:
+        """Continue as new in the pause the turn waits in; the next run waits for the
+        same item and streams on from ``cursor`` (``TurnRunner._resume_pause``). Returns
+        only if an end arrived meanwhile: the pause is then decided here, by the policy.
+
+        On this worker version whatever the target: a rollover is the run's own
+        bookkeeping, and the conversation moves at the end of the turn (``_upgrade_due``).
+        """
+        d = self._d
+        d.pause_cursor, d.pause_probe_every = cursor, self._probe_every
+        await self._continue_as_new(self._start, upgrade=False)
+        d.pause_cursor = d.pause_probe_every = None
+
+    async def _continue_as_new(self, start: ConversationStart, *, upgrade: bool = True) -> None:
+        """Between turns, or in a pause (``_carry_pause``): carry the whole state into a
+        new run (and, between turns when a newer worker version is the target, onto it).
+        Returns only if an end arrived meanwhile."""
         d = self._d
         # Let in-flight updates (a wait_turn, a decision) finish first; they see
         # ``_draining`` and return. An end that arrives meanwhile is not carried.
@@ -248,7 +296,7 @@ class GenieConversation(TurnRunner):
             # inheriting this run's pin; left unset, it would stay on the old one.
             initial_versioning_behavior=(
                 workflow.ContinueAsNewVersioningBehavior.AUTO_UPGRADE
-                if self._upgrade_due()
+                if upgrade and self._upgrade_due()
                 else None
             ),
         )
@@ -352,28 +400,38 @@ class GenieConversation(TurnRunner):
         d = self._d
         d.current = turn
         self._turns_this_run += 1
-        turn.status, turn.started_at = "running", workflow.now()
-        self._set_state("running")
+        # A turn carried in its pause resumes there: it was sent, and it is waiting.
+        cursor, d.pause_cursor = d.pause_cursor, None
+        if cursor is None:
+            turn.status, turn.started_at = "running", workflow.now()
+            self._set_state("running")
         try:
-            if d.conversation_id is None:
-                await self._create()
-            file_id = await self._upload(turn) if turn.attachment_uri else None
-            seg = await self._segment(turn, "send", file_id=file_id)
+            seg: StreamSegmentResult | None = None
+            if cursor is None:
+                if d.conversation_id is None:
+                    await self._create()
+                file_id = await self._upload(turn) if turn.attachment_uri else None
+                seg = await self._segment(turn, "send", file_id=file_id)
             while True:
-                self._absorb(turn, seg)
-                if seg.outcome == "finished":
-                    turn.status = "completed"
-                    break
                 resumed = None
-                if seg.confirmation is not None:
-                    go_on, resumed = await self._await_skill(turn, seg.confirmation, seg.cursor)
+                if seg is None:
+                    assert cursor is not None
+                    go_on, resumed = await self._resume_pause(turn, cursor)
                 else:
-                    assert seg.connection is not None, "a pause names what it waits for"
-                    go_on = await self._await_connection(turn, seg.connection, seg.cursor)
+                    self._absorb(turn, seg)
+                    if seg.outcome == "finished":
+                        turn.status = "completed"
+                        break
+                    cursor = seg.cursor
+                    if seg.confirmation is not None:
+                        go_on, resumed = await self._await_skill(turn, seg.confirmation, cursor)
+                    else:
+                        assert seg.connection is not None, "a pause names what it waits for"
+                        go_on = await self._await_connection(turn, seg.connection, cursor)
                 if not go_on:
                     turn.status = "cancelled"
                     break
-                seg = resumed or await self._segment(turn, "resume", cursor=seg.cursor)
+                seg = resumed or await self._segment(turn, "resume", cursor=cursor)
         except StepCancelled:
             turn.status = "cancelled"
             d.left_at_api = (

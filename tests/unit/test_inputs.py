@@ -15,6 +15,7 @@ import pytest
 from pydantic import BaseModel
 from temporalio.exceptions import ApplicationError
 
+from genie_api import RunCursor
 from workflows import errors
 from workflows._inputs import (
     ConnectionInput,
@@ -165,6 +166,8 @@ def test_the_whole_state_survives_continue_as_new() -> None:
         queue=[TurnRecord(turn=4, text="q")],
         turns=[turn],
         current=TurnRecord(turn=3, text="c", status="awaiting_approval"),
+        pause_cursor=RunCursor(conversation_id="conv", genie_run_id="run", last_seq_num=4),
+        pause_probe_every=timedelta(seconds=40),
         approvals=[
             PendingApproval(call_id="c1", turn=3, requested_at=at, deadline=at, decision=progress)
         ],

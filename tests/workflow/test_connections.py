@@ -137,8 +137,8 @@ async def test_a_long_pause_is_probed_ever_less_often_and_still_detected(
     client: Client, sim: SimProcess, genie: GenieClient, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Past the doubling cap, a probe waits a twelfth of the time waited, so a pause with
-    a far deadline adds history slowly (a run cannot continue as new mid-turn, and the
-    server terminates one at 51,200 events), yet a user who connects late is noticed.
+    a far deadline adds history and billable actions slowly, yet a user who connects late
+    is noticed.
 
     The cap is five minutes, so the rule starts after an hour; the worker runs in this
     process, and the test lowers the cap to 200 ms (a constant stood in for, not a peer

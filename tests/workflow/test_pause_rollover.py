@@ -1,0 +1,246 @@
+"""A pause that outlives its run's history bound moves to a new run and waits on there.
+
+While a human takes days, what arrives meanwhile (a caller polling ``wait_turn``, refused
+decisions, signals, connection probes) grows the run's history. Before the pause
+rollover, one run held all of it: the server's budget of 2,000 updates per run ran out
+(decisions then went by signal), and at 51,200 events the server ends the run. Now the
+pause continues as new at ``max_history_events_per_run``, carrying its item, deadline,
+escalation, probe interval and stream cursor. These tests drive the history to a small
+bound with real polls and refusals against the dev server and the simulator.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import time
+import uuid
+from collections.abc import AsyncIterator, Iterator
+from datetime import timedelta
+from pathlib import Path
+
+import httpx
+import pytest
+from temporalio.api.enums.v1 import EventType
+from temporalio.client import Client, WorkflowHistory
+from temporalio.contrib.pydantic import pydantic_data_converter
+from temporalio.worker import Replayer
+
+from genie_api import GenieClient
+from geniectl import GenieConversations, Refused
+from tests.conftest import worker_settings
+from tests.services import SimProcess
+from tests.webhooks import SECRET, Receiver
+from tests.workflow.helpers import convs, eventually, patch_markers, start, timer_waits
+from worker import build_worker
+from workflows import (
+    ConversationPolicy,
+    GenieConversation,
+    TurnResult,
+    errors,
+)
+from workflows._patches import NEWEST_LEVEL_ID
+
+HISTORIES = Path(__file__).parent / "histories"
+BOUND = 50  # the smallest bound a policy may set
+
+
+@pytest.fixture
+def receiver() -> Iterator[Receiver]:
+    r = Receiver()
+    yield r
+    r.close()
+
+
+@pytest.fixture
+async def api(
+    client: Client, sim: SimProcess, genie: GenieClient, receiver: Receiver
+) -> AsyncIterator[GenieConversations]:
+    tq = f"test-pause-rollover-{uuid.uuid4()}"
+    settings = worker_settings(sim, notify_url=receiver.url, notify_secret=SECRET)
+    async with build_worker(client, settings, genie, task_queue=tq):
+        yield convs(client, tq)
+
+
+async def _run_id(api: GenieConversations, wid: str) -> str:
+    return (await api.handle(wid).describe()).run_id or ""
+
+
+async def _poll_until_rolled(
+    api: GenieConversations, wid: str, turn: int, *, refuse_as: str | None = None
+) -> str:
+    """What a busy caller does during a long pause: poll (and, with ``refuse_as``, try a
+    decision it may not make), until the run continues as new. The first run's id."""
+    first = await _run_id(api, wid)
+    for _ in range(BOUND):
+        if await _run_id(api, wid) != first:
+            return first
+        await api.handle(wid).execute_update(
+            "wait_turn", {"turn": turn, "timeout_seconds": 0}, result_type=TurnResult
+        )
+        if refuse_as is not None:
+            st = await api.status(wid)
+            if st.pending_approvals:
+                with pytest.raises(Refused) as refused:
+                    await api.approve(wid, st.pending_approvals[0].call_id, approver=refuse_as)
+                assert refused.value.type == errors.APPROVER_NOT_ALLOWED
+    raise AssertionError("the paused run never continued as new")
+
+
+async def _closed_run(client: Client, wid: str, run_id: str) -> WorkflowHistory:
+    history = await client.get_workflow_handle(wid, run_id=run_id).fetch_history()
+    assert history.events[-1].event_type == EventType.EVENT_TYPE_WORKFLOW_EXECUTION_CONTINUED_AS_NEW
+    assert BOUND <= len(history.events) <= BOUND + 25, len(history.events)
+    assert not any(e.HasField("workflow_task_failed_event_attributes") for e in history.events)
+    return history
+
+
+def _activities(history: WorkflowHistory) -> list[str]:
+    return [
+        e.activity_task_scheduled_event_attributes.activity_type.name
+        for e in history.events
+        if e.HasField("activity_task_scheduled_event_attributes")
+    ]
+
+
+async def _replay(*histories: WorkflowHistory) -> None:
+    replayer = Replayer(workflows=[GenieConversation], data_converter=pydantic_data_converter)
+    for h in histories:
+        await replayer.replay_workflow(h)
+
+
+async def test_an_approval_pause_continues_as_new_and_is_decided_once_in_the_next_run(
+    client: Client, api: GenieConversations, sim: SimProcess, receiver: Receiver
+) -> None:
+    """Polls and refused decisions take the paused run to its bound: it continues as new
+    with the same item, deadline and escalation, the notification still failing is sent
+    again from the new run (same ``webhook-id``), nothing upserts, and the decision made
+    in the new run is posted once and the turn streams on."""
+    receiver.status = 503  # still retrying when the run rolls over
+    timeout = timedelta(hours=2)
+    policy = ConversationPolicy(
+        max_history_events_per_run=BOUND,
+        approvers=["alice"],
+        approval_timeout=timeout,
+        on_approval_timeout="escalate",
+    )
+    wid = await start(api, policy=policy)
+    res = await api.ask(wid, "please confirm:send_email")
+    assert res.status == "awaiting_approval", res
+    before = await api.status(wid)
+    (item,) = before.pending_approvals
+    first_run = await _poll_until_rolled(api, wid, res.turn, refuse_as="mallory")
+
+    first = await _closed_run(client, wid, first_run)
+    # The level asked in the first task stands for the rollover's own patch.
+    assert patch_markers(first) == [NEWEST_LEVEL_ID]
+    after = await api.status(wid)
+    assert after.state == "awaiting_approval" and after.turn == res.turn
+    assert after.awaiting_since == before.awaiting_since
+    (same,) = after.pending_approvals
+    assert same.model_dump(exclude={"note"}) == item.model_dump(exclude={"note"})
+    assert not same.escalated, "a rollover is not a deadline"
+    refused = [a for a in after.audit if a.actor == "mallory"]
+    assert refused, "the refusals before the seam are still on the trail"
+
+    second = await eventually(
+        lambda: api.handle(wid).fetch_history(),
+        lambda h: "notify" in _activities(h) and bool(timer_waits(h, 0, b"approval of")),
+        what="the new run's first task",
+    )
+    # The deadline runs on: the new run's approval timer is set for what is left of it.
+    (wait,) = [w for _, w in timer_waits(second, 0, b"approval of send_email")]
+    assert wait < timeout, wait
+    # The delivery still failing was sent again (the "notify" above).
+    assert not any(
+        e.HasField("upsert_workflow_search_attributes_event_attributes") for e in second.events
+    ), "the search attributes came along with the run"
+    ids = {e["webhook-id"] for e in receiver.events()}
+    assert ids == {f"{wid}:{item.call_id}:pause"}, ids
+
+    rec = await api.approve(wid, item.call_id, approver="alice", wait_for="completion")
+    assert rec.result is not None and rec.result.status == "completed", rec
+    assert rec.result.reply
+    stats = sim.stats()["conversations"][after.conversation_id]  # type: ignore[index]
+    assert stats["messages_accepted"] == 1, stats
+    assert stats["skill_decisions_applied"] == {item.call_id: 1}, stats
+    second = await api.handle(wid).fetch_history()
+    await _replay(first, second)
+    if os.environ.get("GENIE_RECORD_HISTORIES") == "1":
+        (HISTORIES / f"pause_rollover.{NEWEST_LEVEL_ID}.json").write_text(first.to_json())
+
+
+async def test_a_connection_pause_rolls_over_with_its_probe_interval(
+    client: Client, api: GenieConversations, sim: SimProcess
+) -> None:
+    """A connection pause probes the API on a backing-off timer; across the seam the
+    next run probes on from the interval reached, not from the start, and a user who
+    connects is still noticed and the turn completes."""
+    base = timedelta(seconds=1)
+    policy = ConversationPolicy(max_history_events_per_run=BOUND, connection_poll_interval=base)
+    wid = await start(api, policy=policy)
+    accepted = await api.send(wid, "connect:salesforce")
+    res = await api.wait(wid, accepted.turn)
+    assert res.status == "awaiting_connection", res
+    (pending,) = res.pending.connections
+    # Two probes (1 s, then 2 s) before the polls push the run over its bound.
+    await eventually(
+        lambda: api.handle(wid).fetch_history(),
+        lambda h: _activities(h).count("probe_connection") >= 2,
+        what="two probes",
+        within=30,
+    )
+    first_run = await _poll_until_rolled(api, wid, accepted.turn)
+    await _closed_run(client, wid, first_run)
+    second = await eventually(
+        lambda: api.handle(wid).fetch_history(),
+        lambda h: bool(timer_waits(h, 0, b"connection")),
+        what="the new run's probe timer",
+    )
+    waits = [w for _, w in timer_waits(second, 0, b"connection")]
+    assert waits[0] >= 4 * base, waits  # 1 s, 2 s, then 4 s: carried
+
+    assert pending.auth_url
+    async with httpx.AsyncClient(timeout=5) as http:  # the user authenticates
+        (await http.get(pending.auth_url)).raise_for_status()
+    rec = await api.connect_done(wid, pending.attempt_id, actor="alice")
+    assert rec.decision == "done"
+    done = await api.wait(wid, accepted.turn, wait_for="completion")
+    assert done.status == "completed", done
+    await _replay(second)
+
+
+async def test_the_deadline_of_a_rolled_over_pause_holds(
+    client: Client, api: GenieConversations, sim: SimProcess
+) -> None:
+    """The deadline is a line in time, not a duration per run: a pause that moved to a
+    new run times out when it would have, and the policy's rejection is posted."""
+    timeout = timedelta(seconds=8)
+    policy = ConversationPolicy(max_history_events_per_run=BOUND, approval_timeout=timeout)
+    wid = await start(api, policy=policy)
+    res = await api.ask(wid, "please confirm:send_email")
+    paused_at = time.monotonic()
+    await _poll_until_rolled(api, wid, res.turn)
+    assert time.monotonic() - paused_at < timeout.total_seconds(), "rolled over too late"
+    done = await api.wait(wid, res.turn, wait_for="completion")
+    took = time.monotonic() - paused_at
+    assert timeout.total_seconds() - 1 <= took <= timeout.total_seconds() + 6, took
+    st = await api.status(wid)
+    assert [a.kind for a in st.audit if a.kind == "approval_timeout"] == ["approval_timeout"]
+    assert done.status == "completed", done  # the genie heard the rejection and answered
+
+
+async def test_an_end_during_a_rolled_over_pause_rejects_and_ends(
+    client: Client, api: GenieConversations, sim: SimProcess
+) -> None:
+    wid = await start(api, policy=ConversationPolicy(max_history_events_per_run=BOUND))
+    res = await api.ask(wid, "please confirm:send_email")
+    call = res.pending.approvals[0].call_id
+    await _poll_until_rolled(api, wid, res.turn)
+    st = await api.status(wid)
+    await api.end(wid, reason="user left")
+    outcome = await asyncio.wait_for(api.handle(wid).result(), timeout=30)
+    assert outcome.ended_reason == "user left", outcome
+    stats = sim.stats()["conversations"][st.conversation_id]  # type: ignore[index]
+    assert stats["messages_accepted"] == 1, stats
+    assert stats["skill_decisions_applied"] == {call: 1}, stats  # the policy's rejection
