@@ -106,8 +106,8 @@ DECISIONS = """\
   new while it waited, so a pause of about 16 days reached the server's limit of 51,200
   events, which terminates the run (a pause now moves to a new run at the history bound;
   the rule still keeps the probes, and their actions, few). Retries through an API
-  outage follow the same rule past their five-minute cap, for a policy whose `api_outage_timeout` is long. An approval pause
-  costs nothing per hour.
+  outage follow the same rule past their five-minute cap, for a policy whose
+  `api_outage_timeout` is long. An approval pause costs nothing per hour.
 - **Decisions per second** are judged against floor (c) doing the same work: with 5,000
   parked and 400 cached, nearly every decision wakes a conversation the worker no longer
   holds, so the floor's runs are decided after the floor worker has cached as many newer

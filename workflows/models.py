@@ -185,8 +185,9 @@ class ConversationPolicy(_Model):
     max_history_events_per_run: int = Field(default=250, ge=50, le=50_000)
     """Continue-as-new at the end of a turn once the run's history has this many events,
     and in an idle wait or a pause once what arrives meanwhile (polls, refused decisions,
-    signals, probes) takes it there (at most 2,000 events for those two). A worker that no longer caches a conversation replays its whole run before it can
-    take the next message or decision (about a millisecond of worker CPU per event;
+    signals, probes) takes it there (at most 2,000 events for those two). A worker that
+    no longer caches a conversation replays its whole run before it can take the next
+    message or decision (about a millisecond of worker CPU per event;
     docs/performance.md), so this bounds what waking a long conversation costs. Each
     continue-as-new costs one billable action (the new run)."""
     connection_poll_interval: timedelta = Field(
