@@ -21,7 +21,7 @@ from pathlib import Path
 
 import httpx
 import pytest
-from temporalio.api.enums.v1 import EventType
+from temporalio.api.enums.v1 import EventType, WorkflowTaskFailedCause
 from temporalio.client import Client, WorkflowHistory
 from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.worker import Replayer
@@ -244,3 +244,65 @@ async def test_an_end_during_a_rolled_over_pause_rejects_and_ends(
     stats = sim.stats()["conversations"][st.conversation_id]  # type: ignore[index]
     assert stats["messages_accepted"] == 1, stats
     assert stats["skill_decisions_applied"] == {call: 1}, stats  # the policy's rejection
+
+
+async def test_a_signal_flood_in_a_pause_rolls_over_again_and_again_and_one_decision_counts(
+    client: Client, api: GenieConversations, sim: SimProcess
+) -> None:
+    """A caller gone wrong floods a pause with decisions it may not make, by signal (no
+    validator stops a signal: each is history). The pause rolls over as often as the
+    flood fills a run, never fails a workflow task, and the one allowed decision, sent
+    in the middle of the flood, is applied exactly once."""
+    policy = ConversationPolicy(max_history_events_per_run=BOUND, approvers=["alice"])
+    wid = await start(api, policy=policy)
+    res = await api.ask(wid, "please confirm:send_email")
+    call = res.pending.approvals[0].call_id
+    handle = api.handle(wid)
+    first_run = await _run_id(api, wid)
+    bad = {"call_id": call, "approved": True, "approver": "mallory"}
+    sent = 0
+
+    async def flood(n: int) -> None:
+        nonlocal sent
+        for _ in range(n):
+            await handle.signal("skill_decision", bad)
+            sent += 1
+
+    await asyncio.gather(*(flood(40) for _ in range(5)))
+    # The allowed decision races the rest of the flood, and a seam.
+    good = asyncio.create_task(api.approve(wid, call, approver="alice", wait_for="completion"))
+    await asyncio.gather(*(flood(20) for _ in range(5)))
+    rec = await asyncio.wait_for(good, timeout=60)
+    assert rec.result is not None and rec.result.status == "completed", rec
+    assert sent == 300
+
+    runs, run_id = [], first_run
+    while run_id:
+        h = await client.get_workflow_handle(wid, run_id=run_id).fetch_history()
+        runs.append(h)
+        run_id = h.events[
+            -1
+        ].workflow_execution_continued_as_new_event_attributes.new_execution_run_id
+    assert len(runs) >= 3, [len(h.events) for h in runs]  # 300 signals, 50 events a run
+    lengths = [len(h.events) for h in runs]
+    for h in runs:
+        # The only failed task allowed: the server's own answer to signals that arrive
+        # while a task continues as new (it is tried again with them, at once).
+        failed = [
+            e.workflow_task_failed_event_attributes
+            for e in h.events
+            if e.HasField("workflow_task_failed_event_attributes")
+        ]
+        unhandled = WorkflowTaskFailedCause.WORKFLOW_TASK_FAILED_CAUSE_UNHANDLED_COMMAND
+        assert all(f.cause == unhandled for f in failed), [(f.cause, f.failure) for f in failed]
+    # A run that only waited (no stream in it: the pause, then the idle wait after the
+    # turn) ends at the bound plus what the flood brought in while it was continuing as
+    # new. The runs that streamed (the first, and the one the decision was posted in,
+    # whose turn streamed on under the flood) cannot roll over mid-segment.
+    waited = [len(h.events) for h in runs if "stream_segment" not in _activities(h)]
+    assert waited and max(waited) <= 3 * BOUND, lengths
+    st = await api.status(wid)
+    stats = sim.stats()["conversations"][st.conversation_id]  # type: ignore[index]
+    assert stats["skill_decisions_applied"] == {call: 1}, stats
+    assert stats["messages_accepted"] == 1, stats
+    await _replay(*runs)
