@@ -36,8 +36,8 @@ API_REGIONS: dict[str, str] = {
 scoped to the data centre of the workspace, so the host must be the workspace's."""
 DEFAULT_ATTACHMENT_TIMEOUT_SECONDS = 30.0
 MAX_ATTACHMENT_TIMEOUT_SECONDS = 240.0
-"""The upload activity has 5 minutes from start to close, and the upload to the API
-needs some of them after the fetch."""
+"""The upload activity has 5 minutes from start to close (``workflows._steps.UPLOAD``),
+and the upload to the API needs some of them after the fetch."""
 ANY_HOST = "*"
 SUFFIX_WILDCARD = "*."
 _HOST_NAME = re.compile(

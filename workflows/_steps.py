@@ -65,7 +65,11 @@ _BLIP = RetryPolicy(
     maximum_attempts=7,  # 1+2+4+8+16+30 s of waiting between attempts: ~1.5 min
 )
 CONTROL = _Kind(timedelta(seconds=60), _HEARTBEAT, _BLIP)
-"""Short, idempotent calls: create, upload, post a decision, reject a connection."""
+"""Short, idempotent calls: create, post a decision, reject a connection."""
+UPLOAD = _Kind(timedelta(minutes=5), _HEARTBEAT, _BLIP)
+"""An attachment: fetching a URL may take the operator's ``attachment_timeout_seconds``
+(up to ``MAX_ATTACHMENT_TIMEOUT_SECONDS``, 4 minutes), and the upload (E7) follows. With
+CONTROL's minute, any fetch slower than that was cut and fetched again on each retry."""
 STREAM = _Kind(timedelta(hours=2), _HEARTBEAT, _BLIP)
 """A stream segment lasts as long as the genie works, so it is bounded by heartbeats;
 a retry resumes from the heartbeat cursor."""

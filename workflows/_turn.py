@@ -55,6 +55,7 @@ from workflows._steps import (
     CONTROL,
     PROBE,
     STREAM,
+    UPLOAD,
     CredentialNotAccepted,
     OutageExceeded,
     StepCancelled,
@@ -130,7 +131,7 @@ class TurnRunner(Notices):
     async def _upload(self, turn: TurnRecord) -> str:
         assert self._d.conversation_id is not None and turn.attachment_uri is not None
         up = await self._steps.call(
-            CONTROL,
+            UPLOAD,
             GenieActivities.upload_attachment,
             UploadAttachmentInput(
                 **self._scope(),

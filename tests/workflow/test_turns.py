@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import uuid
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -17,6 +18,7 @@ from temporalio.client import (
 from temporalio.exceptions import ApplicationError
 from temporalio.service import RPCError, RPCStatusCode
 
+from genie_config._settings import MAX_ATTACHMENT_TIMEOUT_SECONDS
 from geniectl import Refused
 from tests.services import SimProcess
 from tests.workflow.helpers import GENIE, USER, convs, start, wait_state
@@ -123,6 +125,15 @@ async def test_attachment_is_uploaded_then_referenced(
     result = await api.ask(wid, "summarise the attachment", attachment_uri=path.as_uri())
     assert result.status == "completed"
     assert sim.stats()["requests"]["upload"] >= 1  # type: ignore[index]
+    # The upload has the time the slowest fetch an operator may allow needs, and more.
+    history = await api.handle(wid).fetch_history()
+    (upload,) = [
+        e.activity_task_scheduled_event_attributes
+        for e in history.events
+        if e.activity_task_scheduled_event_attributes.activity_type.name == "upload_attachment"
+    ]
+    given = upload.start_to_close_timeout.ToTimedelta()
+    assert given >= timedelta(seconds=MAX_ATTACHMENT_TIMEOUT_SECONDS + 30), given
 
 
 async def test_attachment_outside_allowed_dirs_fails_the_turn_not_the_conversation(
