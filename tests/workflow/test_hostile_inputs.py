@@ -561,9 +561,12 @@ async def test_refused_decisions_are_recorded_up_to_a_bound_per_run(
 ) -> None:
     """Each refused ``decide_skill`` is accepted and refused in its handler so that its
     audit entry is in history; past 100 in a run, they are turned away by the validator
-    with the same error type, and history stops growing."""
+    with the same error type, and history stops growing.
+
+    Under the default bound (250 events) a pause continues as new before 100 refusals
+    (test_pause_rollover); the cap is for a policy whose bound is high, as here."""
     api = convs(client, task_queue)
-    wid = await start(api)
+    wid = await start(api, policy=ConversationPolicy(max_history_events_per_run=5_000))
     res = await _paused(api, wid)
     handle = _raw(client, wid)
     accepted = await _updates_accepted(handle)
