@@ -502,8 +502,9 @@ differ. Endpoint names such as E5 refer to [the Headless API notes](headless-api
   decision (`decide_skill`, `decide_connection`), which is kept in the history and the
   `status` audit trail, up to 100 per run. The two decision signals exist for clients
   that cannot send updates (for example the Web UI), or for a run that takes no more
-  updates (the server allows 2,000 per run): an invalid signal is ignored and recorded
-  in the audit trail instead.
+  updates (the server allows 2,000 per run, and a waiting run continues as new before
+  it spends them unless the server is set lower): an invalid signal is ignored and
+  recorded in the audit trail instead.
 - **Queries read, never write.** `status` and `transcript` add nothing to the history.
 """
 
