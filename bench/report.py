@@ -209,7 +209,12 @@ DECISIONS = """\
   continues as new at the bound, carrying its item, deadline, escalation, probe interval
   and stream cursor, so the decision that ends it wakes a run of at most a few hundred
   events (and the server's 2,000 updates per run are never spent in one pause). A pause
-  that only waits adds nothing and never rolls over.
+  that only waits adds nothing and never rolls over. Measured on the dev server, a caller
+  polling `wait_turn` with a zero timeout: before, 1,999 polls filled one run with
+  10,022 events, the next update was refused, and the decision's wake replayed 2.6 s of
+  worker CPU (`Replayer`, unsandboxed as the worker runs); now the pause rolls over
+  every 46 polls (about 259 events) and, after the same 1,999 polls, the decision woke
+  a run of 77 events: 13 ms.
 - **Memory: the +50 MB target at 5,000 parked is below Temporal's own floor.** The floor
   worker, caching as many runs (400) and holding as many parked minimal runs, is itself
   about +50 MiB over its idle at 5,000 (the table's floor column): most of it is the
