@@ -299,3 +299,8 @@ class Deployment(_Model):
     """What the ``GenieUserId`` search attribute holds for this user: a keyed hash when
     the deployment sets ``GENIE_USER_ID_HASH_KEY`` (search attributes are not encrypted),
     else ``None`` (the user id itself)."""
+    pause_rollover: bool = False
+    """Whether a paused run may continue as new here: the worker is versioned (its runs
+    are pinned, so the next run is resumed by the same build), or its operator set
+    ``GENIE_PAUSE_ROLLOVER`` (every worker runs a release that can resume one). Asked
+    again when a pause reaches its bound, not taken from the look-up at start."""

@@ -204,7 +204,8 @@ DECISIONS = """\
   events whatever the conversation's age (the history table's wake rows). The cost: one
   continue-as-new per bound: the new run, 1 billable action (its patch marker and that
   marker's upsert went with patch levels, above), under 0.1 per plain turn. Since
-  2026-12-03 the same holds for a pause (`_watch_pause_growth`): one that callers keep
+  2026-12-03 the same holds for a pause (`_watch_pause_growth`; on a versioned worker,
+  or an unversioned one with `GENIE_PAUSE_ROLLOVER=true`): one that callers keep
   polling, that collects refused decisions, or whose connection is probed for hours
   continues as new at the bound, carrying its item, deadline, escalation, probe interval
   and stream cursor, so the decision that ends it wakes a run of at most a few hundred

@@ -85,6 +85,7 @@ def load_deployment(settings: GenieSettings) -> tuple[Deployment, list[NotifyEnd
         max_age_seconds=settings.decision_max_age_seconds,
         inbox_url=str(inbox).rstrip("/") if inbox else None,
         default_policy=policy,
+        pause_rollover=settings.pause_rollover or settings.worker_deployment_name is not None,
     )
     return deployment, endpoints
 

@@ -144,6 +144,11 @@ class GenieSettings(BaseSettings):
     at the end of a turn (docs/deployment.md); unset both (the default): unversioned."""
     worker_build_id: str | None = None
     """This build's id within the worker deployment (e.g. the image tag or git commit)."""
+    pause_rollover: bool = False
+    """Let a waiting conversation continue as new in a pause on an *unversioned* worker
+    (versioned workers always do: a pinned run's next run stays on its build). The next
+    run can only be resumed by this release or a later one, so set it once every worker
+    runs one, and do not roll back below it (docs/deployment.md)."""
     log_level: str = "INFO"
 
     @model_validator(mode="before")

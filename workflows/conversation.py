@@ -240,7 +240,9 @@ class GenieConversation(TurnRunner):
 
         Its patch is asked only when it fires; a run recorded before it is told False
         there, so it waits in its pause as it recorded (and no later pause of that run
-        rolls over)."""
+        rolls over). So is the deployment (``_may_roll_over``): where it says no, the run
+        keeps its pauses as before, and decisions fall back to signals if a caller spends
+        the server's updates."""
         d = self._d
         await workflow.wait_condition(
             lambda: (
@@ -249,8 +251,24 @@ class GenieConversation(TurnRunner):
                 >= min(self._policy.max_history_events_per_run, IDLE_HISTORY_CAP)
             )
         )
-        if self._patched(PATCH_PAUSE_ROLLOVER):
+        if self._patched(PATCH_PAUSE_ROLLOVER) and await self._may_roll_over():
             self._roll_pause = True
+
+    async def _may_roll_over(self) -> bool:
+        """Whether this worker's deployment lets a pause continue as new (the look-up
+        again, as a local activity, so the answer is in history). A release before the
+        rollover would take the next run's carried pause for an idle conversation and
+        never resume it, so an unversioned fleet opts in once no such worker is left."""
+        try:
+            dep = await workflow.execute_local_activity_method(
+                GenieActivities.deployment,
+                DeploymentInput(user_id=self._start.user_id),
+                start_to_close_timeout=timedelta(seconds=10),
+                summary="may this pause continue as new?",
+            )
+        except ActivityError:
+            return False
+        return dep.pause_rollover
 
     async def _carry_pause(self, cursor: RunCursor) -> None:
         """Continue as new in the pause the turn waits in; the next run waits for the

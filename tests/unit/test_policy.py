@@ -110,3 +110,18 @@ def test_a_bad_notify_url_or_secret_in_the_environment_is_one_line(url: str, sec
     text = str(e.value)
     assert text.startswith("GENIE_NOTIFY_URL / GENIE_NOTIFY_SECRET: ") and "\n" not in text
     assert "s3cr3t" not in text and secret not in text
+
+
+@pytest.mark.parametrize(
+    ("extra", "rolls_over"),
+    [
+        ({}, False),  # unversioned: a worker of an older release may take the next run
+        ({"pause_rollover": True}, True),  # the operator says none is left
+        ({"worker_deployment_name": "genie-worker", "worker_build_id": "b1"}, True),  # pinned
+    ],
+)
+def test_a_pause_continues_as_new_where_the_next_run_finds_code_that_resumes_it(
+    extra: dict[str, object], rolls_over: bool
+) -> None:
+    deployment, _ = load_deployment(GenieSettings(api_key="k", **extra))  # type: ignore[arg-type]
+    assert deployment.pause_rollover is rolls_over

@@ -563,8 +563,9 @@ async def test_refused_decisions_are_recorded_up_to_a_bound_per_run(
     audit entry is in history; past 100 in a run, they are turned away by the validator
     with the same error type, and history stops growing.
 
-    Under the default bound (250 events) a pause continues as new before 100 refusals
-    (test_pause_rollover); the cap is for a policy whose bound is high, as here."""
+    Where a pause continues as new (test_pause_rollover), the default bound of 250 events
+    moves it before 100 refusals; the cap holds for a pause that keeps its run, or a high
+    bound, as here."""
     api = convs(client, task_queue)
     wid = await start(api, policy=ConversationPolicy(max_history_events_per_run=5_000))
     res = await _paused(api, wid)

@@ -7,6 +7,10 @@ rollover, one run held all of it: the server's budget of 2,000 updates per run r
 pause continues as new at ``max_history_events_per_run``, carrying its item, deadline,
 escalation, probe interval and stream cursor. These tests drive the history to a small
 bound with real polls and refusals against the dev server and the simulator.
+
+An unversioned worker rolls a pause over only when its operator says no worker of an
+older release is left (``GENIE_PAUSE_ROLLOVER``), as these workers do; the last test is
+one that does not.
 """
 
 from __future__ import annotations
@@ -57,7 +61,9 @@ async def api(
     client: Client, sim: SimProcess, genie: GenieClient, receiver: Receiver
 ) -> AsyncIterator[GenieConversations]:
     tq = f"test-pause-rollover-{uuid.uuid4()}"
-    settings = worker_settings(sim, notify_url=receiver.url, notify_secret=SECRET)
+    settings = worker_settings(
+        sim, notify_url=receiver.url, notify_secret=SECRET, pause_rollover=True
+    )
     async with build_worker(client, settings, genie, task_queue=tq):
         yield convs(client, tq)
 
@@ -306,3 +312,35 @@ async def test_a_signal_flood_in_a_pause_rolls_over_again_and_again_and_one_deci
     assert stats["skill_decisions_applied"] == {call: 1}, stats
     assert stats["messages_accepted"] == 1, stats
     await _replay(*runs)
+
+
+async def test_an_unversioned_worker_keeps_the_pause_in_its_run_unless_told_otherwise(
+    client: Client, task_queue: str, sim: SimProcess
+) -> None:
+    """Where a worker of an older release may still poll, it would take a carried pause
+    for an idle conversation and never resume it: so by default an unversioned worker
+    asks (once the bound is reached), hears no, and the pause waits on in its run as
+    before. The decision is applied as usual."""
+    api = convs(client, task_queue)
+    wid = await start(api, policy=ConversationPolicy(max_history_events_per_run=BOUND))
+    res = await api.ask(wid, "please confirm:send_email")
+    first = await _run_id(api, wid)
+    for _ in range(BOUND // 2):
+        await api.handle(wid).execute_update(
+            "wait_turn", {"turn": res.turn, "timeout_seconds": 0}, result_type=TurnResult
+        )
+    assert await _run_id(api, wid) == first
+    history = await api.handle(wid).fetch_history()
+    assert len(history.events) > 2 * BOUND
+    asked = [
+        e
+        for e in history.events
+        if e.HasField("marker_recorded_event_attributes")
+        and b"may this pause continue as new?" in e.user_metadata.summary.data
+    ]
+    assert len(asked) == 1, "asked once, when the bound was reached"
+    rec = await api.approve(
+        wid, res.pending.approvals[0].call_id, approver="alice", wait_for="completion"
+    )
+    assert rec.result is not None and rec.result.status == "completed", rec
+    await _replay(history)

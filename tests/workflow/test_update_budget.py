@@ -1,12 +1,13 @@
 """A run whose update budget is spent still takes decisions, by their signal twins.
 
 The server takes at most ``history.maxTotalUpdates`` updates per run (2,000 by default).
-A paused run continues as new before 2,000 events (``_watch_pause_growth``), but a server
-configured with a smaller budget lets a caller that polls ``wait_turn`` during one pause
-spend it; the decision updates are then refused with ``FAILED_PRECONDITION``.
-``GenieConversations`` sends the decision as its audited signal twin instead and reads
-the outcome from the audit trail. Here a dev server of its own
-allows 12 updates per run, so the budget is spent in a few calls.
+A pause that keeps its run (an unversioned worker without ``GENIE_PAUSE_ROLLOVER``, as
+here; elsewhere it continues as new before 2,000 events), or a server configured with a
+smaller budget, lets a caller that polls ``wait_turn`` during one pause spend it; the
+decision updates are then refused with ``FAILED_PRECONDITION``. ``GenieConversations``
+sends the decision as its audited signal twin instead and reads the outcome from the
+audit trail. Here a dev server of its own allows 12 updates per run, so the budget is
+spent in a few calls.
 """
 
 from __future__ import annotations
