@@ -19,7 +19,7 @@ import asyncio
 import os
 import time
 import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from datetime import timedelta
 from pathlib import Path
 
@@ -47,13 +47,6 @@ from workflows._patches import NEWEST_LEVEL_ID
 
 HISTORIES = Path(__file__).parent / "histories"
 BOUND = 50  # the smallest bound a policy may set
-
-
-@pytest.fixture
-def receiver() -> Iterator[Receiver]:
-    r = Receiver()
-    yield r
-    r.close()
 
 
 @pytest.fixture
