@@ -94,6 +94,10 @@ class ConversationData(BaseModel):
     """Set only when a run continued as new in a pause of ``current`` (the pause
     rollover): where its stream stopped, so the next run waits for the same item and
     resumes the stream from there."""
+    upgrade_after_turn: bool = False
+    """Set when a versioned run continued as new in a pause: the next run inherits the
+    pin, and the server does not tell an inherited run that a newer version became the
+    target, so the run continues as new onto the target when the turn ends."""
     pause_probe_every: timedelta | None = None
     """With ``pause_cursor`` in a connection's pause: the probe interval reached, so the
     next run probes on from it instead of starting the back-off again."""

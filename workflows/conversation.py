@@ -199,7 +199,7 @@ class GenieConversation(TurnRunner):
                 await self._run_turn(turn)
             if d.ending:
                 break
-            if self._upgrade_due() or self._should_continue_as_new():
+            if d.upgrade_after_turn or self._upgrade_due() or self._should_continue_as_new():
                 await self._continue_as_new(start)
         for watch in watches:
             watch.cancel()
@@ -276,12 +276,18 @@ class GenieConversation(TurnRunner):
         only if an end arrived meanwhile: the pause is then decided here, by the policy.
 
         On this worker version whatever the target: a rollover is the run's own
-        bookkeeping, and the conversation moves at the end of the turn (``_upgrade_due``).
+        bookkeeping, and the conversation moves at the end of the turn. A versioned run
+        marks the next one (``upgrade_after_turn``) to move then unasked: the server does
+        not tell a run that inherited its pin that the target changed (seen on the dev
+        server), so without the mark it would stay on this version turn after turn.
         """
         d = self._d
         d.pause_cursor, d.pause_probe_every = cursor, self._probe_every
+        version = workflow.info().get_current_deployment_version()
+        d.upgrade_after_turn = version is not None and bool(version.deployment_name)
         await self._continue_as_new(self._start, upgrade=False)
         d.pause_cursor = d.pause_probe_every = None
+        d.upgrade_after_turn = False
 
     async def _continue_as_new(self, start: ConversationStart, *, upgrade: bool = True) -> None:
         """Between turns, or in a pause (``_carry_pause``): carry the whole state into a
@@ -297,6 +303,11 @@ class GenieConversation(TurnRunner):
             return
         d.runs += 1
         d.refusals_this_run = 0  # the next run's history starts empty
+        # Between turns, a turn carried in a pause has ended: onto the target, whatever
+        # the server says (in a pause, ``_carry_pause`` set the flag for the next run).
+        moving = upgrade and d.upgrade_after_turn
+        if upgrade:
+            d.upgrade_after_turn = False
         if d.running_when_long is False:
             d.running_when_long = None  # recorded before the patch: the next run asks again
         if d.patch_level != NEWEST_LEVEL:
@@ -314,7 +325,7 @@ class GenieConversation(TurnRunner):
             # inheriting this run's pin; left unset, it would stay on the old one.
             initial_versioning_behavior=(
                 workflow.ContinueAsNewVersioningBehavior.AUTO_UPGRADE
-                if upgrade and self._upgrade_due()
+                if moving or (upgrade and self._upgrade_due())
                 else None
             ),
         )

@@ -168,6 +168,7 @@ def test_the_whole_state_survives_continue_as_new() -> None:
         current=TurnRecord(turn=3, text="c", status="awaiting_approval"),
         pause_cursor=RunCursor(conversation_id="conv", genie_run_id="run", last_seq_num=4),
         pause_probe_every=timedelta(seconds=40),
+        upgrade_after_turn=True,
         approvals=[
             PendingApproval(call_id="c1", turn=3, requested_at=at, deadline=at, decision=progress)
         ],

@@ -32,7 +32,7 @@ from geniectl import GenieConversations
 from tests.services import SIM_API_KEY, SimProcess
 from tests.versioning._conversation_b import MARK_SUMMARY, GenieConversationB
 from tests.workflow.helpers import GENIE, USER, eventually
-from workflows import GenieConversation
+from workflows import ConversationPolicy, GenieConversation
 
 A, B = "A", "B"
 WITHIN = 60.0
@@ -342,3 +342,53 @@ async def _replays_only_on_its_own_version(
     await on_b_code.replay_workflow(b)
     with pytest.raises(NondeterminismError):
         await on_b_code.replay_workflow(a)
+
+
+async def test_a_pause_that_rolls_over_stays_on_its_version_until_its_turn_ends(
+    deploy: Deploy,
+) -> None:
+    """A versioned worker rolls a long pause over (its deployment allows it), and the
+    next run is pinned to the same build: the code that carried the pause resumes it,
+    even once a newer version is current. The conversation moves only when the turn
+    ends, as any turn does."""
+    api = GenieConversations(deploy.client, task_queue=deploy.task_queue)
+    worker_a = deploy.worker(A)
+    worker_b = deploy.worker(B, module="tests.versioning._worker_b")
+    async with worker_a:
+        await deploy.set_current(A)
+        wid = await api.start(
+            GENIE,
+            USER,
+            workflow_id=f"{deploy.name}-long-pause",
+            policy=ConversationPolicy(max_history_events_per_run=50, approvers=["ops"]),
+        )
+        paused = await api.ask(wid, "please confirm:send_email")
+        assert paused.status == "awaiting_approval", paused
+        (approval,) = paused.pending.approvals
+        async with worker_b:
+            await deploy.set_current(B)
+            first = (await api.handle(wid).describe()).run_id
+            for _ in range(50):  # polls, until the pause continues as new
+                if (await api.handle(wid).describe()).run_id != first:
+                    break
+                await api.wait(wid, paused.turn, timeout_seconds=0)
+            else:
+                raise AssertionError("the pause never continued as new")
+            await eventually(
+                lambda: _pinned_to(deploy.client, wid),
+                lambda b: b == A,
+                within=WITHIN,
+                what="the carried pause's run to be pinned to A",
+            )
+            rec = await api.approve(wid, approval.call_id, approver="ops", wait_for="completion")
+            assert rec.result is not None and rec.result.status == "completed", rec
+            await eventually(
+                lambda: _pinned_to(deploy.client, wid),
+                lambda b: b == B,
+                within=WITHIN,
+                what="the conversation to move to B after its turn",
+            )
+    runs = await _runs(deploy.client, wid)
+    assert [_builds(r) for r in runs] == [{A}, {A}, {B}], [_builds(r) for r in runs]
+    for run in runs:
+        assert _failed_tasks(run) == []
