@@ -266,14 +266,13 @@ class TurnRunner(Notices):
         if item.auto is not None and p.decision is None:
             self._auto_decide(p, item)
         self._notify(item.notify, "decided_by_policy" if item.auto else "pause", p)
-        return await self._decide_skill_item(turn, p, item, conf, cursor)
+        return await self._decide_skill_item(turn, p, item, cursor)
 
     async def _decide_skill_item(
         self,
         turn: TurnRecord,
         p: PendingApproval,
         item: ItemPolicy,
-        conf: SkillConfirmation,
         cursor: RunCursor,
     ) -> tuple[bool, StreamSegmentResult | None]:
         """The wait for ``p``'s decision and its posting: from the pause's start, or in
@@ -285,25 +284,25 @@ class TurnRunner(Notices):
             await self._until(
                 lambda: p.decision is not None or d.ending or self._roll_pause,
                 p.deadline,
-                f"approval of {conf.skill_name or 'skill'} ({conf.call_id})",
+                f"approval of {p.skill_name or 'skill'} ({p.call_id})",
             )
             if self._rolling(p):
                 await self._carry_pause(cursor)  # returns only if an end arrived meanwhile
                 continue
-            if self._escalate(p, conf.call_id, item):
+            if self._escalate(p, p.call_id, item):
                 continue
             if p.decision is None:
-                timed_out = self._policy_decision(p, conf.call_id, "rejected", "approval")
+                timed_out = self._policy_decision(p, p.call_id, "rejected", "approval")
             else:
                 self._count("genie_approvals", {"decision": p.decision.verdict})
             self._awaiting(turn, None)
             progress = p.decision
             assert progress is not None and d.conversation_id is not None
             verdict = SkillVerdict(
-                call_id=conf.call_id,
+                call_id=p.call_id,
                 approved=progress.verdict == "approved",
                 reason=progress.reason,
-                kind=conf.kind,
+                kind=p.kind,
             )
             failure: str | None = None
             tried = False  # whether a resume segment may have posted the decision
@@ -314,7 +313,7 @@ class TurnRunner(Notices):
             ):
                 resumed = await self._post_and_resume(turn, verdict, cursor)
                 if isinstance(resumed, StreamSegmentResult):
-                    self._settle(d.approvals, p, conf.call_id, progress, None)
+                    self._settle(d.approvals, p, p.call_id, progress, None)
                     return True, resumed
                 failure, tried = resumed, True
             if failure is None:
@@ -330,9 +329,9 @@ class TurnRunner(Notices):
                         messages_seen=turn.message_count,
                         may_have_posted=tried,
                     ),
-                    f"turn {turn.turn}: post {progress.verdict} for {conf.call_id} (E10)",
+                    f"turn {turn.turn}: post {progress.verdict} for {p.call_id} (E10)",
                 )
-            if self._settle(d.approvals, p, conf.call_id, progress, failure):
+            if self._settle(d.approvals, p, p.call_id, progress, failure):
                 break
         if timed_out and item.on_timeout == "fail":
             raise ApprovalTimeoutFailure
@@ -398,15 +397,8 @@ class TurnRunner(Notices):
         for p in d.approvals:
             if p.turn == turn.turn:
                 self._notify_again(p)
-                conf = SkillConfirmation(
-                    call_id=p.call_id,
-                    kind=p.kind,
-                    skill_name=p.skill_name,
-                    skill_id=p.skill_id,
-                    skill_parameters=p.skill_parameters,
-                )
                 item = for_skill(self._policy, p.skill_name)
-                return await self._decide_skill_item(turn, p, item, conf, cursor)
+                return await self._decide_skill_item(turn, p, item, cursor)
         for c in d.connections:
             if c.turn == turn.turn:
                 self._notify_again(c)
