@@ -33,6 +33,8 @@ from tests.services import SIM_API_KEY, SimProcess
 from tests.versioning._conversation_b import MARK_SUMMARY, GenieConversationB
 from tests.workflow.helpers import GENIE, USER, eventually
 from workflows import ConversationPolicy, GenieConversation
+from workflows._state import ConversationData
+from workflows.models import ConversationStart
 
 A, B = "A", "B"
 WITHIN = 60.0
@@ -51,32 +53,38 @@ class Deploy:
     name: str
     task_queue: str
 
-    def worker(self, build_id: str, module: str = "worker") -> WorkerProcess:
+    def worker(self, build_id: str | None, module: str = "worker") -> WorkerProcess:
+        """A worker of version ``build_id``; None: an unversioned one."""
+        versioned = (
+            {"worker_deployment_name": self.name, "worker_build_id": build_id}
+            if build_id is not None
+            else {}
+        )
         env = worker_env(
             temporal_address=self.client.service_client.config.target_host,
             api_base_url=self.sim.base_url,
             api_key=SIM_API_KEY,
             task_queue=self.task_queue,
-            settings={
-                "worker_deployment_name": self.name,
-                "worker_build_id": build_id,
-                "workflow_sandbox": True,
-            },
+            settings={**versioned, "workflow_sandbox": True},
             inherit=False,
         )
         return WorkerProcess(
-            env=env, argv=("-m", module), log_path=self.logs / f"worker-{build_id}.log"
+            env=env,
+            argv=("-m", module),
+            log_path=self.logs / f"worker-{build_id or 'unversioned'}.log",
         )
 
     async def cli(self, *args: str) -> Any:
+        """``temporal worker deployment <args>`` on this deployment."""
+        # `describe` names the deployment with --name, the version commands with this.
+        name = "--name" if args[0] == "describe" else "--deployment-name"
+        return await self.temporal("worker", "deployment", *args, name, self.name)
+
+    async def temporal(self, *args: str) -> Any:
+        """``temporal <args>`` against the test server, its JSON output parsed."""
         proc = await asyncio.create_subprocess_exec(
             temporal_cli(),
-            "worker",
-            "deployment",
             *args,
-            # `describe` names the deployment with --name, the version commands with this.
-            "--name" if args[0] == "describe" else "--deployment-name",
-            self.name,
             "--address",
             self.client.service_client.config.target_host,
             "--namespace",
@@ -88,8 +96,19 @@ class Deploy:
         )
         out, err = await proc.communicate()
         if proc.returncode != 0:
-            raise RuntimeError(f"temporal worker deployment {args[0]}: {err.decode()[-500:]}")
+            raise RuntimeError(f"temporal {' '.join(args[:3])}: {err.decode()[-500:]}")
         return json.loads(out) if out.strip() else None
+
+    async def override_auto_upgrade(self, wid: str) -> None:
+        """Move a pinned conversation's run to the current target, as an operator would."""
+        await self.temporal(
+            "workflow",
+            "update-options",
+            "--workflow-id",
+            wid,
+            "--versioning-override-behavior",
+            "auto_upgrade",
+        )
 
     async def set_current(self, build_id: str) -> None:
         # The version exists once its worker has polled; until then the CLI refuses it.
@@ -392,3 +411,66 @@ async def test_a_pause_that_rolls_over_stays_on_its_version_until_its_turn_ends(
     assert [_builds(r) for r in runs] == [{A}, {A}, {B}], [_builds(r) for r in runs]
     for run in runs:
         assert _failed_tasks(run) == []
+
+
+async def test_leaving_worker_versioning_moves_conversations_to_unversioned_workers(
+    deploy: Deploy,
+) -> None:
+    """An operator leaves Worker Versioning (docs/deployment.md): unversioned workers
+    become the target. An idle conversation on A runs its next turn there and moves after
+    it, as in any deploy. A pause that rolled over on A, moved at once by the operator's
+    override, still ends its turn, on an unversioned worker, and carries on there."""
+    api = GenieConversations(deploy.client, task_queue=deploy.task_queue)
+    worker_a = deploy.worker(A)
+    plain = deploy.worker(None)
+    async with worker_a:
+        await deploy.set_current(A)
+        idle = await api.start(GENIE, USER, workflow_id=f"{deploy.name}-idle")
+        assert (await api.ask(idle, "hello", wait_for="completion")).status == "completed"
+        wid = await api.start(
+            GENIE,
+            USER,
+            workflow_id=f"{deploy.name}-leaving",
+            policy=ConversationPolicy(max_history_events_per_run=50, approvers=["ops"]),
+        )
+        paused = await api.ask(wid, "please confirm:send_email")
+        assert paused.status == "awaiting_approval", paused
+        (approval,) = paused.pending.approvals
+        first = (await api.handle(wid).describe()).run_id
+        for _ in range(50):  # polls, until the pause continues as new
+            if (await api.handle(wid).describe()).run_id != first:
+                break
+            await api.wait(wid, paused.turn, timeout_seconds=0)
+        else:
+            raise AssertionError("the pause never continued as new")
+        async with plain:
+            await deploy.cli("set-current-version", "--unversioned", "--yes")
+            await deploy.override_auto_upgrade(wid)
+            rec = await api.approve(wid, approval.call_id, approver="ops", wait_for="completion")
+            assert rec.result is not None and rec.result.status == "completed", rec
+            later = await api.ask(wid, "after leaving", wait_for="completion")
+            assert later.reply == "You said: after leaving", later
+            for text in ("on A", "unversioned"):
+                done = await api.ask(idle, text, wait_for="completion")
+                assert done.reply == f"You said: {text}", done
+    idle_runs = await _runs(deploy.client, idle)
+    assert [_builds(r) for r in idle_runs] == [{A}, {""}]
+    runs = await _runs(deploy.client, wid)
+    # The pause rolled over on A, marking the next run to move when its turn ends; that
+    # run ended the turn on an unversioned worker and continued as new once more there.
+    assert len(runs) == 3, [_builds(r) for r in runs]
+    assert _builds(runs[0]) == {A}
+    assert _carried(deploy.client, runs[1]).upgrade_after_turn
+    assert _builds(runs[2]) == {""}
+    for run in (*runs, *idle_runs):
+        assert _failed_tasks(run) == []
+
+
+def _carried(client: Client, events: list[HistoryEvent]) -> ConversationData:
+    """The state a run started with (it continued from another)."""
+    started = events[0].workflow_execution_started_event_attributes
+    start = client.data_converter.payload_converter.from_payload(
+        started.input.payloads[0], ConversationStart
+    )
+    assert start.carried is not None
+    return start.carried
