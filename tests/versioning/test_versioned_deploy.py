@@ -34,7 +34,7 @@ from tests.versioning._conversation_b import MARK_SUMMARY, GenieConversationB
 from tests.workflow.helpers import GENIE, USER, eventually
 from workflows import ConversationPolicy, GenieConversation
 from workflows._state import ConversationData
-from workflows.models import ConversationStart
+from workflows.models import ConversationStart, TurnResult
 
 A, B = "A", "B"
 WITHIN = 60.0
@@ -375,24 +375,12 @@ async def test_a_pause_that_rolls_over_stays_on_its_version_until_its_turn_ends(
     worker_b = deploy.worker(B, module="tests.versioning._worker_b")
     async with worker_a:
         await deploy.set_current(A)
-        wid = await api.start(
-            GENIE,
-            USER,
-            workflow_id=f"{deploy.name}-long-pause",
-            policy=ConversationPolicy(max_history_events_per_run=50, approvers=["ops"]),
-        )
-        paused = await api.ask(wid, "please confirm:send_email")
-        assert paused.status == "awaiting_approval", paused
+        wid = f"{deploy.name}-long-pause"
+        paused = await _park(api, wid)
         (approval,) = paused.pending.approvals
         async with worker_b:
             await deploy.set_current(B)
-            first = (await api.handle(wid).describe()).run_id
-            for _ in range(50):  # polls, until the pause continues as new
-                if (await api.handle(wid).describe()).run_id != first:
-                    break
-                await api.wait(wid, paused.turn, timeout_seconds=0)
-            else:
-                raise AssertionError("the pause never continued as new")
+            await _roll_over(api, wid, paused.turn)
             await eventually(
                 lambda: _pinned_to(deploy.client, wid),
                 lambda b: b == A,
@@ -427,22 +415,10 @@ async def test_leaving_worker_versioning_moves_conversations_to_unversioned_work
         await deploy.set_current(A)
         idle = await api.start(GENIE, USER, workflow_id=f"{deploy.name}-idle")
         assert (await api.ask(idle, "hello", wait_for="completion")).status == "completed"
-        wid = await api.start(
-            GENIE,
-            USER,
-            workflow_id=f"{deploy.name}-leaving",
-            policy=ConversationPolicy(max_history_events_per_run=50, approvers=["ops"]),
-        )
-        paused = await api.ask(wid, "please confirm:send_email")
-        assert paused.status == "awaiting_approval", paused
+        wid = f"{deploy.name}-leaving"
+        paused = await _park(api, wid)
         (approval,) = paused.pending.approvals
-        first = (await api.handle(wid).describe()).run_id
-        for _ in range(50):  # polls, until the pause continues as new
-            if (await api.handle(wid).describe()).run_id != first:
-                break
-            await api.wait(wid, paused.turn, timeout_seconds=0)
-        else:
-            raise AssertionError("the pause never continued as new")
+        await _roll_over(api, wid, paused.turn)
         async with plain:
             await deploy.cli("set-current-version", "--unversioned", "--yes")
             await deploy.override_auto_upgrade(wid)
@@ -464,6 +440,30 @@ async def test_leaving_worker_versioning_moves_conversations_to_unversioned_work
     assert _builds(runs[2]) == {""}
     for run in (*runs, *idle_runs):
         assert _failed_tasks(run) == []
+
+
+async def _park(api: GenieConversations, wid: str) -> TurnResult:
+    """A conversation parked on an approval, whose pause rolls over at 50 events."""
+    await api.start(
+        GENIE,
+        USER,
+        workflow_id=wid,
+        policy=ConversationPolicy(max_history_events_per_run=50, approvers=["ops"]),
+    )
+    paused = await api.ask(wid, "please confirm:send_email")
+    assert paused.status == "awaiting_approval", paused
+    return paused
+
+
+async def _roll_over(api: GenieConversations, wid: str, turn: int) -> None:
+    """Poll the parked turn until its pause continues as new."""
+    handle = api.handle(wid)
+    first = (await handle.describe()).run_id
+    for _ in range(50):
+        if (await handle.describe()).run_id != first:
+            return
+        await api.wait(wid, turn, timeout_seconds=0)
+    raise AssertionError("the pause never continued as new")
 
 
 def _carried(client: Client, events: list[HistoryEvent]) -> ConversationData:
