@@ -25,8 +25,8 @@ from inbox._session import CSRF_HEADER
 from inbox._web import (
     BadRequest,
     Ctx,
+    api_error,
     csrf_ok,
-    error,
     explained,
     filters,
     ids,
@@ -112,8 +112,8 @@ def _api_ids(request: Request) -> tuple[str, str]:
 
 def _api_problem(e: Exception) -> Response:
     if isinstance(e, NotFound):
-        return JSONResponse(error("NotFound", str(e)), status_code=404)
-    return JSONResponse(error("Unavailable", str(e)), status_code=503)
+        return JSONResponse(api_error("NotFound", str(e)), status_code=404)
+    return JSONResponse(api_error("Unavailable", str(e)), status_code=503)
 
 
 async def api_conversation(request: Request, ctx: Ctx) -> Response:
@@ -150,7 +150,7 @@ RATE_LIMITED = "RateLimited"
 
 def _api_too_many(wait: float) -> Response:
     return JSONResponse(
-        error(RATE_LIMITED, slow_down(wait), retry_after_seconds=int(retry_after(wait))),
+        api_error(RATE_LIMITED, slow_down(wait), retry_after_seconds=int(retry_after(wait))),
         status_code=429,
         headers={"Retry-After": retry_after(wait)},
     )
@@ -168,7 +168,7 @@ async def _api_decide(
     except Refused as e:
         ex = await explained(ctx, e, wid, ref)
         return JSONResponse(
-            error(ex.type, ex.sentence, title=ex.title, detail=ex.detail),
+            api_error(ex.type, ex.sentence, title=ex.title, detail=ex.detail),
             status_code=ex.http_status,
         )
     except (NotFound, Unavailable) as e:
@@ -207,7 +207,7 @@ async def api_auth_link(request: Request, ctx: Ctx) -> Response:
     refusal = link_refusal(ctx.user, ref, item)
     if refusal is not None:  # read only: nothing is sent to the conversation
         return JSONResponse(
-            error(refusal.type, refusal.sentence, title=refusal.title, detail=refusal.detail),
+            api_error(refusal.type, refusal.sentence, title=refusal.title, detail=refusal.detail),
             status_code=refusal.http_status,
         )
     wait = ctx.inbox.limited(ctx.user)
@@ -217,7 +217,7 @@ async def api_auth_link(request: Request, ctx: Ctx) -> Response:
         link = shown_link(await ctx.inbox.auth_link(wid, ref))
     except Refused as e:
         ex = explain(e.type, e.message, me=ctx.user, ref=ref)
-        return JSONResponse(error(ex.type, ex.sentence, detail=ex.detail), ex.http_status)
+        return JSONResponse(api_error(ex.type, ex.sentence, detail=ex.detail), ex.http_status)
     except (NotFound, Unavailable) as e:
         return _api_problem(e)
     return JSONResponse({"link": link.model_dump(mode="json")})

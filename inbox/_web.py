@@ -267,7 +267,7 @@ def api(handler: Handler) -> Callable[[Request], Awaitable[Response]]:
         ctx = await _context(request)
         if ctx.me is None:
             response: Response = JSONResponse(
-                error("Unauthenticated", ctx.auth_error or "log in or send a bearer token"),
+                api_error("Unauthenticated", ctx.auth_error or "log in or send a bearer token"),
                 status_code=401,
                 headers={"WWW-Authenticate": "Bearer"} if ctx.inbox.config.auth == "jwt" else {},
             )
@@ -275,13 +275,14 @@ def api(handler: Handler) -> Callable[[Request], Awaitable[Response]]:
             try:
                 response = await handler(request, ctx)
             except BadRequest as e:
-                response = JSONResponse(error(e.type, e.message), status_code=e.status)
+                response = JSONResponse(api_error(e.type, e.message), status_code=e.status)
         return _finish(ctx.inbox, request, ctx.session, response)
 
     return endpoint
 
 
-def error(type: str, message: str, **more: Any) -> dict[str, Any]:
+def api_error(type: str, message: str, **more: Any) -> dict[str, Any]:
+    """The JSON API's error body: ``{"error": {"type", "message", ...}}``."""
     return {"error": {"type": type, "message": message, **more}}
 
 
