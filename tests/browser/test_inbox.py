@@ -1,6 +1,8 @@
 """The approver's view in a real browser: a pause appears in the inbox by itself, one
 approval later the waiting ``geniectl ask`` prints the genie's reply; and the README's
-first command, ``geniectl dev --demo``, approved with one click in the inbox it prints.
+first command, ``geniectl dev --demo``, approved with one click in the inbox it prints;
+and an approver on a phone, who sees every parameter without scrolling sideways and
+approves with one tap.
 
 The inbox runs as a process (genie_stack's ``InboxProcess``, development identity) on
 this package's dev server; the conversation is started by ``geniectl ask`` as a user of
@@ -19,10 +21,12 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
-from playwright.async_api import Page, expect
+from playwright.async_api import Browser, Locator, Page, ViewportSize, expect
+from temporalio.client import Client
 from temporalio.testing import WorkflowEnvironment
 
 from genie_stack import InboxProcess, free_ports, inbox_env
+from geniectl import GenieConversations
 from tests.browser.conftest import Shots
 
 GENIECTL = str(Path(sys.executable).parent / "geniectl")
@@ -178,3 +182,87 @@ async def test_geniectl_dev_demo_is_approved_with_one_click_in_the_inbox(
             except TimeoutError:
                 dev.kill()
                 await dev.wait()
+
+
+PHONE: ViewportSize = {"width": 390, "height": 844}
+"""A common phone's viewport in CSS pixels: an approver often opens the link from chat."""
+TAIL = "TAIL-legal@example.com"
+
+
+async def test_an_approver_on_a_phone_sees_every_parameter_and_approves_with_one_tap(
+    browser: Browser,
+    client: Client,
+    task_queue: str,
+    inbox: InboxProcess,
+) -> None:
+    """On a phone's screen nothing is cut off at the side, so the end of a long parameter
+    (here the recipient, after a long unbroken URL) is on screen without scrolling the
+    block sideways; the buttons are big enough to tap, and one tap approves."""
+    api = GenieConversations(client, task_queue=task_queue)
+    wid = f"phone-{uuid.uuid4().hex[:8]}"
+    # One unbroken 150-character URL (the simulator's genie keeps 200 characters).
+    url = f"https://files.example.com/{'a' * 100}/contract.pdf"
+    text = f"Forward {url} to {TAIL} confirm:send_email"
+    paused = await api.ask(wid, text, start_with=("gin-phone", "u-phone"))
+    assert paused.status == "awaiting_approval", paused
+
+    context = await browser.new_context(viewport=PHONE, is_mobile=True, has_touch=True)
+    page = await context.new_page()
+    shots = Shots(page, "phone")
+    try:
+        await page.goto(f"{inbox.url}/pending")
+        await page.get_by_label("Name").fill("alice")
+        await page.get_by_role("button", name="Log in").tap()
+        item = page.locator(f'article[data-workflow-id="{wid}"]')
+        await expect(item).to_be_visible()
+        await _fits_the_screen(page)
+        await shots("pending")
+
+        await item.get_by_role("link", name="Run skill send_email").tap()
+        decide = page.locator("section.decide")
+        approve = decide.get_by_role("button", name="Approve")
+        await expect(approve).to_be_visible()
+        await _fits_the_screen(page)
+        await _wholly_on_screen(page, page.locator("details.params pre"), TAIL)
+        box = await approve.bounding_box()
+        assert box is not None and box["height"] >= 44, box  # a finger's size, not a cursor's
+        await shots("item")
+
+        await approve.tap()
+        await expect(page.get_by_role("heading", name="Approved")).to_be_visible()
+        await shots("outcome")
+
+        await page.goto(f"{inbox.url}/conversations/{wid}")
+        await expect(page.get_by_role("cell", name="alice").first).to_be_visible()
+        await _fits_the_screen(page)  # the audit table scrolls in its own box
+        await shots("conversation")
+    finally:
+        await context.close()
+
+
+async def _fits_the_screen(page: Page) -> None:
+    """The page itself never scrolls sideways."""
+    wide, screen = await page.evaluate(
+        "[document.documentElement.scrollWidth, document.documentElement.clientWidth]"
+    )
+    assert wide <= screen, f"{page.url} is {wide}px wide on a {screen}px screen"
+
+
+async def _wholly_on_screen(page: Page, block: Locator, needle: str) -> None:
+    """``needle``, inside ``block``, lies within the block's visible box and the screen."""
+    await expect(block).to_contain_text(needle)
+    where = await block.evaluate(
+        """(el, needle) => {
+            const node = el.firstChild, at = node.textContent.indexOf(needle);
+            const range = document.createRange();
+            range.setStart(node, at);
+            range.setEnd(node, at + needle.length);
+            const r = range.getBoundingClientRect(), b = el.getBoundingClientRect();
+            return {left: r.left, right: r.right, blockLeft: b.left, blockRight: b.right,
+                    clipped: el.scrollWidth > el.clientWidth, screen: window.innerWidth};
+        }""",
+        needle,
+    )
+    assert not where["clipped"], where
+    assert where["blockLeft"] <= where["left"] and where["right"] <= where["blockRight"], where
+    assert where["right"] <= where["screen"], where
