@@ -167,7 +167,7 @@ async def run_script(store: Store, run: Run) -> None:
                             "call_id": call.call_id,
                             "skill_name": step.skill,
                             "skill_id": skill_id(step.skill),
-                            "skill_parameters": skill_parameters(run.script.text),
+                            "skill_parameters": skill_parameters(run.script),
                             "skill_parameter_schema": list(SKILL_PARAMETER_SCHEMA),
                         },
                     )

@@ -9,7 +9,7 @@ import re
 import zlib
 from dataclasses import dataclass, field
 
-TOKEN_RE = re.compile(r"\b(confirm|connect|fail|skill|steps|delay|interrupt):(\S+)")
+TOKEN_RE = re.compile(r"\b(confirm|connect|fail|skill|steps|delay|interrupt|params):(\S+)")
 """A directive: ``name:value``. ``\\b`` keeps words like ``reconfirm:x`` plain text."""
 
 MAX_STEPS = 10_000
@@ -17,6 +17,9 @@ MAX_STEPS = 10_000
 
 MAX_DELAY_MS = 3_600_000
 """Upper bound for ``delay:<ms>`` (one hour)."""
+
+MAX_PARAMS_KIB = 1_024
+"""Upper bound for ``params:<n>``: past any bound of ours, small enough to send."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -73,11 +76,14 @@ class Script:
         steps: The directives in order of appearance (``steps:n`` already expanded).
         interrupt_after: ``interrupt:<k>``: every stream of the run ends with
             ``system.stream_interrupted`` after delivering k events (the last token wins).
+        params_kib: ``params:<n>``: confirmations also carry a ``body`` parameter of n
+            KiB (the last token wins), as a genie drafting a long document would.
     """
 
     text: str
     steps: tuple[Step, ...]
     interrupt_after: int | None = None
+    params_kib: int = 0
 
 
 def _non_negative_int(value: str) -> int | None:
@@ -98,6 +104,7 @@ def parse_script(text: str) -> Script:
     """
     steps: list[Step] = []
     interrupt_after: int | None = None
+    params_kib = 0
     for match in TOKEN_RE.finditer(text):
         name, value = match.group(1), match.group(2)
         if name == "confirm":
@@ -117,11 +124,17 @@ def parse_script(text: str) -> Script:
             ms = _non_negative_int(value)
             if ms is not None:
                 steps.append(Delay(min(ms, MAX_DELAY_MS)))
+        elif name == "params":
+            kib = _non_negative_int(value)
+            if kib is not None:
+                params_kib = min(kib, MAX_PARAMS_KIB)
         else:  # interrupt
             k = _non_negative_int(value)
             if k is not None:
                 interrupt_after = k
-    return Script(text=text, steps=tuple(steps), interrupt_after=interrupt_after)
+    return Script(
+        text=text, steps=tuple(steps), interrupt_after=interrupt_after, params_kib=params_kib
+    )
 
 
 def step_message(i: int, n: int) -> str:
@@ -134,9 +147,14 @@ def skill_id(name: str) -> str:
     return f"recipe:{zlib.crc32(name.encode()) % 90_000_000 + 10_000_000}"
 
 
-def skill_parameters(text: str) -> dict[str, object]:
+def skill_parameters(script: Script) -> dict[str, object]:
     """The resolved arguments shown on a confirmation card."""
-    return {"query": text[:200]}
+    params: dict[str, object] = {"query": script.text[:200]}
+    if script.params_kib:
+        line = "Lorem ipsum dolor sit amet, consectetur adipiscing elit. "
+        body = line * (script.params_kib * 1024 // len(line) + 1)
+        params["body"] = body[: script.params_kib * 1024]
+    return params
 
 
 SKILL_PARAMETER_SCHEMA: tuple[dict[str, object], ...] = (

@@ -8,6 +8,7 @@ from genie_sim._clock import Clock, IdFactory, iso, parse_iso
 from genie_sim._faults import FaultBook, parse_fault
 from genie_sim._multipart import boundary_of, find_part
 from genie_sim._script import (
+    MAX_PARAMS_KIB,
     MAX_STEPS,
     Confirm,
     Connect,
@@ -18,6 +19,7 @@ from genie_sim._script import (
     final_reply,
     parse_script,
     skill_id,
+    skill_parameters,
 )
 
 
@@ -61,6 +63,18 @@ def test_token_values_keep_punctuation_and_case() -> None:
 def test_steps_and_delay_are_capped() -> None:
     assert len(parse_script("steps:99999999").steps) == MAX_STEPS
     assert parse_script("delay:99999999").steps == (Delay(3_600_000),)
+
+
+def test_params_adds_a_body_of_that_many_kib_to_confirmations() -> None:
+    plain = parse_script("please confirm:send_email")
+    assert skill_parameters(plain) == {"query": "please confirm:send_email"}
+    big = parse_script("confirm:send_email params:3 params:20")  # the last wins
+    params = skill_parameters(big)
+    assert params["query"] == "confirm:send_email params:3 params:20"
+    assert isinstance(params["body"], str) and len(params["body"]) == 20 * 1024
+    huge = skill_parameters(parse_script(f"confirm:x params:{10**9}"))
+    assert isinstance(huge["body"], str) and len(huge["body"]) == MAX_PARAMS_KIB * 1024
+    assert "body" not in skill_parameters(parse_script("confirm:x params:lots"))
 
 
 def test_steps_zero_adds_nothing() -> None:
