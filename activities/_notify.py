@@ -269,14 +269,17 @@ def _clip(value: Any) -> Any:
 def _bounded_details(details: dict[str, Any]) -> dict[str, Any]:
     """The item, minus what no receiver should get, with every part bounded."""
     out: dict[str, Any] = {}
+    shortened = False
     for key, value in list(details.items())[:MAX_LIST_ITEMS]:
         if key in PRIVATE_DETAILS:
             continue
         if key == "skill_parameters" and isinstance(value, dict):
             # The approver needs them to decide: the pending item's own, larger bound.
-            out[key] = bounded_parameters(value)
+            out[key], shortened = bounded_parameters(value)
         else:
             out[str(key)[:MAX_TEXT_CHARS]] = _clip(value)
+    if shortened:
+        out["parameters_shortened"] = True
     return out
 
 
@@ -301,10 +304,15 @@ def _code_block(text: str) -> str:
     return escaped + "\u200b" if escaped.endswith("`") else escaped
 
 
+SLACK_PARAMETER_CHARS = 1_500
+"""Of the parameters' JSON in a Slack message; the inbox shows all that was kept."""
+
+
 def _slack_message(inp: NotifyInput, link: str | None) -> dict[str, Any]:
     # Everything but our own inbox link is the genie's or the user's text: escaped, so
     # the only real link in the message is ours.
-    params = json.dumps(inp.details.get("skill_parameters", {}), ensure_ascii=False)[:1500]
+    params = json.dumps(inp.details.get("skill_parameters", {}), ensure_ascii=False)
+    cut = len(params) > SLACK_PARAMETER_CHARS or inp.details.get("parameters_shortened") is True
     event = "escalated" if inp.event == "escalation" else inp.event
     lines = [
         f"*{_inline(inp.title)}* ({event})",
@@ -313,7 +321,9 @@ def _slack_message(inp: NotifyInput, link: str | None) -> dict[str, Any]:
         f"deadline {inp.deadline:%Y-%m-%d %H:%M UTC}",
     ]
     if inp.kind == "skill_confirmation":
-        lines.append(f"parameters: ```{_code_block(params)}```")
+        lines.append(f"parameters: ```{_code_block(params[:SLACK_PARAMETER_CHARS])}```")
+        if cut:
+            lines.append("_parameters shortened here: open the inbox to read all that was kept_")
     if link:
         lines.append(f"<{link}|Open in the inbox>")
     return {"text": "\n".join(lines)}

@@ -383,12 +383,14 @@ class StreamSegment:
     def _result(self, outcome: SegmentOutcome, ev: GenieEvent | None) -> StreamSegmentResult:
         confirmation = connection = None
         if isinstance(ev, SkillConfirmationRequired | BusinessApprovalRequired):
+            params, shortened = bounded_parameters(getattr(ev, "skill_parameters", None) or {})
             confirmation = SkillConfirmation(
                 call_id=require(ev, "call_id"),
                 kind="business" if isinstance(ev, BusinessApprovalRequired) else "skill",
                 skill_name=_name(getattr(ev, "skill_name", None)),
                 skill_id=getattr(ev, "skill_id", None),
-                skill_parameters=bounded_parameters(getattr(ev, "skill_parameters", None) or {}),
+                skill_parameters=params,
+                parameters_shortened=shortened,
             )
         elif isinstance(ev, RuntimeConnectionAuthRequired):
             link = ev.auth_link

@@ -56,7 +56,8 @@ earliest intermediate messages are dropped (``messages_truncated``); the final r
 always kept, cut to this length if it is longer by itself, and E6 (message history)
 remains the full record."""
 MAX_PARAMETER_BYTES = 16_000
-"""Skill parameters kept per pending item (as JSON); larger ones keep a marked prefix."""
+"""Skill parameters kept per pending item (as JSON); larger ones are shortened in place,
+each cut marked, and the item says so (``parameters_shortened``)."""
 MAX_NAME_CHARS = 256
 """Skill and connector names kept from the genie's events; longer ones are cut (ids are
 bounded by ``genie_api`` already). A stream segment's result must fit Temporal's 2 MB
@@ -65,13 +66,75 @@ MAX_AUTH_URL_CHARS = 8_192
 """An auth link longer than this is not kept (the approver fetches a fresh one)."""
 
 
-def bounded_parameters(params: dict[str, Any]) -> dict[str, Any]:
-    """``params``, or, over ``MAX_PARAMETER_BYTES`` of JSON, a ``{"_truncated": ...}``
-    marker holding the start of the JSON text."""
-    text = json.dumps(params, ensure_ascii=False, default=str, sort_keys=True)
-    if len(text.encode()) <= MAX_PARAMETER_BYTES:
-        return params
-    return {"_truncated": text[: MAX_PARAMETER_BYTES // 4] + "…"}
+def bounded_parameters(params: dict[str, Any]) -> tuple[dict[str, Any], bool]:
+    """``params`` and False while their JSON fits ``MAX_PARAMETER_BYTES``. Otherwise a copy
+    of the same shape, shortened in place, and True: each long string cut with a
+    ``… [N more characters]`` note, long lists and objects with a ``… [N more items]``
+    entry, deep nesting replaced by a note (``_SHORTENINGS``, each tighter than the last,
+    until one fits). Keys and short values survive, so what an approver most needs (a
+    recipient, an amount) stays readable beside a long body, and each cut says where it
+    is. What fits under none of them keeps the start of its JSON text under ``"…"``."""
+    if _json_bytes(params) <= MAX_PARAMETER_BYTES:
+        return params, False
+    for chars, items, levels in _SHORTENINGS:
+        out = _shorten_object(params, chars, items, levels)
+        if _json_bytes(out) <= MAX_PARAMETER_BYTES:
+            return out, True
+    # At most 4 bytes a character in UTF-8, less room for the note and the key.
+    return {"…": _cut(_json_text(params), MAX_PARAMETER_BYTES // 4 - 32)}, True
+
+
+_SHORTENINGS = ((2_000, 200, 8), (500, 50, 6), (120, 20, 4), (40, 8, 2))
+"""(characters kept of a string or key, items kept of a list or object, levels kept)."""
+
+
+def _json_text(value: object) -> str:
+    return json.dumps(value, ensure_ascii=False, default=str)
+
+
+def _json_bytes(value: object) -> int:
+    return len(_json_text(value).encode())
+
+
+def _cut(text: str, chars: int) -> str:
+    return (
+        text if len(text) <= chars else f"{text[:chars]}… [{len(text) - chars:,} more characters]"
+    )
+
+
+def _shorten(value: object, chars: int, items: int, levels: int) -> object:
+    if isinstance(value, dict):
+        return _shorten_object(value, chars, items, levels)
+    if isinstance(value, list | tuple):
+        if levels == 0:
+            return f"[a list of {len(value):,} items, nested too deep to show]"
+        kept = [_shorten(v, chars, items, levels - 1) for v in value[:items]]
+        if len(value) > items:
+            kept.append(f"… [{len(value) - items:,} more items]")
+        return kept
+    if value is None or isinstance(value, bool | int | float):
+        return value
+    return _cut(str(value), chars)
+
+
+def _shorten_object(value: dict[Any, Any], chars: int, items: int, levels: int) -> Any:
+    if levels == 0:
+        return f"[an object of {len(value):,} keys, nested too deep to show]"
+    out: dict[str, object] = {}
+    for k, v in list(value.items())[:items]:
+        out[_free(out, _cut(str(k), chars))] = _shorten(v, chars, items, levels - 1)
+    if len(value) > items:
+        out[_free(out, "…")] = f"[{len(value) - items:,} more items]"
+    return out
+
+
+def _free(taken: dict[str, object], key: str) -> str:
+    """``key``, numbered if two keys are the same once cut (or a real key is "…")."""
+    n, free = 1, key
+    while free in taken:
+        n += 1
+        free = f"{key} ({n})"
+    return free
 
 
 class _Model(BaseModel):
@@ -152,6 +215,8 @@ class SkillConfirmation(_Model):
     skill_name: str | None = None
     skill_id: str | None = None
     skill_parameters: dict[str, Any] = Field(default_factory=dict)
+    parameters_shortened: bool = False
+    """The parameters were over ``MAX_PARAMETER_BYTES`` and are shown shortened."""
 
 
 class ConnectionRequest(_Model):

@@ -121,6 +121,8 @@ def commands(lines: list[str]) -> None:
 def pause_panel(wid: str, res: TurnResult, prefix: str = "geniectl") -> None:
     for p in res.pending.approvals:
         params = json.dumps(p.skill_parameters, ensure_ascii=False, indent=2)
+        if p.parameters_shortened:
+            params += "\n(too long to keep whole: shortened where marked …)"
         body = (
             f"skill [bold]{safe(p.skill_name)}[/] wants to run with:\n{safe(params)}\n\n"
             f"call id  [cyan]{safe(p.call_id)}[/]\ndeadline {when(p.deadline)}"

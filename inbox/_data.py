@@ -65,6 +65,7 @@ class Item(BaseModel):
     """The skill's or the connector's name."""
     skill_id: str | None = None
     parameters: dict[str, Any] = Field(default_factory=dict)
+    parameters_shortened: bool = False
     turn: int
     user_message: str | None = None
     genie_messages: list[str] = Field(default_factory=list)
@@ -206,6 +207,7 @@ def build_items(
                     title=p.skill_name or p.skill_id or "(unnamed skill)",
                     skill_id=p.skill_id,
                     parameters=p.skill_parameters,
+                    parameters_shortened=p.parameters_shortened,
                     rule=p.rule,
                     required_approvals=p.required_approvals,
                     approved_by=p.approved_by,

@@ -241,13 +241,15 @@ class TurnRunner(Notices):
         when the decision was posted by it (``_post_and_resume``)."""
         d, now = self._d, workflow.now()
         item = for_skill(self._policy, conf.skill_name)
+        # Bounded again: segments recorded before the activity bounded them replay.
+        params, shortened = bounded_parameters(conf.skill_parameters)
         p = PendingApproval(
             call_id=conf.call_id,
             kind=conf.kind,
             skill_name=conf.skill_name,
             skill_id=conf.skill_id,
-            # Bounded again: segments recorded before the activity bounded them replay.
-            skill_parameters=bounded_parameters(conf.skill_parameters),
+            skill_parameters=params,
+            parameters_shortened=conf.parameters_shortened or shortened,
             turn=turn.turn,
             requested_at=now,
             deadline=now + item.timeout,

@@ -236,7 +236,8 @@ async def test_a_standard_body_is_bounded_whatever_the_genie_sent() -> None:
     data = event["data"]
     assert data["title"] == "t" * _notify.MAX_TEXT_CHARS
     assert data["details"]["skill_name"] == "n" * _notify.MAX_TEXT_CHARS
-    assert data["details"]["skill_parameters"]["_truncated"].startswith('{"body": "ppp')
+    assert data["details"]["skill_parameters"]["body"].startswith("ppp")
+    assert data["details"]["parameters_shortened"] is True
     assert len(data["details"]["approvers"]) == _notify.MAX_LIST_ITEMS
 
 

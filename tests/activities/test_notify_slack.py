@@ -57,6 +57,15 @@ def test_every_interpolated_value_is_escaped_and_only_the_inbox_link_is_a_link()
         assert text.count("```") == 2, field  # only our parameters block
 
 
+def test_parameters_cut_for_slack_or_shortened_say_so() -> None:
+    note = "parameters shortened here: open the inbox to read all that was kept"
+    assert note not in _message(details={"skill_parameters": {"to": "a@example.com"}})
+    long = _message(details={"skill_parameters": {"body": "x" * 5_000}})
+    assert note in long and "x" * 1_400 in long and "x" * 5_000 not in long
+    kept = {"skill_parameters": {"body": "x… [9 more characters]"}, "parameters_shortened": True}
+    assert note in _message(details=kept)
+
+
 def test_parameters_cannot_leave_their_code_block() -> None:
     text = _message(details={"skill_parameters": {"to": HOSTILE, "b": "x`` ``` ````"}})
     (link,) = _links(text)

@@ -86,6 +86,9 @@ async def test_a_hostile_genie_cannot_make_a_segment_result_too_large() -> None:
     conf = result.confirmation
     assert conf is not None and conf.call_id == "call_1"
     assert conf.skill_name == "s" * MAX_NAME_CHARS
-    assert list(conf.skill_parameters) == ["_truncated"]
+    # The key survives; the value says how much of it is left out.
+    assert list(conf.skill_parameters) == ["body"] and conf.parameters_shortened
+    assert conf.skill_parameters["body"].startswith("😀" * 100)
+    assert conf.skill_parameters["body"].endswith(" more characters]")
     kept = json.dumps(conf.skill_parameters, ensure_ascii=False).encode()
-    assert len(kept) <= MAX_PARAMETER_BYTES + 64  # the marker's prefix, in UTF-8
+    assert len(kept) <= MAX_PARAMETER_BYTES

@@ -134,6 +134,27 @@ async def test_approval_round_trip_from_the_shell(cli_env: dict[str, str]) -> No
     assert h.json()["turns"][0]["status"] == "completed"
 
 
+async def test_a_pause_with_parameters_too_long_to_keep_whole_says_so(
+    cli_env: dict[str, str],
+) -> None:
+    wid = await _started(cli_env)
+    ask = asyncio.create_task(geniectl(cli_env, "ask", wid, "draft confirm:send_email params:64"))
+    t0 = time.monotonic()
+    item = None
+    while item is None:
+        assert time.monotonic() - t0 < 20, "the pause never reached `geniectl pending`"
+        r = await geniectl(cli_env, "pending", "--json")
+        item = next((i for i in r.json() if i["workflow_id"] == wid), None)
+    (approval,) = item["approvals"]
+    assert approval["parameters_shortened"] is True
+    assert approval["skill_parameters"]["body"].endswith(" more characters]")
+    no = await geniectl(cli_env, "reject", wid, approval["call_id"], "--reason", "too long")
+    assert no.code == 0, no.stderr
+    r = await ask
+    assert r.code == 0, r.stderr
+    assert "shortened where marked" in r.stdout, r.stdout
+
+
 async def test_reject_sends_the_reason(cli_env: dict[str, str]) -> None:
     wid = await _started(cli_env)
     r = await geniectl(cli_env, "send", wid, "confirm:delete_everything", "--json")

@@ -418,3 +418,33 @@ async def test_a_workflow_id_with_slashes_is_reached_and_decided_through_its_lin
     other = await dev_http.get(f"/items/{quote(wid.split('/')[0], safe='')}/skill/x")
     assert other.status_code == 404
     assert (await dev_http.get("/conversations/")).status_code == 404
+
+
+async def test_parameters_too_long_to_keep_whole_are_shown_shortened_and_said_so(
+    client: Client, task_queue: str, dev_http: httpx.AsyncClient
+) -> None:
+    """A genie drafting a 64 KiB body: the item keeps every parameter's key and the short
+    ones whole, cuts the long one where it says so, and tells the approver in words; the
+    API and the pending item say it too."""
+    api = convs(client, task_queue)
+    wid, _turn, item = await paused_skill(api, "mail the draft confirm:send_email params:64")
+    assert item.parameters_shortened
+    assert item.skill_parameters["query"] == "mail the draft confirm:send_email params:64"
+    body = item.skill_parameters["body"]
+    assert body.startswith("Lorem ipsum") and body.endswith(" more characters]")
+    await dev_login(dev_http, "alice")
+
+    page = await dev_http.get(f"/items/{wid}/skill/{item.call_id}")
+    assert page.status_code == 200
+    text = html.unescape(page.text)
+    assert "too long to keep whole: they are shortened where marked “…”" in text
+    assert '"query": "mail the draft confirm:send_email params:64"' in text
+    assert " more characters]" in text
+    listed = (await dev_http.get("/api/pending")).json()
+    (mine,) = [i for i in listed["items"] if i["workflow_id"] == wid]
+    assert mine["parameters_shortened"] is True
+
+    plain_wid, _t, plain = await paused_skill(api, "short confirm:send_email")
+    assert not plain.parameters_shortened
+    page = await dev_http.get(f"/items/{plain_wid}/skill/{plain.call_id}")
+    assert "too long to keep whole" not in html.unescape(page.text)
