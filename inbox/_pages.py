@@ -17,7 +17,7 @@ from starlette.responses import HTMLResponse, JSONResponse, RedirectResponse, Re
 
 from geniectl import NotFound, Refused
 from inbox._auth import Unauthenticated, clean_name
-from inbox._data import LISTING_CACHE_SECONDS, Unavailable
+from inbox._data import LISTING_CACHE_SECONDS, Item, Unavailable
 from inbox._decide import Kind, Verdict
 from inbox._explain import explain, who_decided
 from inbox._limit import retry_after
@@ -39,8 +39,8 @@ from inbox._web import (
     slow_down,
     valid_id,
 )
-from workflows import Transcript
-from workflows.models import MAX_ID_CHARS, MAX_REASON_CHARS
+from workflows import ConversationStatus, Transcript
+from workflows.models import MAX_ID_CHARS, MAX_REASON_CHARS, AuthLink
 
 MAX_FORM_FIELDS = 10
 
@@ -163,20 +163,39 @@ def item_page(kind: Kind) -> Handler:
             st, item = await item_state(ctx, wid, kind, ref)
         except (NotFound, Unavailable) as e:
             return _problem_page(request, ctx, e, wid)
-        return render(
-            request,
-            ctx,
-            "item.html",
-            kind=kind,
-            wid=wid,
-            ref=ref,
-            item=item,
-            decided=who_decided(st, ref),
-            form_error=None,
-            link=None,
-        )
+        return _item_html(request, ctx, kind, wid, ref, st, item)
 
     return show
+
+
+def _item_html(
+    request: Request,
+    ctx: Ctx,
+    kind: Kind,
+    wid: str,
+    ref: str,
+    st: ConversationStatus,
+    item: Item | None,
+    *,
+    http_status: int = 200,
+    form_error: str | None = None,
+    link: AuthLink | None = None,
+) -> Response:
+    """The item's page, as ``item_state`` read it (``item`` None: decided or gone), with
+    what went wrong with the form or the auth link just fetched."""
+    return render(
+        request,
+        ctx,
+        "item.html",
+        http_status=http_status,
+        kind=kind,
+        wid=wid,
+        ref=ref,
+        item=item,
+        decided=who_decided(st, ref),
+        form_error=form_error,
+        link=link,
+    )
 
 
 def _verdict(kind: Kind, choice: str | None) -> Verdict | None:
@@ -209,18 +228,8 @@ def decide_page(kind: Kind) -> Handler:
                 st, item = await item_state(ctx, wid, kind, ref)
             except (NotFound, Unavailable) as e:
                 return _problem_page(request, ctx, e, wid)
-            return render(
-                request,
-                ctx,
-                "item.html",
-                http_status=422,
-                kind=kind,
-                wid=wid,
-                ref=ref,
-                item=item,
-                decided=who_decided(st, ref),
-                form_error=problem,
-                link=None,
+            return _item_html(
+                request, ctx, kind, wid, ref, st, item, http_status=422, form_error=problem
             )
         wait = ctx.inbox.limited(ctx.user)
         if wait:
@@ -274,18 +283,16 @@ async def refresh_link_page(request: Request, ctx: Ctx) -> Response:
         return _problem_page(request, ctx, e, wid)
     refusal = link_refusal(ctx.user, ref, item)
     if refusal is not None:  # read only: nothing is sent to the conversation
-        return render(
+        return _item_html(
             request,
             ctx,
-            "item.html",
+            "connection",
+            wid,
+            ref,
+            st,
+            item,
             http_status=refusal.http_status,
-            kind="connection",
-            wid=wid,
-            ref=ref,
-            item=item,
-            decided=who_decided(st, ref),
             form_error=refusal.sentence,
-            link=None,
         )
     wait = ctx.inbox.limited(ctx.user)
     if wait:
@@ -304,17 +311,8 @@ async def refresh_link_page(request: Request, ctx: Ctx) -> Response:
         return _problem_page(request, ctx, e, wid)
     if item is not None and not item.can_decide:
         link = None  # decided meanwhile (or by someone else): the link is not shown
-    return render(
-        request,
-        ctx,
-        "item.html",
-        kind="connection",
-        wid=wid,
-        ref=ref,
-        item=item,
-        decided=who_decided(st, ref),
-        form_error=link_error,
-        link=link,
+    return _item_html(
+        request, ctx, "connection", wid, ref, st, item, form_error=link_error, link=link
     )
 
 

@@ -73,6 +73,18 @@ async def _started(env: dict[str, str]) -> str:
     return wid
 
 
+async def _pending(env: dict[str, str], wid: str) -> dict[str, Any]:
+    """The conversation's entry in ``geniectl pending --json``, once it is listed."""
+    t0 = time.monotonic()
+    while True:
+        assert time.monotonic() - t0 < 20, "the pause never reached `geniectl pending`"
+        r = await geniectl(env, "pending", "--json")
+        assert r.code == 0, r.stderr
+        item = next((i for i in r.json() if i["workflow_id"] == wid), None)
+        if item is not None:
+            return dict(item)
+
+
 async def test_ask_prints_the_reply(cli_env: dict[str, str]) -> None:
     wid = await _started(cli_env)
     r = await geniectl(cli_env, "ask", wid, "hello from the shell")
@@ -100,13 +112,7 @@ async def test_approval_round_trip_from_the_shell(cli_env: dict[str, str]) -> No
     ask = asyncio.create_task(geniectl(cli_env, "ask", wid, "please confirm:send_email"))
 
     # The inbox shows the pause (visibility is fed from search attributes).
-    t0 = time.monotonic()
-    item = None
-    while item is None:
-        assert time.monotonic() - t0 < 20, "the pause never reached `geniectl pending`"
-        r = await geniectl(cli_env, "pending", "--json")
-        assert r.code == 0, r.stderr
-        item = next((i for i in r.json() if i["workflow_id"] == wid), None)
+    item = await _pending(cli_env, wid)
     call_id = item["approvals"][0]["call_id"]
     assert item["approvals"][0]["skill_name"] == "send_email"
     table = await geniectl(cli_env, "pending")
@@ -139,13 +145,7 @@ async def test_a_pause_with_parameters_too_long_to_keep_whole_says_so(
 ) -> None:
     wid = await _started(cli_env)
     ask = asyncio.create_task(geniectl(cli_env, "ask", wid, "draft confirm:send_email params:64"))
-    t0 = time.monotonic()
-    item = None
-    while item is None:
-        assert time.monotonic() - t0 < 20, "the pause never reached `geniectl pending`"
-        r = await geniectl(cli_env, "pending", "--json")
-        item = next((i for i in r.json() if i["workflow_id"] == wid), None)
-    (approval,) = item["approvals"]
+    (approval,) = (await _pending(cli_env, wid))["approvals"]
     assert approval["parameters_shortened"] is True
     assert approval["skill_parameters"]["body"].endswith(" more characters]")
     no = await geniectl(cli_env, "reject", wid, approval["call_id"], "--reason", "too long")
