@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-import re
 import shlex
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
@@ -19,6 +18,7 @@ from rich.table import Table
 from rich.text import Text
 
 from geniectl._api import GenieConversations, PendingItem
+from geniectl._inert import HIDDEN, inert
 from workflows import TERMINAL_TURN_STATUSES, PendingApproval, PendingConnection, TurnResult
 
 out = Console()
@@ -43,25 +43,19 @@ EXIT_CODES: tuple[tuple[int, str], ...] = (
 """What each exit code means; ``--help`` and the README both list these."""
 
 
-# What a terminal would act on instead of showing: C0 controls but tab and newline (ESC
-# starts colour, cursor, clear-screen and OSC title/hyperlink sequences; CR overwrites a
-# line), DEL, C1 controls (U+009B is CSI on some terminals) and the bidi controls that
-# reorder what is shown. Rich passes ESC through untouched.
-_CONTROLS = re.compile("[\x00-\x08\x0b-\x1f\x7f-\x9f\u061c\u200e\u200f\u202a-\u202e\u2066-\u2069]")
-
-
 def plain(value: object) -> str:
-    """``value`` as inert terminal text: each control character is shown as its escape
-    (``\\x1b``, ``\\u202e``) instead of acting. For text printed with ``markup=False``."""
-    return _CONTROLS.sub(lambda m: ascii(m.group())[1:-1], str(value))
+    """``value`` as inert terminal text: each ``HIDDEN`` character (``geniectl._inert``)
+    shown as its Python escape (``\\x1b``, ``\\u202e``) instead of acting. For text
+    printed with ``markup=False``."""
+    return HIDDEN.sub(lambda m: ascii(m.group())[1:-1], str(value))
 
 
 def inert_json(text: str) -> str:
-    """JSON text with each control character still raw in it written as its ``\\uXXXX``
+    """JSON text with each ``HIDDEN`` character still raw in it written as its ``\\uXXXX``
     escape. JSON encoders escape C0 controls but leave DEL, C1 and the bidi controls as
     they are, so ``--json`` on a terminal would obey them (U+202E reverses what follows);
     they can only stand inside strings, so the escaped text is the same JSON."""
-    return _CONTROLS.sub(lambda m: f"\\u{ord(m.group()):04x}", text)
+    return inert(text)
 
 
 def safe(value: object) -> str:

@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 import jinja2
+from markupsafe import Markup
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, JSONResponse, Response
 from starlette.templating import Jinja2Templates
@@ -26,6 +27,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from temporalio.service import RPCError
 
 from geniectl import NotFound, Refused
+from geniectl._inert import inert
 from inbox._auth import Authenticator, Identity, Unauthenticated
 from inbox._data import Item, Reader, Unavailable, safe_url, segment
 from inbox._decide import Decider, Kind, Verdict
@@ -175,6 +177,12 @@ def _pretty(value: object) -> str:
     return json.dumps(value, indent=2, sort_keys=True, ensure_ascii=False, default=str)
 
 
+def _shown(value: object) -> object:
+    if isinstance(value, str) and not isinstance(value, Markup):
+        return inert(value)
+    return value
+
+
 def _iso(t: datetime | None) -> str:
     return "" if t is None else t.astimezone(UTC).isoformat()
 
@@ -186,6 +194,10 @@ def templates() -> Jinja2Templates:
         undefined=jinja2.StrictUndefined,
         trim_blocks=True,
         lstrip_blocks=True,
+        # Every value shown, parameters included, with characters that would reorder or
+        # hide text (U+202E, zero-width space) written as their escape: an approver sees
+        # what the genie sent, not what it made the page display.
+        finalize=_shown,
     )
     env.filters.update(utc=utc, pretty=_pretty, iso=_iso, seg=segment)
     env.globals.update(left=_fmt_left, ago=_fmt_ago)

@@ -20,6 +20,7 @@ from datetime import UTC, datetime
 from rich.console import Console
 
 from geniectl import _render
+from geniectl._inert import HIDDEN
 from tests.cli.test_geniectl import _started, cli_env, geniectl  # noqa: F401 (fixture)
 from workflows import PendingApproval, TurnResult
 
@@ -64,7 +65,7 @@ async def test_json_output_escapes_what_a_terminal_would_obey(cli_env: dict[str,
     history = await geniectl(cli_env, "history", wid, "--json")
     for r in (asked, history):  # the reply echoes the message
         assert r.code == 0, r.stderr
-        assert not _render._CONTROLS.search(r.stdout), repr(r.stdout)
+        assert not HIDDEN.search(r.stdout), repr(r.stdout)
         assert "\\u202e" in r.stdout and "\\u009b" in r.stdout
     *streamed, result = [json.loads(line) for line in asked.stdout.splitlines()]
     assert streamed == [{"turn": 1, "message": f"You said: {_RAW_IN_JSON}"}]

@@ -448,3 +448,24 @@ async def test_parameters_too_long_to_keep_whole_are_shown_shortened_and_said_so
     assert not plain.parameters_shortened
     page = await dev_http.get(f"/items/{plain_wid}/skill/{plain.call_id}")
     assert "too long to keep whole" not in html.unescape(page.text)
+
+
+async def test_characters_that_reorder_or_hide_text_are_shown_as_escapes(
+    client: Client, task_queue: str, dev_http: httpx.AsyncClient
+) -> None:
+    """A genie (or a prompt injected into it) cannot make a page show an approver
+    something other than what it sent: a right-to-left override would display
+    ``evil@\\u202emoc.elpmaxe`` as an innocent address, a zero-width space hides a
+    difference. Pages show each as its escape; the JSON API keeps the data as it is."""
+    api = convs(client, task_queue)
+    sneaky = "mail evil@\u202emoc.elpmaxe and pay\u200bpal confirm:send_email"
+    wid, _turn, item = await paused_skill(api, sneaky)
+    assert item.skill_parameters["query"] == sneaky
+    await dev_login(dev_http, "alice")
+    for path in ("/pending", f"/items/{wid}/skill/{item.call_id}", f"/conversations/{wid}"):
+        text = html.unescape((await dev_http.get(path)).text)
+        assert "\u202e" not in text and "\u200b" not in text, path
+        assert "evil@\\u202emoc.elpmaxe and pay\\u200bpal" in text, path
+    listed = (await dev_http.get("/api/pending")).json()
+    (mine,) = [i for i in listed["items"] if i["workflow_id"] == wid]
+    assert mine["parameters"]["query"] == sneaky
