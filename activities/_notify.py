@@ -40,7 +40,7 @@ from temporalio.exceptions import ApplicationError
 
 from activities._options import server_retry_delay
 from activities.models import bounded_parameters
-from genie_api import parse_retry_after
+from genie_api import inert, parse_retry_after
 
 NOTIFY_FAILED = "NotifyFailed"
 """The endpoint answered with an error, or could not be reached (retried)."""
@@ -286,8 +286,9 @@ def _bounded_details(details: dict[str, Any]) -> dict[str, Any]:
 def slack_escape(value: object) -> str:
     """``value`` as Slack mrkdwn text that is only text: ``&``, ``<`` and ``>`` escaped as
     Slack asks, so ``<https://evil|Open in the inbox>``, ``<!channel>`` and ``<@U123>``
-    show as typed instead of becoming links and mentions."""
-    return str(value).replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+    show as typed instead of becoming links and mentions; characters that would reorder or
+    hide text show as their escape (``genie_api.inert``)."""
+    return inert(str(value)).replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
 
 
 def _inline(value: object, limit: int = 200) -> str:

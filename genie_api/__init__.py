@@ -69,6 +69,7 @@ from genie_api._events import (
     UnknownEvent,
     parse_event,
 )
+from genie_api._inert import HIDDEN, inert
 from genie_api._models import (
     AuthLink,
     AuthLinkStatus,
@@ -103,6 +104,7 @@ __all__ = [
     "CONVERSATION_BUSY",
     "EVENT_TYPES",
     "FILE_TOO_LARGE",
+    "HIDDEN",
     "INVALID_FILE_ID",
     "INVALID_LAST_EVENT_ID",
     "MESSAGE_EMPTY",
@@ -170,6 +172,7 @@ __all__ = [
     "UnprocessableError",
     "UploadedFile",
     "format_timestamp",
+    "inert",
     "parse_event",
     "parse_retry_after",
 ]

@@ -17,8 +17,8 @@ from rich.panel import Panel
 from rich.table import Table
 from rich.text import Text
 
+from genie_api import HIDDEN, inert
 from geniectl._api import GenieConversations, PendingItem
-from geniectl._inert import HIDDEN, inert
 from workflows import TERMINAL_TURN_STATUSES, PendingApproval, PendingConnection, TurnResult
 
 out = Console()
@@ -44,7 +44,7 @@ EXIT_CODES: tuple[tuple[int, str], ...] = (
 
 
 def plain(value: object) -> str:
-    """``value`` as inert terminal text: each ``HIDDEN`` character (``geniectl._inert``)
+    """``value`` as inert terminal text: each ``HIDDEN`` character (``genie_api.HIDDEN``)
     shown as its Python escape (``\\x1b``, ``\\u202e``) instead of acting. For text
     printed with ``markup=False``."""
     return HIDDEN.sub(lambda m: ascii(m.group())[1:-1], str(value))

@@ -26,8 +26,8 @@ from starlette.templating import Jinja2Templates
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from temporalio.service import RPCError
 
+from genie_api import inert
 from geniectl import NotFound, Refused
-from geniectl._inert import inert
 from inbox._auth import Authenticator, Identity, Unauthenticated
 from inbox._data import Item, Reader, Unavailable, safe_url, segment
 from inbox._decide import Decider, Kind, Verdict

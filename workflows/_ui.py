@@ -24,6 +24,7 @@ import shlex
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from datetime import UTC, datetime
 
+from genie_api import inert
 from workflows.models import ErrorInfo, PendingApproval, PendingConnection
 
 MAX_CARD_BYTES = 16 * 1024
@@ -66,12 +67,14 @@ def _clip(text: str, limit: int) -> str:
 
 def _text(value: object, limit: int = _MAX_NOTE_CHARS) -> str:
     """Free text from outside, clipped and escaped: it renders as written, never as markup."""
-    return _MD_SPECIAL.sub(r"\\\1", _clip(str(value), limit))
+    # Clipped before and after: the escapes make the text longer, never unbounded.
+    return _MD_SPECIAL.sub(r"\\\1", _clip(inert(_clip(str(value), limit)), limit))
 
 
 def _code(value: str) -> str:
-    """An inline code span holding ``value`` verbatim, whatever backticks it contains."""
-    value = _WS.sub(" ", value)
+    """An inline code span holding ``value`` verbatim, whatever backticks it contains
+    (characters that would reorder or hide text as their escape)."""
+    value = _WS.sub(" ", inert(value))
     longest = max((len(m) for m in _BACKTICKS.findall(value)), default=0)
     fence = "`" * (longest + 1)
     pad = " " if value[:1] in ("`", " ") or value[-1:] in ("`", " ") else ""

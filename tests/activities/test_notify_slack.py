@@ -57,6 +57,13 @@ def test_every_interpolated_value_is_escaped_and_only_the_inbox_link_is_a_link()
         assert text.count("```") == 2, field  # only our parameters block
 
 
+def test_characters_that_reorder_or_hide_text_show_as_escapes() -> None:
+    sneaky = "evil@\u202emoc.elpmaxe pay\u200bpal"
+    text = _message(title=sneaky, details={"skill_parameters": {"to": sneaky}})
+    assert "\u202e" not in text
+    assert text.count("evil@\\u202emoc.elpmaxe pay\\u200bpal") == 2  # title, parameters
+
+
 def test_parameters_cut_for_slack_or_shortened_say_so() -> None:
     note = "parameters shortened here: open the inbox to read all that was kept"
     assert note not in _message(details={"skill_parameters": {"to": "a@example.com"}})

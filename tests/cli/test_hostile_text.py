@@ -19,8 +19,8 @@ from datetime import UTC, datetime
 
 from rich.console import Console
 
+from genie_api import HIDDEN
 from geniectl import _render
-from geniectl._inert import HIDDEN
 from tests.cli.test_geniectl import _started, cli_env, geniectl  # noqa: F401 (fixture)
 from workflows import PendingApproval, TurnResult
 

@@ -249,6 +249,16 @@ def test_outside_text_renders_as_written_never_as_markup() -> None:
     assert "a`b``c" in code
 
 
+def test_characters_that_reorder_or_hide_text_show_as_escapes() -> None:
+    sneaky = "evil@\u202emoc.elpmaxe pay\u200bpal"
+    card = _card(
+        approvals=[_approval(skill_name=sneaky, skill_parameters={"to": sneaky})],
+        api_note=sneaky,
+    )
+    assert "\u202e" not in card and "\u200b" not in card
+    assert "evil@\\u202emoc.elpmaxe pay\\u200bpal" in card
+
+
 def test_an_unknown_state_still_renders() -> None:
     card = _card(state="some_future_state", approvals=[])
     assert card.startswith("### Some future state\n\n")

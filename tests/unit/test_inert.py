@@ -8,7 +8,7 @@ import json
 
 import pytest
 
-from geniectl._inert import inert
+from genie_api import inert
 from geniectl._render import plain
 
 
