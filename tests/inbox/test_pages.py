@@ -469,3 +469,18 @@ async def test_characters_that_reorder_or_hide_text_are_shown_as_escapes(
     listed = (await dev_http.get("/api/pending")).json()
     (mine,) = [i for i in listed["items"] if i["workflow_id"] == wid]
     assert mine["parameters"]["query"] == sneaky
+
+
+async def test_each_parameter_is_shown_on_its_own_with_its_line_breaks(
+    client: Client, task_queue: str, dev_http: httpx.AsyncClient
+) -> None:
+    """An email body reads as the lines it has, not as one JSON string full of ``\\n``;
+    the exact JSON stays on the page, one click away."""
+    api = convs(client, task_queue)
+    wid, _turn, item = await paused_skill(api, "Hi team,\n\nthe draft. confirm:send_email")
+    await dev_login(dev_http, "alice")
+    page = (await dev_http.get(f"/items/{wid}/skill/{item.call_id}")).text
+    assert "<dt>query</dt>" in page
+    assert '<pre class="value text">Hi team,\n\nthe draft. confirm:send_email</pre>' in page
+    raw = html.unescape(page.split('<details class="raw">', 1)[1])
+    assert '"query": "Hi team,\\n\\nthe draft. confirm:send_email"' in raw
