@@ -1,6 +1,8 @@
 // The pending page updates itself: every few seconds it asks for the list's HTML and
 // swaps it in only when it changed, so scroll position, focus and typing elsewhere on
-// the page are kept. Times left are counted down here between refreshes. No other
+// the page are kept. Times left are counted down here between refreshes. The tab's
+// title counts what you may decide, "(2) Pending", so a tab in the background tells you
+// something waits: it keeps refreshing there too, six times less often. No other
 // script runs on these pages.
 (function () {
   "use strict";
@@ -35,6 +37,14 @@
     var status = document.getElementById("live-status");
     var last = null;
     var busy = false;
+    var fetched = 0;
+    var title = document.title.replace(/^\(\d+\) /, "");
+
+    // What you may decide: items neither read-only to you nor already being posted.
+    function count() {
+      var n = list.querySelectorAll("article.item:not(.readonly):not(.inflight)").length;
+      document.title = (n ? "(" + n + ") " : "") + title;
+    }
 
     // Times are counted down here: a refresh that differs only in them changes nothing.
     function stable(html) {
@@ -48,8 +58,9 @@
     }
 
     function refresh() {
-      if (busy || document.hidden) return;
+      if (busy || (document.hidden && Date.now() - fetched < every * 6)) return;
       busy = true;
+      fetched = Date.now();
       fetch(url, { credentials: "same-origin", headers: { "Accept": "text/html" } })
         .then(function (r) {
           if (r.status === 401) { say("Your session ended: reload the page to log in again.", true); return null; }
@@ -62,6 +73,7 @@
           if (key !== last) {
             list.innerHTML = html;
             tick();
+            count();
           }
           last = key;
           say("Updated " + new Date().toLocaleTimeString() + "; updates by itself.", false);

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import re
 import signal
 import sys
 import uuid
@@ -89,6 +90,7 @@ async def test_a_pause_appears_by_itself_and_one_approval_lets_ask_print_the_rep
             item.get_by_text("Please email the Q3 report to the team.").first
         ).to_be_visible()
         await expect(item.get_by_text("gin-browser")).to_be_visible()
+        await expect(page).to_have_title(re.compile(r"^\(\d+\) Pending · Genie approvals$"))
         await shots("inbox-pending")
 
         await item.get_by_role("link", name="Run skill send_email").click()
@@ -182,6 +184,37 @@ async def test_geniectl_dev_demo_is_approved_with_one_click_in_the_inbox(
             except TimeoutError:
                 dev.kill()
                 await dev.wait()
+
+
+async def test_a_tab_in_the_background_counts_what_waits_in_its_title(
+    browser: Browser, client: Client, task_queue: str, inbox: InboxProcess
+) -> None:
+    """The approver has the inbox open in a tab they are not looking at: a new pause still
+    reaches the tab's title, "(n) Pending", without a reload."""
+    context = await browser.new_context()
+    page = await context.new_page()
+    try:
+        await page.goto(f"{inbox.url}/pending")
+        await page.get_by_label("Name").fill("alice")
+        await page.get_by_role("button", name="Log in").click()
+        await expect(page.get_by_role("heading", name="Waiting for a decision")).to_be_visible()
+        before = await page.title()
+        # What the browser reports for a tab in the background.
+        await page.evaluate(
+            "Object.defineProperty(document, 'hidden', {get: () => true});"
+            "Object.defineProperty(document, 'visibilityState', {get: () => 'hidden'});"
+            "window.__sameDocument = true"
+        )
+        api = GenieConversations(client, task_queue=task_queue)
+        wid = f"tab-{uuid.uuid4().hex[:8]}"
+        paused = await api.ask(wid, "confirm:send_email", start_with=("gin-tab", "u-tab"))
+        assert paused.status == "awaiting_approval", paused
+        await expect(page).not_to_have_title(before)
+        assert re.fullmatch(r"\(\d+\) Pending · Genie approvals", await page.title())
+        assert await page.evaluate("window.__sameDocument === true"), "the page was reloaded"
+        await expect(page.locator(f'article[data-workflow-id="{wid}"]')).to_be_attached()
+    finally:
+        await context.close()
 
 
 PHONE: ViewportSize = {"width": 390, "height": 844}

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import html
+import re
 import uuid
 from urllib.parse import quote
 
@@ -43,6 +44,8 @@ async def test_pending_shows_context_reads_write_no_history_and_one_click_approv
     page = await dev_http.get("/pending")
     assert page.status_code == 200 and BANNER in page.text
     text = page.text
+    # The tab's title counts what alice may decide.
+    assert re.search(r"<title>\(\d+\) Pending · Genie approvals</title>", text), text[:300]
     assert wid in text and "send_email" in text and "gin-test-genie" in text
     # The user's message and the genie's messages of the turn, escaped.
     assert "please &lt;b&gt;mail&lt;/b&gt; Bob" in text and "<b>mail</b>" not in text
