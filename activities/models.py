@@ -19,6 +19,7 @@ __all__ = [
     "MAX_AUTH_URL_CHARS",
     "MAX_NAME_CHARS",
     "MAX_PARAMETER_BYTES",
+    "MAX_PARAMETER_DEPTH",
     "MAX_SKILL_ERROR_CHARS",
     "MAX_SKILL_EVENTS",
     "MAX_TURN_MESSAGE_CHARS",
@@ -58,6 +59,12 @@ remains the full record."""
 MAX_PARAMETER_BYTES = 16_000
 """Skill parameters kept per pending item (as JSON); larger ones are shortened in place,
 each cut marked, and the item says so (``parameters_shortened``)."""
+MAX_PARAMETER_DEPTH = 16
+"""Levels of lists and objects kept in skill parameters; deeper ones become a note. The
+parameters travel inside other models (the segment's result, the pending item, the
+carried state), and pydantic's JSON parser refuses a document nested about 200 deep:
+unbounded, a genie's parameters could make the segment's result unreadable to the
+workflow, failing its task on every retry."""
 MAX_NAME_CHARS = 256
 """Skill and connector names kept from the genie's events; longer ones are cut (ids are
 bounded by ``genie_api`` already). A stream segment's result must fit Temporal's 2 MB
@@ -67,25 +74,48 @@ MAX_AUTH_URL_CHARS = 8_192
 
 
 def bounded_parameters(params: dict[str, Any]) -> tuple[dict[str, Any], bool]:
-    """``params`` and False while their JSON fits ``MAX_PARAMETER_BYTES``. Otherwise a copy
-    of the same shape, shortened in place, and True: each long string cut with a
-    ``… [N more characters]`` note, long lists and objects with a ``… [N more items]``
-    entry, deep nesting replaced by a note (``_SHORTENINGS``, each tighter than the last,
-    until one fits). Keys and short values survive, so what an approver most needs (a
-    recipient, an amount) stays readable beside a long body, and each cut says where it
-    is. What fits under none of them keeps the start of its JSON text under ``"…"``."""
-    if _json_bytes(params) <= MAX_PARAMETER_BYTES:
+    """``params`` and False while their JSON fits ``MAX_PARAMETER_BYTES`` and they nest
+    at most ``MAX_PARAMETER_DEPTH`` levels. Otherwise a copy of the same shape, shortened
+    in place, and True: deep nesting replaced by a note, and, while still too big, each
+    long string cut with a ``… [N more characters]`` note and long lists and objects with
+    a ``… [N more items]`` entry (``_SHORTENINGS``, each tighter than the last, until one
+    fits). Keys and short values survive, so what an approver most needs (a recipient, an
+    amount) stays readable beside a long body, and each cut says where it is. What fits
+    under none of them keeps the start of its JSON text under ``"…"``."""
+    deep = _deeper_than(params, MAX_PARAMETER_DEPTH)
+    if not deep and _json_bytes(params) <= MAX_PARAMETER_BYTES:
         return params, False
+    out: dict[str, Any] = params
     for chars, items, levels in _SHORTENINGS:
         out = _shorten_object(params, chars, items, levels)
         if _json_bytes(out) <= MAX_PARAMETER_BYTES:
             return out, True
-    # At most 4 bytes a character in UTF-8, less room for the note and the key.
-    return {"…": _cut(_json_text(params), MAX_PARAMETER_BYTES // 4 - 32)}, True
+    # The tightest shortening's text (never deep), at most 4 bytes a character in UTF-8,
+    # less room for the note and the key.
+    return {"…": _cut(_json_text(out), MAX_PARAMETER_BYTES // 4 - 32)}, True
 
 
-_SHORTENINGS = ((2_000, 200, 8), (500, 50, 6), (120, 20, 4), (40, 8, 2))
+_WHOLE = MAX_PARAMETER_BYTES  # no string or list longer than this fits anyway
+_SHORTENINGS = (
+    (_WHOLE, _WHOLE, MAX_PARAMETER_DEPTH),
+    (2_000, 200, MAX_PARAMETER_DEPTH),
+    (500, 50, 6),
+    (120, 20, 4),
+    (40, 8, 2),
+)
 """(characters kept of a string or key, items kept of a list or object, levels kept)."""
+
+
+def _deeper_than(value: object, levels: int) -> bool:
+    """Whether ``value`` holds a list or an object ``levels`` deep (the top one is 0)."""
+    stack = [(value, 0)]
+    while stack:
+        v, depth = stack.pop()
+        if isinstance(v, dict | list | tuple):
+            if depth >= levels:
+                return True
+            stack.extend((c, depth + 1) for c in (v.values() if isinstance(v, dict) else v))
+    return False
 
 
 def _json_text(value: object) -> str:

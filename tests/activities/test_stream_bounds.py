@@ -26,6 +26,7 @@ from activities.models import (
     StreamSegmentResult,
 )
 from genie_api import ApiKeyAuth, GenieClient
+from genie_codec import genie_data_converter
 
 PAYLOAD_LIMIT = 2 * 1024 * 1024
 
@@ -92,3 +93,50 @@ async def test_a_hostile_genie_cannot_make_a_segment_result_too_large() -> None:
     assert conf.skill_parameters["body"].endswith(" more characters]")
     kept = json.dumps(conf.skill_parameters, ensure_ascii=False).encode()
     assert len(kept) <= MAX_PARAMETER_BYTES
+
+
+def _nested(depth: int) -> Any:
+    tree: Any = "leaf"
+    for _ in range(depth):
+        tree = {"n": tree}
+    return tree
+
+
+async def _segment_with_parameters(params: dict[str, Any]) -> StreamSegmentResult:
+    def genie(request: httpx.Request) -> httpx.Response:
+        body = _frame(
+            1, type="skill.confirmation_required", call_id="call_1", skill_parameters=params
+        )
+        return httpx.Response(200, headers={"content-type": "text/event-stream"}, content=body)
+
+    client = GenieClient(
+        "http://genie.test", ApiKeyAuth("k" * 32), transport=httpx.MockTransport(genie)
+    )
+    inp = StreamSegmentInput(
+        genie_handle="gin-1",
+        user_id="u1",
+        conversation_id="conv_1",
+        turn=1,
+        mode="send",
+        message="hello",
+    )
+    async with client:
+        result: StreamSegmentResult = await ActivityEnvironment().run(
+            run_segment, client, inp, silence_check_seconds=30
+        )
+    return result
+
+
+async def test_parameters_nested_too_deep_to_read_back_are_cut_at_the_depth_bound() -> None:
+    """A genie's parameters nested 198 deep, as deep as an event can be and still be read:
+    inside the segment's result they are deeper than pydantic's JSON parser goes, so the
+    result, in history, could not be read by the workflow, on any retry. The activity
+    keeps ``MAX_PARAMETER_DEPTH`` levels and says so."""
+    result = await _segment_with_parameters({"to": "a@example.com", "tree": _nested(198)})
+    conf = result.confirmation
+    assert conf is not None and conf.parameters_shortened
+    assert conf.skill_parameters["to"] == "a@example.com"
+    assert "nested too deep to show" in json.dumps(conf.skill_parameters)
+    converter = genie_data_converter.payload_converter
+    (back,) = converter.from_payloads(converter.to_payloads([result]), [StreamSegmentResult])
+    assert back == result

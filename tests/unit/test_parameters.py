@@ -10,7 +10,13 @@ from typing import Any
 
 import pytest
 
-from activities.models import MAX_PARAMETER_BYTES, bounded_parameters
+from activities.models import (
+    MAX_PARAMETER_BYTES,
+    MAX_PARAMETER_DEPTH,
+    SkillConfirmation,
+    bounded_parameters,
+)
+from genie_codec import genie_data_converter
 
 
 def _size(value: object) -> int:
@@ -56,6 +62,36 @@ def test_deep_nesting_is_replaced_by_a_note() -> None:
     out = _fits({"to": "x@example.com", "tree": deep})
     assert out["to"] == "x@example.com"
     assert "nested too deep to show" in json.dumps(out)
+
+
+def test_nesting_past_the_depth_bound_is_cut_there_and_nothing_else_is() -> None:
+    deep: Any = "leaf"
+    for _ in range(300):
+        deep = {"n": deep}
+    body = "b" * 5_000  # fits: a deep tree alone must not cost the body its text
+    out = _fits({"body": body, "tree": deep})
+    assert out["body"] == body
+    level: Any = out["tree"]
+    for _ in range(MAX_PARAMETER_DEPTH - 1):
+        level = level["n"]
+    assert level == "[an object of 1 keys, nested too deep to show]"
+    just_fits: Any = "leaf"
+    for _ in range(MAX_PARAMETER_DEPTH - 1):
+        just_fits = [just_fits]
+    assert bounded_parameters({"x": just_fits}) == ({"x": just_fits}, False)
+
+
+def test_what_is_kept_always_travels_through_temporal_and_back() -> None:
+    """pydantic's JSON parser refuses documents nested about 200 deep: unbounded, such
+    parameters made the stream's result unreadable to the workflow, forever."""
+    deep: Any = "leaf"
+    for _ in range(5_000):
+        deep = [deep]
+    params, shortened = bounded_parameters({"tree": deep})
+    conf = SkillConfirmation(call_id="c", skill_parameters=params, parameters_shortened=shortened)
+    converter = genie_data_converter.payload_converter
+    (back,) = converter.from_payloads(converter.to_payloads([conf]), [SkillConfirmation])
+    assert back == conf and back.parameters_shortened
 
 
 def test_keys_cut_to_the_same_text_stay_apart_and_a_real_ellipsis_key_is_kept() -> None:
