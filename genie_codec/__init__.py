@@ -27,7 +27,7 @@ from genie_codec._codec import (
     payload_key_ids,
     payloads_in,
 )
-from genie_codec._converter import build_data_converter
+from genie_codec._converter import build_data_converter, genie_data_converter
 from genie_codec._devkeys import (
     dev_key_file_for,
     ensure_dev_key,
@@ -47,6 +47,7 @@ __all__ = [
     "build_data_converter",
     "dev_key_file_for",
     "ensure_dev_key",
+    "genie_data_converter",
     "key_id_of",
     "load_keys",
     "missing_keys_error",

@@ -11,9 +11,9 @@ from typing import ClassVar
 
 import httpx
 from temporalio.client import Client
-from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.converter import DataConverter
 
+from genie_codec import genie_data_converter
 from genie_config import GenieSettings
 from genie_stack._ports import free_port
 from genie_stack._process import Child
@@ -46,7 +46,7 @@ async def connect(address: str, data_converter: DataConverter | None = None) -> 
     """A client with the pydantic data converter every genie-worker client must use (or
     ``data_converter``: the same with a payload codec)."""
     return await Client.connect(
-        address, namespace=NAMESPACE, data_converter=data_converter or pydantic_data_converter
+        address, namespace=NAMESPACE, data_converter=data_converter or genie_data_converter
     )
 
 

@@ -59,7 +59,9 @@ CONVERSATION_CREATE_FAILED: Final = "ConversationCreateFailed"
 """The Headless API refused to create the conversation (the workflow fails with this)."""
 INVALID_INPUT: Final = "InvalidInput"
 """A message (workflow input, update or signal) whose fields are missing, of the wrong type,
-or outside their bounds; the error names each field. Nothing changed."""
+or outside their bounds; the error names each field. Also JSON that cannot be read at
+all, such as one nested deeper than about 200 levels (raised by the data converter,
+``genie_codec``). Nothing changed."""
 DEADLINE_EXPIRED: Final = "DeadlineExpired"
 """A decision that arrived (in workflow time) at or after the item's deadline; the
 timeout action of the policy applies instead."""

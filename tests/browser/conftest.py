@@ -13,9 +13,9 @@ from pathlib import Path
 
 import pytest
 from playwright.async_api import Browser, Page, async_playwright, expect
-from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.testing import WorkflowEnvironment
 
+from genie_codec import genie_data_converter
 from tests.services import free_port, temporal_cli, wait_http_ok
 from workflows import ALL_SEARCH_ATTRIBUTES
 
@@ -39,7 +39,7 @@ async def temporal_env(ui_port: int) -> AsyncIterator[WorkflowEnvironment]:
     env = await WorkflowEnvironment.start_local(
         dev_server_existing_path=temporal_cli(),
         search_attributes=list(ALL_SEARCH_ATTRIBUTES),
-        data_converter=pydantic_data_converter,
+        data_converter=genie_data_converter,
         dev_server_log_level="error",
         ui=True,
         ui_port=ui_port,

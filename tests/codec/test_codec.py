@@ -227,11 +227,11 @@ async def test_the_converter_encrypts_values_and_failure_messages() -> None:
 
 
 def test_without_keys_the_converter_is_the_plain_one(monkeypatch: pytest.MonkeyPatch) -> None:
-    from temporalio.contrib.pydantic import pydantic_data_converter
+    from genie_codec import genie_data_converter
 
     for name in ("GENIE_PAYLOAD_KEYS", "GENIE_PAYLOAD_KEY_FILE"):
         monkeypatch.delenv(name, raising=False)
-    assert data_converter(load_settings(), target_host="127.0.0.1:1") is pydantic_data_converter
+    assert data_converter(load_settings(), target_host="127.0.0.1:1") is genie_data_converter
     monkeypatch.setenv("GENIE_PAYLOAD_KEYS", "k1:nope")
     with pytest.raises(ConfigError, match="GENIE_PAYLOAD_KEYS: key 'k1'"):
         data_converter(load_settings())
@@ -336,3 +336,12 @@ def test_the_dev_registry_entry_is_private(tmp_path: Path, monkeypatch: pytest.M
     finally:
         unregister_dev_stack("127.0.0.1:1")
     assert list(registry_dir().iterdir()) == []
+
+
+def test_unreadable_json_is_refused_with_the_workflows_invalid_input_type() -> None:
+    """The converter cannot import the workflows (it must stay quick to import), so the
+    error type is written in both places; this pins them together."""
+    from genie_codec._converter import INVALID_INPUT
+    from workflows import errors
+
+    assert INVALID_INPUT == errors.INVALID_INPUT

@@ -16,6 +16,7 @@ from datetime import timedelta
 from typing import Any
 
 import pytest
+import temporalio.converter
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from temporalio.api.enums.v1 import EventType
 from temporalio.client import (
@@ -342,6 +343,50 @@ async def test_a_client_cannot_start_a_conversation_with_carried_state(
     assert cause.type == errors.INVALID_INPUT and "carried" in cause.message, cause
     assert sim.stats()["requests"] == before  # nothing reached the API
     assert not await _task_failures(client, wid)
+
+
+def _nested(depth: int) -> Any:
+    tree: Any = "x"
+    for _ in range(depth):
+        tree = {"n": tree}
+    return tree
+
+
+async def test_input_nested_too_deep_to_read_is_refused_typed_and_fails_no_task(
+    client: Client, task_queue: str
+) -> None:
+    """JSON nested deeper than pydantic's parser goes (about 200 levels) failed in the
+    SDK's decoding, before any validator of ours: a start input failed the workflow task
+    on every retry. Sent by a client that can encode it (the SDK's plain JSON converter),
+    it now fails the start, rejects the update, and is dropped as a signal, each typed;
+    no workflow task fails, and the conversation goes on."""
+    config = client.config()
+    config["data_converter"] = temporalio.converter.default()
+    raw = Client(**config)
+    deep = _nested(300)
+    wid = f"test-{uuid.uuid4()}"
+    handle = await raw.start_workflow(
+        "GenieConversation",
+        {"genie_handle": GENIE, "user_id": USER, "extra": deep},
+        id=wid,
+        task_queue=task_queue,
+    )
+    with pytest.raises(WorkflowFailureError) as e:
+        await asyncio.wait_for(handle.result(), WAIT)
+    cause = e.value.cause
+    assert isinstance(cause, ApplicationError), repr(cause)
+    assert cause.type == errors.INVALID_INPUT and "cannot be read" in cause.message, cause
+    assert not await _task_failures(client, wid)
+
+    api = convs(client, task_queue)
+    live = await start(api)
+    hostile = raw.get_workflow_handle(live)
+    refused = await _rejected(hostile.execute_update("send_message", {"text": "hi", "x": deep}))
+    assert refused.type == errors.INVALID_INPUT and "cannot be read" in refused.message
+    await hostile.signal("skill_decision", {"call_id": "c", "approved": True, "x": deep})
+    done = await api.ask(live, "still here", wait_for="completion")
+    assert done.status == "completed" and done.reply == "You said: still here"
+    assert not await _task_failures(client, live)
 
 
 # ---------------------------------------------------------------------- 5. early decisions
