@@ -63,7 +63,7 @@ async def _json(request: Request) -> Any:
     body = await request.body()
     try:
         return json.loads(body)
-    except (ValueError, UnicodeDecodeError):
+    except (ValueError, UnicodeDecodeError, RecursionError):  # nested past the parser's limit
         raise BadRequest(400, "BadJson", "the body is not valid JSON") from None
 
 

@@ -45,6 +45,8 @@ async def test_bodies_too_big_malformed_or_incomplete_decide_nothing(
     assert r.status_code == 413
     cases = [
         ({"content": "{not json", "headers": {**h, "content-type": "application/json"}}, 400),
+        # Nested past the parser's recursion limit (a RecursionError, not a ValueError).
+        ({"content": "[" * 50_000, "headers": {**h, "content-type": "application/json"}}, 400),
         ({"content": "approved=true", "headers": {**h, "content-type": "text/plain"}}, 415),
         ({"json": {}, "headers": h}, 422),
         ({"json": {"approved": "yes"}, "headers": h}, 422),
