@@ -137,7 +137,7 @@ def _shorten(value: object, chars: int, items: int, levels: int) -> object:
         return _shorten_object(value, chars, items, levels)
     if isinstance(value, list | tuple):
         if levels == 0:
-            return f"[a list of {len(value):,} items, nested too deep to show]"
+            return f"[a list of {_count(len(value), 'item')}, nested too deep to show]"
         kept = [_shorten(v, chars, items, levels - 1) for v in value[:items]]
         if len(value) > items:
             kept.append(f"… [{len(value) - items:,} more items]")
@@ -149,13 +149,17 @@ def _shorten(value: object, chars: int, items: int, levels: int) -> object:
 
 def _shorten_object(value: dict[Any, Any], chars: int, items: int, levels: int) -> Any:
     if levels == 0:
-        return f"[an object of {len(value):,} keys, nested too deep to show]"
+        return f"[an object of {_count(len(value), 'key')}, nested too deep to show]"
     out: dict[str, object] = {}
     for k, v in list(value.items())[:items]:
         out[_free(out, _cut(str(k), chars))] = _shorten(v, chars, items, levels - 1)
     if len(value) > items:
         out[_free(out, "…")] = f"[{len(value) - items:,} more items]"
     return out
+
+
+def _count(n: int, noun: str) -> str:
+    return f"{n:,} {noun}" if n == 1 else f"{n:,} {noun}s"
 
 
 def _free(taken: dict[str, object], key: str) -> str:
@@ -246,7 +250,8 @@ class SkillConfirmation(_Model):
     skill_id: str | None = None
     skill_parameters: dict[str, Any] = Field(default_factory=dict)
     parameters_shortened: bool = False
-    """The parameters were over ``MAX_PARAMETER_BYTES`` and are shown shortened."""
+    """The parameters were over ``MAX_PARAMETER_BYTES`` or ``MAX_PARAMETER_DEPTH`` and
+    are kept shortened (``bounded_parameters``)."""
 
 
 class ConnectionRequest(_Model):

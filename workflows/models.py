@@ -362,8 +362,9 @@ class PendingApproval(_Model):
     skill_name: str | None = None
     skill_id: str | None = None
     skill_parameters: dict[str, Any] = Field(default_factory=dict)
-    """As the genie sent them, unless over ``MAX_PARAMETER_BYTES`` of JSON: then
-    shortened in place, each cut marked with ``…`` (``parameters_shortened``)."""
+    """As the genie sent them, unless over ``MAX_PARAMETER_BYTES`` of JSON or nested over
+    ``MAX_PARAMETER_DEPTH`` levels: then shortened in place, each cut marked with ``…``
+    (``parameters_shortened``)."""
     parameters_shortened: bool = False
     """Some parameters were too long to keep whole: an approver sees them shortened."""
     turn: int

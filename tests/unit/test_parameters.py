@@ -74,7 +74,7 @@ def test_nesting_past_the_depth_bound_is_cut_there_and_nothing_else_is() -> None
     level: Any = out["tree"]
     for _ in range(MAX_PARAMETER_DEPTH - 1):
         level = level["n"]
-    assert level == "[an object of 1 keys, nested too deep to show]"
+    assert level == "[an object of 1 key, nested too deep to show]"
     just_fits: Any = "leaf"
     for _ in range(MAX_PARAMETER_DEPTH - 1):
         just_fits = [just_fits]
