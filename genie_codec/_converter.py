@@ -88,8 +88,8 @@ genie_data_converter = dataclasses.replace(
 def build_data_converter(
     keys: PayloadKeys | None, *, compress_min_bytes: int = DEFAULT_COMPRESS_MIN_BYTES
 ) -> DataConverter:
-    """``pydantic_data_converter`` (JSON it cannot read refused as typed invalid input)
-    as is without keys; with keys, the same converter with
+    """``genie_data_converter`` (pydantic's, refusing JSON it cannot read as typed
+    invalid input) without keys; with keys, the same converter with
     ``EncryptionCodec`` and failures whose message and stack trace are payloads too (so a
     refusal naming an approver, or an API error quoting a message, is encrypted)."""
     if keys is None:
