@@ -11,6 +11,7 @@ a confirmation whose skill name and parameters are each hundreds of kilobytes.
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
 
@@ -62,9 +63,10 @@ def _hostile(request: httpx.Request) -> httpx.Response:
     return httpx.Response(200, headers={"content-type": "text/event-stream"}, content=body)
 
 
-async def test_a_hostile_genie_cannot_make_a_segment_result_too_large() -> None:
+async def _segment(genie: Callable[[httpx.Request], httpx.Response]) -> StreamSegmentResult:
+    """One ``send`` segment against the mocked genie."""
     client = GenieClient(
-        "http://genie.test", ApiKeyAuth("k" * 32), transport=httpx.MockTransport(_hostile)
+        "http://genie.test", ApiKeyAuth("k" * 32), transport=httpx.MockTransport(genie)
     )
     inp = StreamSegmentInput(
         genie_handle="gin-1",
@@ -78,6 +80,11 @@ async def test_a_hostile_genie_cannot_make_a_segment_result_too_large() -> None:
         result: StreamSegmentResult = await ActivityEnvironment().run(
             run_segment, client, inp, silence_check_seconds=30
         )
+    return result
+
+
+async def test_a_hostile_genie_cannot_make_a_segment_result_too_large() -> None:
+    result = await _segment(_hostile)
     size = len(result.model_dump_json().encode())
     assert size < PAYLOAD_LIMIT // 2, size
     assert result.outcome == "confirmation_required"
@@ -109,22 +116,7 @@ async def _segment_with_parameters(params: dict[str, Any]) -> StreamSegmentResul
         )
         return httpx.Response(200, headers={"content-type": "text/event-stream"}, content=body)
 
-    client = GenieClient(
-        "http://genie.test", ApiKeyAuth("k" * 32), transport=httpx.MockTransport(genie)
-    )
-    inp = StreamSegmentInput(
-        genie_handle="gin-1",
-        user_id="u1",
-        conversation_id="conv_1",
-        turn=1,
-        mode="send",
-        message="hello",
-    )
-    async with client:
-        result: StreamSegmentResult = await ActivityEnvironment().run(
-            run_segment, client, inp, silence_check_seconds=30
-        )
-    return result
+    return await _segment(genie)
 
 
 async def test_parameters_nested_too_deep_to_read_back_are_cut_at_the_depth_bound() -> None:

@@ -336,13 +336,20 @@ async def test_a_client_cannot_start_a_conversation_with_carried_state(
         id=wid,
         task_queue=task_queue,
     )
+    cause = await _start_refused(client, handle)
+    assert "carried" in cause.message, cause
+    assert sim.stats()["requests"] == before  # nothing reached the API
+
+
+async def _start_refused(client: Client, handle: WorkflowHandle[Any, Any]) -> ApplicationError:
+    """The run failed at once with typed invalid input, and no workflow task failed."""
     with pytest.raises(WorkflowFailureError) as e:
         await asyncio.wait_for(handle.result(), WAIT)
     cause = e.value.cause
     assert isinstance(cause, ApplicationError), repr(cause)
-    assert cause.type == errors.INVALID_INPUT and "carried" in cause.message, cause
-    assert sim.stats()["requests"] == before  # nothing reached the API
-    assert not await _task_failures(client, wid)
+    assert cause.type == errors.INVALID_INPUT, cause
+    assert not await _task_failures(client, handle.id)
+    return cause
 
 
 def _nested(depth: int) -> Any:
@@ -371,12 +378,7 @@ async def test_input_nested_too_deep_to_read_is_refused_typed_and_fails_no_task(
         id=wid,
         task_queue=task_queue,
     )
-    with pytest.raises(WorkflowFailureError) as e:
-        await asyncio.wait_for(handle.result(), WAIT)
-    cause = e.value.cause
-    assert isinstance(cause, ApplicationError), repr(cause)
-    assert cause.type == errors.INVALID_INPUT and "cannot be read" in cause.message, cause
-    assert not await _task_failures(client, wid)
+    assert "cannot be read" in (await _start_refused(client, handle)).message
 
     api = convs(client, task_queue)
     live = await start(api)
