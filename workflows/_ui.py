@@ -122,7 +122,8 @@ def approval_card(workflow_id: str, p: PendingApproval, note: str | None = None)
     items += [
         f"waiting since {_ts(p.requested_at)}",
         f"deadline: {_ts(p.deadline)}",
-        f"parameters: {_code(params)}",
+        f"parameters: {_code(params)}"
+        + (" (too long to keep whole: shortened where marked …)" if p.parameters_shortened else ""),
         f"approve: {_code(f'geniectl approve {wid} {cid} --approver <you>')}",
         f"reject: {_code(f'geniectl reject {wid} {cid} --approver <you> --reason <why>')}",
         "or: "

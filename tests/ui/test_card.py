@@ -259,6 +259,15 @@ def test_characters_that_reorder_or_hide_text_show_as_escapes() -> None:
     assert "evil@\\u202emoc.elpmaxe pay\\u200bpal" in card
 
 
+def test_parameters_too_long_to_keep_whole_say_so() -> None:
+    (items,) = _lists(_card(approvals=[_approval(parameters_shortened=True)]))
+    assert _item_with(items, "parameters:").endswith(
+        "(too long to keep whole: shortened where marked …)"
+    )
+    (items,) = _lists(_card(approvals=[_approval()]))
+    assert "shortened" not in _item_with(items, "parameters:")
+
+
 def test_an_unknown_state_still_renders() -> None:
     card = _card(state="some_future_state", approvals=[])
     assert card.startswith("### Some future state\n\n")
