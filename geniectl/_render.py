@@ -50,14 +50,6 @@ def plain(value: object) -> str:
     return HIDDEN.sub(lambda m: ascii(m.group())[1:-1], str(value))
 
 
-def inert_json(text: str) -> str:
-    """JSON text with each ``HIDDEN`` character still raw in it written as its ``\\uXXXX``
-    escape. JSON encoders escape C0 controls but leave DEL, C1 and the bidi controls as
-    they are, so ``--json`` on a terminal would obey them (U+202E reverses what follows);
-    they can only stand inside strings, so the escaped text is the same JSON."""
-    return inert(text)
-
-
 def safe(value: object) -> str:
     """``plain`` and escaped for Rich markup: the genie's, the user's, an approver's or
     the server's text inside our markup shows as typed, so ``[link=…]`` makes no
@@ -296,7 +288,7 @@ class LiveMessages:
         self._printed += 1
         if self._quiet:
             line = json.dumps({"turn": self._turn, "message": text}, ensure_ascii=False)
-            print(inert_json(line), flush=True)
+            print(inert(line), flush=True)
         else:
             out.print(f"[dim]genie:[/] {safe(text)}", highlight=False)
 

@@ -25,6 +25,7 @@ from temporalio.client import Client
 from temporalio.exceptions import TemporalError
 from temporalio.service import RPCError, RPCStatusCode
 
+from genie_api import inert
 from genie_codec import PayloadDecryptError, PayloadKeyConfigError, new_key
 from genie_config import ConfigError, connect_temporal, load_settings, temporal_connect_config
 from genie_telemetry import caller_span, setup_tracing, shutdown_tracing
@@ -48,7 +49,6 @@ from geniectl._render import (
     err,
     fail,
     follow_turn,
-    inert_json,
     out,
     pause_panel,
     plain,
@@ -182,7 +182,7 @@ def _print_json(value: BaseModel | list[Any] | dict[str, Any]) -> None:
         text = value.model_dump_json(indent=2)
     else:
         text = json.dumps(value, indent=2, default=str)
-    print(inert_json(text))
+    print(inert(text))
 
 
 @app.command()
@@ -282,7 +282,7 @@ def ask(
 
     res = _run(go, if_missing=_ask_hint(workflow_id, text))
     if as_json:
-        print(inert_json(res.model_dump_json()))
+        print(inert(res.model_dump_json()))
     else:
         print_result(res)
     if res.status != "completed":
